@@ -1,0 +1,39 @@
+"""Fixtures: real Redis, real SQLite and PostgreSQL stores, the sandbox, a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import WorkerProcess, postgres_schema, require_redis
+
+
+@pytest.fixture
+def test_redis() -> Iterator[redis.Redis]:
+    """The test Redis database, flushed before and after."""
+    client = require_redis()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store URL, once per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+    else:
+        with postgres_schema() as url:
+            yield url
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Collects worker processes started by a test and stops them afterwards."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()

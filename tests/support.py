@@ -1,0 +1,180 @@
+"""Helpers shared by the tests: real services, a real worker process, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+from worker.secrets import SecretBox, generate_key
+from worker.settings import Settings
+from worker.store import Connection, SqlStore, open_store
+
+REDIS_URL = os.environ.get("ENTITY_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+POSTGRES_URL = os.environ.get(
+    "ENTITY_SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_redis() -> redis.Redis:
+    """The test Redis, flushed; fails (never skips) when it does not answer."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(
+            f"these tests need Redis at {REDIS_URL} (ENTITY_SYNC_TEST_REDIS_URL): {exc}"
+        ) from exc
+    return client
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A store URL on a fresh PostgreSQL schema, dropped afterwards."""
+    schema = f"es_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        raise RuntimeError(
+            f"these tests need PostgreSQL at {POSTGRES_URL} (ENTITY_SYNC_TEST_POSTGRES_URL): {exc}"
+        ) from exc
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        try:
+            yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class Env:
+    """Settings for one test, shared by the test process and its worker processes."""
+
+    def __init__(self, *, store_url: str, upstream_url: str, **extra: str) -> None:
+        self.vars = {
+            "ENTITY_SYNC_REDIS_URL": REDIS_URL,
+            "ENTITY_SYNC_STORE_URL": store_url,
+            "ENTITY_SYNC_UPSTREAM_URL": upstream_url,
+            "ENTITY_SYNC_SECRET_KEY": generate_key(),
+            "ENTITY_SYNC_LOG_LEVEL": "INFO",
+            **extra,
+        }
+
+    def settings(self) -> Settings:
+        fields = {
+            name.removeprefix("ENTITY_SYNC_").lower(): value for name, value in self.vars.items()
+        }
+        return Settings(**fields)
+
+    def process_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENTITY_SYNC_")}
+        env.update(self.vars)
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def store(self) -> SqlStore:
+        return open_store(self.vars["ENTITY_SYNC_STORE_URL"])
+
+    def add_connection(
+        self, connection_id: str, token: str, entity_types: tuple[str, ...] = ("assets",)
+    ) -> Connection:
+        box = SecretBox(self.vars["ENTITY_SYNC_SECRET_KEY"])
+        connection = Connection(
+            id=connection_id,
+            name=connection_id,
+            entity_types=entity_types,
+            token_ciphertext=box.encrypt(token),
+        )
+        self.store().add_connection(connection)
+        return connection
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args],
+            env=self.process_env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+
+class WorkerProcess:
+    """A real Celery worker in a subprocess, with its log in a file."""
+
+    def __init__(
+        self, env: Env, log_path: Path, *, pool: str = "threads", concurrency: int = 4
+    ) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.pool = pool
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "worker", "worker",
+                f"--pool={self.pool}", f"--concurrency={self.concurrency}",
+                "-Q", "sync,notify,housekeeping", "--without-gossip", "--without-mingle",
+                "--loglevel=INFO", f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            env=self.env.process_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        wait_for(lambda: b"ready." in self.log_path.read_bytes(), 60, "worker ready", self)
+        return self
+
+    def child_pids(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, worker: WorkerProcess | None = None
+) -> Any:
+    """Poll ``condition`` until it is truthy; fail with ``what`` (and the worker log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    tail = worker.log()[-4000:] if worker else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")

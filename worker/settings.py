@@ -1,0 +1,152 @@
+"""All configuration, read once from ``ENTITY_SYNC_*`` environment variables.
+
+``get_settings()`` is the only entry point. A wrong value raises ConfigError
+whose message names the environment variable, so a worker fails at start-up
+instead of at the first job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import lru_cache
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "ENTITY_SYNC_"
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class Settings(BaseSettings):
+    """Every knob of entity-sync; each field is ENTITY_SYNC_<FIELD NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Where things live.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None  # defaults to redis_url
+    store_url: str = "sqlite:///var/entity-sync.db"
+    upstream_url: str = "http://127.0.0.1:8900"
+
+    # Secrets: comma-separated Fernet keys, newest first (older ones only decrypt).
+    secret_key: SecretStr | None = None
+
+    # Upstream HTTP behaviour.
+    connect_timeout: PositiveSeconds = 5.0
+    read_timeout: PositiveSeconds = 30.0
+    request_deadline: PositiveSeconds = 60.0  # whole request, trickling servers included
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 20
+
+    # Bounded work per task: continue in a new task after this many pages or seconds.
+    pages_per_task: Annotated[int, Field(ge=1, le=10_000)] = 50
+    task_time_budget: PositiveSeconds = 120.0
+    # A tie group (records sharing one updatedAt) is only left behind once it is
+    # this much older than the upstream's clock, so late writers cannot join it.
+    tie_settle_seconds: PositiveSeconds = 2.0
+    max_tie_passes: Annotated[int, Field(ge=1, le=1000)] = 20
+
+    # Coordination.
+    lease_ttl: PositiveSeconds = 300.0
+    visibility_timeout: PositiveSeconds = 3600.0
+
+    # Operations.
+    log_level: str = "INFO"
+    sentry_dsn: SecretStr | None = None
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Celery broker: ENTITY_SYNC_BROKER_URL, else the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {
+            "redis",
+            "rediss",
+            "amqp",
+            "amqps",
+            "pyamqp",
+        }:
+            raise ValueError("must be a redis:// or amqp:// URL")
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError("must be sqlite:///PATH or postgresql://HOST/DB")
+        if scheme == "sqlite" and not value.startswith("sqlite:///"):
+            raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////abs/path")
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for key in value.get_secret_value().split(","):
+            try:
+                raw = base64.urlsafe_b64decode(key.strip().encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    "must be one or more comma-separated Fernet keys "
+                    "(generate one with `entity-sync keygen`)"
+                )
+        return value
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read the environment now; raise ConfigError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,116 @@
+"""Plain values that go in and out of the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    """Where a run of one (connection, entity type) stands."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # another run of the same pair held the lease
+    REJECTED = "rejected"  # the job payload was invalid; nothing ran
+    DEFERRED = "deferred"  # parked behind a breaker or pause; resumes by itself
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.REJECTED}
+)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One customer system behind the unified API."""
+
+    id: str
+    name: str
+    entity_types: tuple[str, ...]
+    upstream_url: str | None = None  # None: the ENTITY_SYNC_UPSTREAM_URL default
+    webhook_url: str | None = None
+    token_ciphertext: str | None = field(default=None, repr=False)
+    token_version: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One upstream record ready to upsert."""
+
+    key: str
+    data_json: str  # the record exactly as received, unknown fields included
+    updated_at: str  # canonical UTC text (worker.timeutil)
+    deleted_at: str | None
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """A record that could not be stored, with why."""
+
+    reason: str
+    raw_json: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class PageCommit:
+    """Everything one fetched page changes, committed in one transaction."""
+
+    connection_id: str
+    entity_type: str
+    run_id: str
+    records: tuple[RecordRow, ...]
+    quarantined: tuple[QuarantinedRecord, ...]
+    cursor: str | None  # the next run's inclusive lower bound on updatedAt
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one (connection, entity type), possibly over several tasks."""
+
+    id: str
+    connection_id: str | None
+    entity_type: str | None
+    status: str
+    started_at: str
+    request_id: str | None = None
+    trigger: str = "manual"
+    full: bool = False
+    finished_at: str | None = None
+    pages: int = 0
+    records: int = 0
+    quarantined: int = 0
+    tasks: int = 0
+    error_kind: str | None = None
+    error_message: str | None = None
+    coalesced_into: str | None = None
+
+
+@dataclass(frozen=True)
+class EntityStatus:
+    """What `entity-sync status` shows for one (connection, entity type)."""
+
+    connection_id: str
+    entity_type: str
+    records: int
+    deleted: int
+    quarantined: int
+    cursor: str | None
+    last_run: Run | None
+    last_success_at: str | None
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as the store holds it (for status, tests and consumers)."""
+
+    key: str
+    data: dict[str, Any]
+    updated_at: str
+    deleted_at: str | None
+    synced_at: str

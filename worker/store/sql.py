@@ -1,0 +1,530 @@
+"""SqlStore: the SQL truth (connections, records, cursors, runs, quarantine).
+
+One class serves SQLite and PostgreSQL; ``dialects.py`` holds what differs.
+Every write that belongs together runs in one transaction, above all a page's
+records with the cursor that follows them (principle 2). Database exceptions
+never escape: they become StoreError, and the broken connection is dropped so
+the next call reconnects (a restarted PostgreSQL costs one failed call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from worker.errors import ConnectionExists, StoreError, UnknownConnection
+from worker.store.dialects import Dialect, dialect_for
+from worker.store.models import (
+    Connection,
+    EntityStatus,
+    PageCommit,
+    RecordRow,
+    Run,
+    RunStatus,
+    StoredRecord,
+)
+from worker.store.schema import DDL, SCHEMA_VERSION
+from worker.timeutil import utc_now
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_CONNECTION_COLUMNS = (
+    "id, name, entity_types, upstream_url, webhook_url, token_ciphertext, token_version, "
+    "created_at, updated_at"
+)
+_RUN_COLUMNS = (
+    "id, connection_id, entity_type, status, started_at, request_id, trigger, is_full, "
+    "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into"
+)
+
+# Never let an older version overwrite a newer one (principle 2); an equal
+# version is rewritten so a repeated page is harmless and refreshes synced_at.
+_UPSERT_RECORD = """
+INSERT INTO records (connection_id, entity_type, key, data, source_updated_at, deleted_at,
+                     synced_at)
+VALUES (?, ?, ?, {json_param}, ?, ?, ?)
+ON CONFLICT (connection_id, entity_type, key) DO UPDATE SET
+    data = excluded.data,
+    source_updated_at = excluded.source_updated_at,
+    deleted_at = excluded.deleted_at,
+    synced_at = excluded.synced_at
+WHERE records.source_updated_at <= excluded.source_updated_at
+"""
+
+_UPSERT_QUARANTINE = """
+INSERT INTO quarantine (connection_id, entity_type, fingerprint, record_key, reason, raw, run_id,
+                        first_seen_at, last_seen_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (connection_id, entity_type, fingerprint) DO UPDATE SET
+    reason = excluded.reason,
+    run_id = excluded.run_id,
+    last_seen_at = excluded.last_seen_at,
+    times_seen = quarantine.times_seen + 1
+"""
+
+_SET_CURSOR = """
+INSERT INTO cursors (connection_id, entity_type, since, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (connection_id, entity_type) DO UPDATE SET
+    since = excluded.since, updated_at = excluded.updated_at
+"""
+
+
+class _Tx:
+    """A cursor inside one transaction, speaking the store's ``?`` SQL."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self._dialect = dialect
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        self._cursor.execute(self._dialect.sql(statement), tuple(params))
+        return self._cursor
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cursor.executemany(self._dialect.sql(statement), rows)
+
+
+def _translated(method: Callable[P, T]) -> Callable[P, T]:
+    """Turn database exceptions into StoreError and drop the broken connection."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, SqlStore)
+        try:
+            return method(*args, **kwargs)
+        except store.dialect.errors as exc:
+            store.drop_connection()
+            raise StoreError(f"{store.dialect.name} store: {exc}") from exc
+
+    return wrapper
+
+
+class SqlStore:
+    """The store over one SQL database; safe for threads and forked processes."""
+
+    def __init__(self, url: str) -> None:
+        self.dialect = dialect_for(url)
+        self._local = threading.local()
+
+    # -- connections to the database ------------------------------------------
+
+    def _db(self) -> Any:
+        # One connection per thread and per process: a forked Celery child
+        # must never reuse its parent's socket or SQLite handle.
+        pid = os.getpid()
+        if getattr(self._local, "pid", None) != pid or self._local.conn is None:
+            self._local.conn = self.dialect.connect()
+            self._local.pid = pid
+        return self._local.conn
+
+    def drop_connection(self) -> None:
+        """Forget this thread's database connection; the next call reconnects."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # it is broken already; we only let go
+                conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[_Tx]:
+        cursor = self._db().cursor()
+        cursor.execute(self.dialect.begin_write)
+        try:
+            yield _Tx(cursor, self.dialect)
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+
+    def _read(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cursor = self._db().cursor()
+        cursor.execute(self.dialect.sql(statement), tuple(params))
+        return list(cursor.fetchall())
+
+    # -- schema -----------------------------------------------------------------
+
+    @_translated
+    def migrate(self) -> None:
+        """Create the schema if it is missing; refuse a newer one."""
+        with self._write() as tx:
+            for statement in DDL:
+                tx.execute(statement)
+            rows = tx.execute("SELECT version FROM schema_version").fetchall()
+            if not rows:
+                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif rows[0][0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store has schema version {rows[0][0]}, newer than this "
+                    f"entity-sync ({SCHEMA_VERSION}): upgrade entity-sync"
+                )
+
+    # -- connection registry -----------------------------------------------------
+
+    @_translated
+    def add_connection(self, connection: Connection) -> None:
+        """Register a connection; ConnectionExists if the id is taken."""
+        now = utc_now()
+        with self._write() as tx:
+            if tx.execute("SELECT 1 FROM connections WHERE id = ?", (connection.id,)).fetchall():
+                raise ConnectionExists(f"connection {connection.id!r} already exists")
+            tx.execute(
+                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    connection.id,
+                    connection.name,
+                    ",".join(connection.entity_types),
+                    connection.upstream_url,
+                    connection.webhook_url,
+                    connection.token_ciphertext,
+                    connection.token_version,
+                    now,
+                    now,
+                ),
+            )
+
+    @_translated
+    def get_connection(self, connection_id: str) -> Connection:
+        """The connection with this id; UnknownConnection if there is none."""
+        rows = self._read(
+            f"SELECT {_CONNECTION_COLUMNS} FROM connections WHERE id = ?", (connection_id,)
+        )
+        if not rows:
+            raise UnknownConnection(f"unknown connection {connection_id!r}")
+        return _connection(rows[0])
+
+    @_translated
+    def list_connections(self) -> list[Connection]:
+        """Every registered connection, by id."""
+        rows = self._read(f"SELECT {_CONNECTION_COLUMNS} FROM connections ORDER BY id")
+        return [_connection(row) for row in rows]
+
+    @_translated
+    def update_connection(
+        self,
+        connection_id: str,
+        *,
+        name: str | None = None,
+        entity_types: Sequence[str] | None = None,
+        upstream_url: str | None = None,
+        webhook_url: str | None = None,
+    ) -> Connection:
+        """Change the given fields of a connection and return it."""
+        current = self.get_connection(connection_id)
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE connections SET name = ?, entity_types = ?, upstream_url = ?, "
+                "webhook_url = ?, updated_at = ? WHERE id = ?",
+                (
+                    current.name if name is None else name,
+                    ",".join(current.entity_types if entity_types is None else entity_types),
+                    current.upstream_url if upstream_url is None else upstream_url,
+                    current.webhook_url if webhook_url is None else webhook_url,
+                    utc_now(),
+                    connection_id,
+                ),
+            )
+        return self.get_connection(connection_id)
+
+    @_translated
+    def set_token(self, connection_id: str, token_ciphertext: str) -> int:
+        """Store a new encrypted token; returns the connection's new token version."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET token_ciphertext = ?, token_version = token_version + 1, "
+                "updated_at = ? WHERE id = ?",
+                (token_ciphertext, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+            rows = tx.execute(
+                "SELECT token_version FROM connections WHERE id = ?", (connection_id,)
+            ).fetchall()
+        return int(rows[0][0])
+
+    @_translated
+    def replace_token_ciphertexts(self, ciphertexts: dict[str, str]) -> None:
+        """Swap stored ciphertexts in one transaction (key rotation; same tokens)."""
+        with self._write() as tx:
+            tx.executemany(
+                "UPDATE connections SET token_ciphertext = ? WHERE id = ?",
+                [(text, connection_id) for connection_id, text in ciphertexts.items()],
+            )
+
+    @_translated
+    def remove_connection(self, connection_id: str) -> None:
+        """Delete a connection and everything synced for it."""
+        with self._write() as tx:
+            for table in ("records", "cursors", "quarantine"):
+                tx.execute(f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,))
+            tx.execute("DELETE FROM runs WHERE connection_id = ?", (connection_id,))
+            if not tx.execute("DELETE FROM connections WHERE id = ?", (connection_id,)).rowcount:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+    # -- runs --------------------------------------------------------------------
+
+    @_translated
+    def start_run(self, run: Run) -> None:
+        """Record a run as started; a full run forgets the cursor in the same step."""
+        with self._write() as tx:
+            _insert_run(tx, run)
+            if run.full and run.connection_id and run.entity_type:
+                tx.execute(
+                    "DELETE FROM cursors WHERE connection_id = ? AND entity_type = ?",
+                    (run.connection_id, run.entity_type),
+                )
+
+    @_translated
+    def record_run(self, run: Run) -> None:
+        """Record a run that is already over (skipped, rejected) in one step."""
+        with self._write() as tx:
+            _insert_run(tx, run)
+
+    @_translated
+    def touch_run(self, run_id: str) -> None:
+        """Count one more task working on this run."""
+        with self._write() as tx:
+            tx.execute("UPDATE runs SET tasks = tasks + 1 WHERE id = ?", (run_id,))
+
+    @_translated
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        error_kind: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Close a run with its outcome (only a run that is still open)."""
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error_kind = ?, error_message = ? "
+                "WHERE id = ? AND status IN ('running', 'deferred')",
+                (status.value, utc_now(), error_kind, error_message, run_id),
+            )
+
+    @_translated
+    def get_run(self, run_id: str) -> Run | None:
+        """One run by id."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    @_translated
+    def runs_for_request(self, request_id: str) -> list[Run]:
+        """Every run started for one sync request, oldest first."""
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE request_id = ? ORDER BY started_at",
+            (request_id,),
+        )
+        return [_run(row) for row in rows]
+
+    @_translated
+    def recent_runs(self, *, limit: int = 50, status: str | None = None) -> list[Run]:
+        """The newest runs, optionally of one status."""
+        where = "WHERE status = ?" if status else ""
+        params: tuple[Any, ...] = (status, limit) if status else (limit,)
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC LIMIT ?", params
+        )
+        return [_run(row) for row in rows]
+
+    # -- records and cursors -----------------------------------------------------
+
+    @_translated
+    def commit_page(self, commit: PageCommit) -> None:
+        """Store a page's records, quarantine, cursor and run progress atomically."""
+        now = utc_now()
+        conn_id, entity = commit.connection_id, commit.entity_type
+        with self._write() as tx:
+            tx.executemany(
+                _UPSERT_RECORD,
+                [
+                    (conn_id, entity, r.key, r.data_json, r.updated_at, r.deleted_at, now)
+                    for r in commit.records
+                ],
+            )
+            tx.executemany(
+                _UPSERT_QUARANTINE,
+                [
+                    (
+                        conn_id,
+                        entity,
+                        hashlib.sha256(q.raw_json.encode()).hexdigest(),
+                        q.key,
+                        q.reason,
+                        q.raw_json,
+                        commit.run_id,
+                        now,
+                        now,
+                    )
+                    for q in commit.quarantined
+                ],
+            )
+            tx.execute(_SET_CURSOR, (conn_id, entity, commit.cursor, now))
+            tx.execute(
+                "UPDATE runs SET pages = pages + 1, records = records + ?, "
+                "quarantined = quarantined + ? WHERE id = ?",
+                (len(commit.records), len(commit.quarantined), commit.run_id),
+            )
+
+    @_translated
+    def get_cursor(self, connection_id: str, entity_type: str) -> str | None:
+        """The inclusive lower bound the next page request starts from."""
+        rows = self._read(
+            "SELECT since FROM cursors WHERE connection_id = ? AND entity_type = ?",
+            (connection_id, entity_type),
+        )
+        return rows[0][0] if rows else None
+
+    @_translated
+    def records(self, connection_id: str, entity_type: str) -> list[StoredRecord]:
+        """Every stored record of one pair, deleted ones included, by key."""
+        rows = self._read(
+            "SELECT key, data, source_updated_at, deleted_at, synced_at FROM records "
+            "WHERE connection_id = ? AND entity_type = ? ORDER BY key",
+            (connection_id, entity_type),
+        )
+        return [
+            StoredRecord(
+                key=row[0],
+                data=json.loads(row[1]) if isinstance(row[1], str) else row[1],
+                updated_at=row[2],
+                deleted_at=row[3],
+                synced_at=row[4],
+            )
+            for row in rows
+        ]
+
+    @_translated
+    def quarantined(self, connection_id: str, entity_type: str) -> list[tuple[str | None, str]]:
+        """(record key, reason) of every quarantined record of one pair."""
+        rows = self._read(
+            "SELECT record_key, reason FROM quarantine WHERE connection_id = ? "
+            "AND entity_type = ? ORDER BY first_seen_at",
+            (connection_id, entity_type),
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    @_translated
+    def entity_statuses(self, connection_id: str | None = None) -> list[EntityStatus]:
+        """Per (connection, entity type): counts, cursor, last run, last success."""
+        connections = (
+            [self.get_connection(connection_id)] if connection_id else self.list_connections()
+        )
+        counts = self._grouped(
+            "SELECT connection_id, entity_type, COUNT(*), "
+            "SUM(CASE WHEN deleted_at IS NULL THEN 0 ELSE 1 END) FROM records "
+            "GROUP BY connection_id, entity_type"
+        )
+        quarantined = self._grouped(
+            "SELECT connection_id, entity_type, COUNT(*) FROM quarantine "
+            "GROUP BY connection_id, entity_type"
+        )
+        cursors = self._grouped("SELECT connection_id, entity_type, since FROM cursors")
+        successes = self._grouped(
+            "SELECT connection_id, entity_type, MAX(finished_at) FROM runs "
+            "WHERE status = 'succeeded' GROUP BY connection_id, entity_type"
+        )
+        last_runs = {
+            (run.connection_id, run.entity_type): run
+            for run in (
+                _run(row)
+                for row in self._read(
+                    f"SELECT {_RUN_COLUMNS} FROM runs r WHERE started_at = ("
+                    "SELECT MAX(started_at) FROM runs x WHERE x.connection_id = r.connection_id "
+                    "AND x.entity_type = r.entity_type AND x.status <> 'skipped')"
+                )
+            )
+        }
+        statuses = []
+        for connection in connections:
+            for entity in connection.entity_types:
+                pair = (connection.id, entity)
+                record_count, deleted = counts.get(pair, (0, 0))
+                statuses.append(
+                    EntityStatus(
+                        connection_id=connection.id,
+                        entity_type=entity,
+                        records=int(record_count or 0),
+                        deleted=int(deleted or 0),
+                        quarantined=int(quarantined.get(pair, (0,))[0] or 0),
+                        cursor=cursors.get(pair, (None,))[0],
+                        last_run=last_runs.get(pair),
+                        last_success_at=successes.get(pair, (None,))[0],
+                    )
+                )
+        return statuses
+
+    def _grouped(self, statement: str) -> dict[tuple[str, str], tuple[Any, ...]]:
+        return {(row[0], row[1]): tuple(row[2:]) for row in self._read(statement)}
+
+
+def _insert_run(tx: _Tx, run: Run) -> None:
+    tx.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            run.id,
+            run.connection_id,
+            run.entity_type,
+            run.status,
+            run.started_at,
+            run.request_id,
+            run.trigger,
+            run.full,
+            run.finished_at,
+            run.pages,
+            run.records,
+            run.quarantined,
+            run.tasks,
+            run.error_kind,
+            run.error_message,
+            run.coalesced_into,
+        ),
+    )
+
+
+def _connection(row: Sequence[Any]) -> Connection:
+    return Connection(
+        id=row[0],
+        name=row[1],
+        entity_types=tuple(t for t in row[2].split(",") if t),
+        upstream_url=row[3],
+        webhook_url=row[4],
+        token_ciphertext=row[5],
+        token_version=int(row[6]),
+        created_at=row[7],
+        updated_at=row[8],
+    )
+
+
+def _run(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        connection_id=row[1],
+        entity_type=row[2],
+        status=row[3],
+        started_at=row[4],
+        request_id=row[5],
+        trigger=row[6],
+        full=bool(row[7]),
+        finished_at=row[8],
+        pages=int(row[9]),
+        records=int(row[10]),
+        quarantined=int(row[11]),
+        tasks=int(row[12]),
+        error_kind=row[13],
+        error_message=row[14],
+        coalesced_into=row[15],
+    )
+
+
+__all__ = ["RecordRow", "SqlStore"]
