@@ -1,0 +1,197 @@
+"""The Pager against an in-memory model of the list contract, mutated between requests.
+
+The model answers like UPSTREAM_API.md: pages computed per request from the
+current data, ascending updatedAt, ties in any order. Hypothesis mutates it
+between requests (updates move records to the end, bulk imports create large
+tie groups) and checks that a run plus one incremental run loses nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.errors import BadResponse
+from worker.paging import Pager
+from worker.records import split_records
+from worker.timeutil import canonical
+from worker.upstream import Meta, Page, PageQuery
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class ModelUpstream:
+    """Records keyed by key; updatedAt in whole seconds from BASE."""
+
+    now: int = 10_000
+    records: dict[str, int] = field(default_factory=dict)
+    shuffle_ties: bool = False
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    requests: int = 0
+
+    def stamp(self, second: int) -> str:
+        return canonical(BASE + timedelta(seconds=second))
+
+    def tick(self) -> int:
+        self.now += 1
+        return self.now
+
+    def update(self, key: str) -> None:
+        self.records[key] = self.tick()
+
+    def bulk(self, prefix: str, count: int) -> None:
+        at = self.tick()
+        for i in range(count):
+            self.records[f"{prefix}-{i:05d}"] = at
+
+    def answer(self, query: PageQuery, per_page_cap: int = 100) -> Page:
+        self.requests += 1
+        per_page = min(query.per_page, per_page_cap)
+        rows = sorted(self.records.items(), key=lambda kv: (kv[1], self._tie_order(kv[0])))
+        if query.since is not None:
+            rows = [r for r in rows if self.stamp(r[1]) >= query.since]
+        if query.before is not None:
+            rows = [r for r in rows if self.stamp(r[1]) < query.before]
+        start = (query.page - 1) * per_page
+        chunk = rows[start : start + per_page]
+        last_page = max(1, -(-len(rows) // per_page))
+        return Page(
+            records=[{"key": k, "updatedAt": self.stamp(s), "deletedAt": None} for k, s in chunk],
+            meta=Meta(current_page=query.page, last_page=last_page, per_page=per_page,
+                      total=len(rows)),
+            # The upstream's clock runs far ahead of the data: every tie group is settled.
+            server_time=BASE + timedelta(seconds=self.now + 3600),
+        )
+
+    def _tie_order(self, key: str) -> float | str:
+        return self.rng.random() if self.shuffle_ties else key
+
+
+def run_once(upstream: ModelUpstream, store: dict[str, int], cursor: str | None,
+             mutate: object = None, per_page: int = 100) -> str | None:
+    pager = Pager(cursor=cursor, per_page=per_page, settle_s=2.0, max_tie_passes=50)
+    while not pager.done:
+        page = upstream.answer(pager.next_query())
+        good, _ = split_records(page.records)
+        pager.advance(page, good)
+        for row in good:
+            second = int((datetime.fromisoformat(row.updated_at) - BASE).total_seconds())
+            if store.get(row.key, -1) <= second:
+                store[row.key] = second
+        if callable(mutate):
+            mutate()
+    return pager.cursor
+
+
+def test_ties_bigger_than_a_page_are_all_read() -> None:
+    upstream = ModelUpstream()
+    upstream.bulk("tie", 250)
+    store: dict[str, int] = {}
+    run_once(upstream, store, None)
+    assert store == upstream.records
+
+
+def test_shuffled_ties_need_more_passes_but_lose_nothing() -> None:
+    upstream = ModelUpstream(shuffle_ties=True)
+    upstream.bulk("tie", 250)
+    store: dict[str, int] = {}
+    run_once(upstream, store, None)
+    assert store == upstream.records
+
+
+def test_unsettled_tie_group_pins_the_cursor() -> None:
+    upstream = ModelUpstream()
+    upstream.bulk("tie", 150)
+    for i in range(10):
+        upstream.records[f"late-{i}"] = upstream.tick()
+    pager = Pager(cursor=None, per_page=100, settle_s=2.0, max_tie_passes=5)
+    while not pager.done:
+        page = upstream.answer(pager.next_query())
+        # The upstream's clock says the group was written a second ago.
+        page = Page(records=page.records, meta=page.meta,
+                    server_time=BASE + timedelta(seconds=10_001 + 1))
+        good, _ = split_records(page.records)
+        pager.advance(page, good)
+    assert pager.cursor == upstream.stamp(10_001)
+
+
+def test_a_page_that_ignores_the_filter_is_refused() -> None:
+    pager = Pager(cursor=canonical(BASE + timedelta(days=1)), per_page=2, settle_s=1,
+                  max_tie_passes=2)
+    records = [{"key": "a", "updatedAt": canonical(BASE)}, {"key": "b",
+               "updatedAt": canonical(BASE + timedelta(seconds=1))}]
+    page = Page(records=records, meta=Meta(per_page=2), server_time=BASE)
+    with pytest.raises(BadResponse):
+        pager.advance(page, split_records(records)[0])
+
+
+def test_plain_page_numbers_would_skip_records() -> None:
+    """The hazard the Pager exists for, shown on the same model."""
+    upstream = ModelUpstream()
+    for i in range(300):
+        upstream.records[f"r-{i:04d}"] = i
+    seen: set[str] = set()
+    page_number = 1
+    while True:
+        page = upstream.answer(PageQuery(page=page_number, per_page=100))
+        seen.update(r["key"] for r in page.records)
+        upstream.update(f"r-{page_number:04d}")  # an early record moves to the end
+        if page_number >= (page.meta.last_page or 1):
+            break
+        page_number += 1
+    assert seen != set(upstream.records)
+
+
+mutation = st.one_of(
+    st.tuples(st.just("update"), st.integers(0, 10_000)),
+    st.tuples(st.just("bulk"), st.integers(1, 260)),
+    st.tuples(st.just("insert"), st.integers(1, 5)),
+    st.tuples(st.just("none"), st.just(0)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    initial=st.integers(0, 400),
+    initial_ties=st.integers(0, 260),
+    mutations=st.lists(mutation, max_size=40),
+    per_page=st.sampled_from([7, 50, 100]),
+    shuffle=st.booleans(),
+)
+def test_run_plus_incremental_run_converges(
+    initial: int, initial_ties: int, mutations: list[tuple[str, int]], per_page: int,
+    shuffle: bool,
+) -> None:
+    upstream = ModelUpstream(shuffle_ties=shuffle)
+    for i in range(initial):
+        upstream.records[f"r-{i:05d}"] = upstream.rng.randrange(0, 5000)
+    if initial_ties:
+        upstream.bulk("seed-tie", initial_ties)
+    pending = list(mutations)
+    inserted = 0
+
+    def mutate() -> None:
+        nonlocal inserted
+        if not pending:
+            return
+        what, n = pending.pop(0)
+        if what == "update" and upstream.records:
+            keys = sorted(upstream.records)
+            upstream.update(keys[n % len(keys)])
+        elif what == "bulk":
+            upstream.bulk(f"bulk-{len(pending)}", n)
+        elif what == "insert":
+            for _ in range(n):
+                inserted += 1
+                upstream.records[f"new-{inserted:05d}"] = upstream.tick()
+
+    store: dict[str, int] = {}
+    cursor = run_once(upstream, store, None, mutate, per_page)
+    run_once(upstream, store, cursor, None, per_page)
+    assert store == upstream.records

@@ -1,0 +1,146 @@
+"""Walk one entity type's list without skipping a record, as a pure state machine.
+
+Plain page numbers skip records when the source changes mid-run: an update
+moves a record to the end of the ascending order and shifts every later page
+by one. The Pager never relies on page numbers across a changing list:
+
+* **Scan.** Always ask for page 1 of ``updatedAt >= cursor``, ascending. A full
+  page whose newest record is at ``hi`` holds every record below ``hi``, so the
+  cursor moves to ``hi`` (inclusive: records at ``hi`` are read again, and the
+  upsert makes that harmless). A page that is not full ends the run.
+* **Ties.** A full page whose records all share one ``updatedAt`` T (a bulk
+  import bigger than a page) cannot move the cursor. The Pager then reads the
+  window ``[T, T + 1µs)`` by page numbers, in passes, until one pass sees a
+  constant ``meta.total`` and every key it promises. Records only leave such a
+  window (an update moves them later, where the scan will meet them again), so
+  a stable pass is complete. Ties in a new order on every request need more
+  passes, never a skip; after ``max_tie_passes`` the run fails and the cursor
+  stays at T, losing nothing.
+* **Settling.** The saved cursor passes T only once T is ``settle_s`` older
+  than the upstream's clock (its Date header), so a writer still stamping T
+  cannot add to a group already left behind. Until then the run reads on past
+  T but keeps its checkpoint pinned at T, and the next run reads the group
+  again.
+
+The cursor is checkpointed with each page's records in one transaction, so a
+crash anywhere repeats work and never loses any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from worker.errors import BadResponse
+from worker.store import RecordRow
+from worker.timeutil import after, parse_instant
+from worker.upstream import Page, PageQuery
+
+
+@dataclass
+class _TieScan:
+    """Progress through one group of records sharing ``at`` as updatedAt."""
+
+    at: str
+    page: int = 1
+    passes: int = 0
+    total: int | None = None
+    stable: bool = True
+    seen: set[str] = field(default_factory=set)
+
+
+class Pager:
+    """Decides the next page request and the cursor after each page."""
+
+    def __init__(
+        self,
+        *,
+        cursor: str | None,
+        per_page: int,
+        settle_s: float,
+        max_tie_passes: int,
+    ) -> None:
+        self.done = False
+        self._position = cursor  # where reading goes on from
+        self._pinned: str | None = None  # an unsettled tie group the checkpoint must not pass
+        self._per_page = per_page
+        self._settle = timedelta(seconds=settle_s)
+        self._max_tie_passes = max_tie_passes
+        self._tie: _TieScan | None = None
+
+    @property
+    def cursor(self) -> str | None:
+        """The checkpoint to save with the page: where the next run starts."""
+        return self._pinned if self._pinned is not None else self._position
+
+    @property
+    def in_tie_scan(self) -> bool:
+        """Whether a group sharing one updatedAt is being read (progress in memory)."""
+        return self._tie is not None
+
+    def next_query(self) -> PageQuery:
+        """The request to send next (only while not ``done``)."""
+        if self._tie is not None:
+            return PageQuery(
+                page=self._tie.page,
+                per_page=self._per_page,
+                since=self._tie.at,
+                before=after(self._tie.at),
+            )
+        return PageQuery(page=1, per_page=self._per_page, since=self._position)
+
+    def advance(self, page: Page, stored: list[RecordRow]) -> None:
+        """Take in one page (and its storable records); move the cursor."""
+        full = len(page.records) >= min(self._per_page, page.meta.per_page or self._per_page)
+        if self._tie is not None:
+            self._advance_tie(self._tie, page, stored, full)
+        else:
+            self._advance_scan(page, stored, full)
+
+    def _advance_scan(self, page: Page, stored: list[RecordRow], full: bool) -> None:
+        stamps = [record.updated_at for record in stored]
+        position = self._position
+        if not full:
+            if stamps and (position is None or max(stamps) > position):
+                self._position = max(stamps)
+            self.done = True
+            return
+        if not stamps:
+            raise BadResponse("a full page without one valid updatedAt: cannot move on")
+        low, high = min(stamps), max(stamps)
+        if position is not None and (high < position or (high > low and high == position)):
+            raise BadResponse("the upstream ignored filter[updatedAt:gteq]")
+        self._position = high
+        if high == low:
+            # The whole page shares one updatedAt: read that group by page numbers.
+            self._tie = _TieScan(at=high)
+
+    def _advance_tie(self, tie: _TieScan, page: Page, stored: list[RecordRow], full: bool) -> None:
+        total = page.meta.total
+        if tie.page == 1:
+            tie.total, tie.stable = total, True
+        elif total != tie.total:
+            tie.stable = False
+        tie.seen.update(record.key for record in stored)
+        last_page = page.meta.last_page
+        if full and (last_page is None or tie.page < last_page):
+            tie.page += 1
+            return
+        # End of a pass over the group.
+        tie.passes += 1
+        complete = tie.stable and (tie.total is None or len(tie.seen) >= tie.total)
+        if not complete:
+            if tie.passes >= self._max_tie_passes:
+                raise BadResponse(
+                    f"{tie.total} records share updatedAt {tie.at} and could not be read "
+                    f"completely in {tie.passes} passes"
+                )
+            if not tie.stable:
+                tie.seen.clear()  # the group changed: count a fresh pass from scratch
+            tie.page = 1
+            return
+        self._tie = None
+        self._position = after(tie.at)
+        if self._pinned is None and parse_instant(tie.at) + self._settle > page.server_time:
+            # Writers may still stamp T: read on, but the next run starts at T again.
+            self._pinned = tie.at
