@@ -15,22 +15,36 @@ from worker.store import QuarantinedRecord, RecordRow
 from worker.timeutil import canonical_instant
 
 MAX_KEY_LENGTH = 512
+MAX_RAW_CHARS = 100_000  # a quarantined record is kept for a person to read, not whole
 
 
 def _encode(item: Any) -> str:
     return json.dumps(item, separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 
 
-def _problem(item: Any) -> str | None:
-    """Why this record cannot be stored, or None when it can."""
+def check_record(item: Any) -> RecordRow | QuarantinedRecord:
+    """The record ready to upsert, or why it cannot be stored."""
     if not isinstance(item, dict):
-        return f"record is {type(item).__name__}, not an object"
+        return _quarantine(item, f"record is {type(item).__name__}, not an object")
     key = item.get("key")
     if not isinstance(key, str) or not key:
-        return "record has no string key"
+        return _quarantine(item, "record has no string key")
     if len(key) > MAX_KEY_LENGTH:
-        return f"record key longer than {MAX_KEY_LENGTH} characters"
-    return None
+        return _quarantine(item, f"record key longer than {MAX_KEY_LENGTH} characters")
+    try:
+        updated_at = canonical_instant(item.get("updatedAt"))
+    except ValueError:
+        return _quarantine(item, "record has no valid updatedAt", key)
+    deleted_raw = item.get("deletedAt")
+    try:
+        deleted_at = None if deleted_raw is None else canonical_instant(deleted_raw)
+    except ValueError:
+        return _quarantine(item, "record has an invalid deletedAt", key)
+    return RecordRow(key=key, data_json=_encode(item), updated_at=updated_at, deleted_at=deleted_at)
+
+
+def _quarantine(item: Any, reason: str, key: str | None = None) -> QuarantinedRecord:
+    return QuarantinedRecord(reason=reason, raw_json=_encode(item)[:MAX_RAW_CHARS], key=key)
 
 
 def split_records(items: Iterable[Any]) -> tuple[list[RecordRow], list[QuarantinedRecord]]:
@@ -38,31 +52,9 @@ def split_records(items: Iterable[Any]) -> tuple[list[RecordRow], list[Quarantin
     good: list[RecordRow] = []
     bad: list[QuarantinedRecord] = []
     for item in items:
-        problem = _problem(item)
-        key = item.get("key") if isinstance(item, dict) else None
-        if problem is None:
-            try:
-                updated_at = canonical_instant(item.get("updatedAt"))
-            except ValueError:
-                problem = "record has no valid updatedAt"
-        if problem is None:
-            deleted_raw = item.get("deletedAt")
-            try:
-                deleted_at = None if deleted_raw is None else canonical_instant(deleted_raw)
-            except ValueError:
-                problem = "record has an invalid deletedAt"
-        if problem is not None:
-            bad.append(
-                QuarantinedRecord(
-                    reason=problem,
-                    raw_json=_encode(item)[:100_000],
-                    key=key if isinstance(key, str) else None,
-                )
-            )
-            continue
-        good.append(
-            RecordRow(
-                key=key, data_json=_encode(item), updated_at=updated_at, deleted_at=deleted_at
-            )
-        )
+        checked = check_record(item)
+        if isinstance(checked, RecordRow):
+            good.append(checked)
+        else:
+            bad.append(checked)
     return good, bad

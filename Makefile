@@ -1,0 +1,52 @@
+# entity-sync: `make demo` runs the whole thing; `make test` proves it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install demo test test-fast lint bench chaos flower worker beat sandbox up down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,flower]'
+	touch $@
+
+demo: install
+	$(PY) scripts/ensure_redis.py
+	$(BIN)/entity-sync demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check worker tasks tests bench scripts
+	$(BIN)/ruff format --check worker tasks tests bench scripts
+	$(BIN)/mypy
+
+bench: install
+	$(PY) scripts/ensure_redis.py
+	$(PY) -m bench
+
+worker: install
+	$(BIN)/celery -A worker worker --loglevel=INFO -Q sync,notify,housekeeping
+
+sandbox: install
+	$(BIN)/entity-sync sandbox --port 8900
+
+flower: install
+	$(BIN)/celery -A worker flower --port=5555
+
+up:
+	docker compose up -d
+
+down:
+	docker compose down
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

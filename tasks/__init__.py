@@ -1,0 +1,1 @@
+"""Celery task bodies: thin wrappers that validate a payload and call ``worker``."""

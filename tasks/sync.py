@@ -1,0 +1,85 @@
+"""The public sync tasks: ``entity_sync.sync_connection`` and ``entity_sync.sync_entity``.
+
+Payloads are validated first; an invalid one is rejected (logged and put in
+the run history) and never retried. Store and Redis outages retry with
+capped backoff; upstream failures are recorded on the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from worker.app import app
+from worker.errors import CoordinationError, PayloadError, StoreError, UnknownConnection
+from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY, SyncConnectionJob, SyncEntityJob, parse_job
+from worker.logs import bound
+from worker.runner import StepOutcome, record_rejection, run_step
+from worker.runtime import runtime
+
+# Outages of our own infrastructure are worth retrying; the retry reuses the
+# task id, so the task takes its own lease back.
+_RETRY = {
+    "autoretry_for": (StoreError, CoordinationError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+@app.task(name=SYNC_CONNECTION, bind=True, **_RETRY)
+def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Fan out one sync_entity task per entity type of a connection."""
+    rt = runtime()
+    try:
+        job = parse_job(SyncConnectionJob, args, kwargs)
+        connection = rt.store.get_connection(job.connection_id)
+        wanted = [t.value for t in job.entity_types] if job.entity_types else None
+        types = list(connection.entity_types) if wanted is None else wanted
+        unknown = sorted(set(types) - set(connection.entity_types))
+        if unknown:
+            raise PayloadError(f"connection {connection.id!r} does not sync {', '.join(unknown)}")
+    except (PayloadError, UnknownConnection) as exc:
+        record_rejection(rt, SYNC_CONNECTION, kwargs or (args[0] if args else None), exc)
+        return {"outcome": "rejected", "detail": str(exc)}
+    with bound(connection_id=connection.id, task_id=self.request.id):
+        for entity in types:
+            app.send_task(
+                SYNC_ENTITY,
+                kwargs={
+                    "connection_id": connection.id,
+                    "entity_type": entity,
+                    "full": job.full,
+                    "request_id": job.request_id,
+                    "trigger": job.trigger,
+                },
+            )
+    return {"outcome": "fanned_out", "entity_types": types}
+
+
+@app.task(name=SYNC_ENTITY, bind=True, **_RETRY)
+def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Sync one entity type of one connection for a bounded slice, then continue."""
+    rt = runtime()
+    task_id = str(self.request.id)
+    try:
+        job = parse_job(SyncEntityJob, args, kwargs)
+        with bound(
+            connection_id=job.connection_id, entity_type=job.entity_type.value, task_id=task_id
+        ):
+            step = run_step(rt, job, task_id=task_id)
+            if step.outcome is StepOutcome.CONTINUE:
+                continuation = job.model_copy(
+                    update={"run_id": step.run_id, "trigger": "continuation"}
+                )
+                app.send_task(
+                    SYNC_ENTITY,
+                    kwargs=continuation.model_dump(mode="json"),
+                    task_id=step.successor_task_id,
+                )
+            return step.summary()
+    except (PayloadError, UnknownConnection) as exc:
+        record_rejection(rt, SYNC_ENTITY, kwargs or (args[0] if args else None), exc)
+        return {"outcome": "rejected", "detail": str(exc)}

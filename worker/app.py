@@ -1,0 +1,63 @@
+"""The Celery app and its configuration; nothing else.
+
+``celery -A worker worker`` starts a worker. Task bodies live in ``tasks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from worker import logs
+from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
+from worker.settings import Settings, get_settings
+from worker.startup import check_ready
+
+TASK_MODULES = ["tasks.sync"]
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app configured for long, resumable, at-least-once sync work."""
+    app = Celery("entity_sync", broker=settings.effective_broker_url, include=TASK_MODULES)
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # outcomes live in the store's run history
+        # At least once: a task is acknowledged after it ran, and a task whose
+        # worker died goes back to the queue. Every task is idempotent.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_eta_task_limit=100,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        # A hard ceiling far above a slice's own budget: a wedged task dies
+        # long before the broker would redeliver it.
+        task_time_limit=int(settings.task_time_budget + 4 * settings.request_deadline),
+        task_default_queue=SYNC_QUEUE,
+        task_routes={
+            "entity_sync.notify*": {"queue": NOTIFY_QUEUE},
+            "entity_sync.housekeeping.*": {"queue": HOUSEKEEPING_QUEUE},
+        },
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = create_app(get_settings())
+
+
+@signals.setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    logs.configure(get_settings().log_level)
+
+
+@signals.worker_init.connect
+def _check_ready(**_: Any) -> None:
+    check_ready(get_settings())

@@ -1,0 +1,266 @@
+"""`entity-sync`: the command line for operators.
+
+Exit status: 0 done, 1 the work failed (a run failed, a check failed),
+2 bad input (unknown connection, wrong argument, wrong setting), 3 timed out.
+Tokens are read from stdin or a file, never from the command line, where
+`ps` and shell history would show them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from worker.entities import ALL_ENTITY_TYPES
+from worker.errors import ConfigError, EntitySyncError, UnknownConnection
+from worker.jobs import is_valid_connection_id
+from worker.secrets import SecretBox, generate_key
+from worker.settings import Settings, get_settings
+from worker.status import render_table, status_rows, wait_for_request
+from worker.store import Connection, RunStatus, SqlStore, open_store
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+ENTITY_CHOICES = [t.value for t in ALL_ENTITY_TYPES]
+
+
+class UsageError(EntitySyncError):
+    """The command line itself is wrong."""
+
+
+def _store(settings: Settings) -> SqlStore:
+    return open_store(settings.store_url)
+
+
+def _read_token(args: argparse.Namespace) -> str:
+    if args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+    else:
+        if sys.stdin.isatty():
+            print("token (input hidden is not supported; paste and press Enter):", file=sys.stderr)
+        token = sys.stdin.readline().strip()
+    if not token:
+        raise UsageError("no token given (pipe it on stdin or use --token-file)")
+    return token
+
+
+# -- connections ------------------------------------------------------------------
+
+
+def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
+    if not is_valid_connection_id(args.id):
+        raise UsageError("a connection id is 1-128 letters, digits, '.', '_' or '-'")
+    box = SecretBox.from_settings(settings)
+    token = _read_token(args) if (args.token_file or args.token_stdin) else None
+    _store(settings).add_connection(
+        Connection(
+            id=args.id,
+            name=args.name or args.id,
+            entity_types=tuple(args.entity or ENTITY_CHOICES),
+            upstream_url=args.upstream_url,
+            webhook_url=args.webhook_url,
+            token_ciphertext=box.encrypt(token) if token else None,
+        )
+    )
+    print(f"connection {args.id} added" + ("" if token else " (no token yet: set-token)"))
+    return EXIT_OK
+
+
+def _connection_json(connection: Connection) -> dict[str, object]:
+    return {
+        "id": connection.id,
+        "name": connection.name,
+        "entity_types": list(connection.entity_types),
+        "upstream_url": connection.upstream_url,
+        "webhook_url": connection.webhook_url,
+        "has_token": bool(connection.token_ciphertext),
+        "token_version": connection.token_version,
+        "created_at": connection.created_at,
+        "updated_at": connection.updated_at,
+    }
+
+
+def cmd_connections_list(args: argparse.Namespace, settings: Settings) -> int:
+    connections = _store(settings).list_connections()
+    if args.json:
+        print(json.dumps([_connection_json(c) for c in connections], indent=2))
+        return EXIT_OK
+    for c in connections:
+        token = "token set" if c.token_ciphertext else "NO TOKEN"
+        print(f"{c.id:<24} {c.name:<28} {len(c.entity_types)} entity types  {token}")
+    return EXIT_OK
+
+
+def cmd_connections_show(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(_connection_json(_store(settings).get_connection(args.id)), indent=2))
+    return EXIT_OK
+
+
+def cmd_connections_remove(args: argparse.Namespace, settings: Settings) -> int:
+    _store(settings).remove_connection(args.id)
+    print(f"connection {args.id} removed with everything synced for it")
+    return EXIT_OK
+
+
+def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> int:
+    box = SecretBox.from_settings(settings)
+    store = _store(settings)
+    store.get_connection(args.id)
+    version = store.set_token(args.id, box.encrypt(_read_token(args)))
+    print(f"token of {args.id} replaced (version {version})")
+    return EXIT_OK
+
+
+# -- sync and status ---------------------------------------------------------------
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.client import EntitySyncClient
+
+    store = _store(settings)
+    connection = store.get_connection(args.id)
+    entity_types = args.entity or list(connection.entity_types)
+    missing = sorted(set(entity_types) - set(connection.entity_types))
+    if missing:
+        raise UsageError(f"connection {args.id} does not sync {', '.join(missing)}")
+    client = EntitySyncClient(settings.effective_broker_url)
+    request_id = client.sync_connection(
+        connection.id, entity_types=args.entity or None, full=args.full
+    )
+    print(f"sync of {connection.id} enqueued (request {request_id})")
+    if not args.wait:
+        return EXIT_OK
+    try:
+        runs = wait_for_request(store, request_id, entity_types, timeout_s=args.timeout)
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    failed = [r for r in runs if r.status != RunStatus.SUCCEEDED]
+    for run in runs:
+        line = f"  {run.entity_type or '-':<16} {run.status:<10} {run.records:>8} records"
+        print(line + (f"  {run.error_message}" if run.error_message else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    rows = status_rows(_store(settings), args.id)
+    if args.json:
+        print(json.dumps([row.as_json() for row in rows], indent=2))
+    else:
+        print(render_table(rows))
+    return EXIT_OK
+
+
+# -- keys, sandbox, demo -------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    print(generate_key())
+    return EXIT_OK
+
+
+def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
+    box = SecretBox.from_settings(settings)
+    store = _store(settings)
+    rotated = {
+        c.id: box.rotate(c.token_ciphertext) for c in store.list_connections() if c.token_ciphertext
+    }
+    store.replace_token_ciphertexts(rotated)
+    print(f"re-encrypted {len(rotated)} token(s) with the newest key")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.sandbox import load_config, serve
+
+    serve(args.host, args.port, load_config(args.config or args.preset))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(settings)
+
+
+# -- parser --------------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="entity-sync", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, handler: Handler, help_text: str, parent: object = commands
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)  # type: ignore[attr-defined]
+        sub.set_defaults(handler=handler)
+        return sub  # type: ignore[no-any-return]
+
+    conns = commands.add_parser("connections", help="register and manage connections")
+    conn_commands = conns.add_subparsers(dest="action", required=True)
+    add = command("add", cmd_connections_add, "register a connection", conn_commands)
+    add.add_argument("id")
+    add.add_argument("--name")
+    add.add_argument("--upstream-url", help="default: ENTITY_SYNC_UPSTREAM_URL")
+    add.add_argument("--entity", action="append", choices=ENTITY_CHOICES, help="repeatable")
+    add.add_argument("--webhook-url")
+    add.add_argument("--token-file", help="read the token from this file")
+    add.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
+    listing = command("list", cmd_connections_list, "list connections", conn_commands)
+    listing.add_argument("--json", action="store_true")
+    command("show", cmd_connections_show, "show one connection", conn_commands).add_argument("id")
+    command(
+        "remove", cmd_connections_remove, "remove a connection and its data", conn_commands
+    ).add_argument("id")
+    set_token = command(
+        "set-token", cmd_connections_set_token, "replace a token (stdin)", conn_commands
+    )
+    set_token.add_argument("id")
+    set_token.add_argument("--token-file")
+
+    sync = command("sync", cmd_sync, "enqueue a sync of a connection")
+    sync.add_argument("id")
+    sync.add_argument("--entity", action="append", choices=ENTITY_CHOICES, help="repeatable")
+    sync.add_argument("--full", action="store_true", help="resync from scratch")
+    sync.add_argument("--wait", action="store_true", help="wait for the runs to finish")
+    sync.add_argument("--timeout", type=float, default=600.0, help="seconds to --wait")
+
+    status = command("status", cmd_status, "per connection and entity type: state of the copy")
+    status.add_argument("id", nargs="?")
+    status.add_argument("--json", action="store_true")
+
+    command("keygen", cmd_keygen, "print a new ENTITY_SYNC_SECRET_KEY")
+    command("rotate-key", cmd_rotate_key, "re-encrypt stored secrets with the newest key")
+
+    sandbox = command("sandbox", cmd_sandbox, "serve the simulated unified API")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8900)
+    source = sandbox.add_mutually_exclusive_group()
+    source.add_argument("--config", help="a sandbox config file (worker/sandbox/README.md)")
+    source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
+
+    command("demo", cmd_demo, "sandbox + worker + real syncs + status table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        return int(args.handler(args, settings))
+    except (ConfigError, UnknownConnection, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except EntitySyncError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Job payloads: the public contract of the tasks other services enqueue.
+
+Each task takes its payload as keyword arguments (or one JSON object as its
+only positional argument) and validates it here before doing anything. A
+payload that does not validate is rejected with the validation message; it is
+never retried, because sending it again would not make it valid.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from worker.entities import EntityType
+from worker.errors import PayloadError
+
+CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+ConnectionId = Annotated[str, StringConstraints(pattern=CONNECTION_ID_PATTERN)]
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Trigger = Literal["manual", "scheduled", "continuation", "retry", "recovery", "probe"]
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyncConnectionJob(_Job):
+    """`entity_sync.sync_connection`: sync some or all entity types of a connection."""
+
+    connection_id: ConnectionId
+    entity_types: Annotated[list[EntityType], Field(max_length=len(EntityType))] | None = None
+    full: bool = False
+    request_id: RequestId | None = None
+    trigger: Trigger = "manual"
+
+
+class SyncEntityJob(_Job):
+    """`entity_sync.sync_entity`: sync one entity type of a connection."""
+
+    connection_id: ConnectionId
+    entity_type: EntityType
+    full: bool = False
+    request_id: RequestId | None = None
+    trigger: Trigger = "manual"
+    run_id: RequestId | None = None  # set when a run continues in a new task
+
+
+def payload_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The payload from a task's arguments: keyword arguments or one object."""
+    if args and kwargs:
+        raise PayloadError("send the payload as keyword arguments or as one object, not both")
+    if not args:
+        return kwargs
+    if len(args) == 1 and isinstance(args[0], dict):
+        return args[0]
+    raise PayloadError(f"expected one JSON object as the payload, got {len(args)} arguments")
+
+
+J = TypeVar("J", bound=_Job)
+
+
+def parse_job(model: type[J], args: tuple[Any, ...], kwargs: dict[str, Any]) -> J:
+    """Validate a payload; PayloadError with every problem in one message."""
+    payload = payload_of(args, kwargs)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise PayloadError(f"invalid {model.__name__} payload: {problems}") from None
+
+
+def is_valid_connection_id(value: str) -> bool:
+    """Whether ``value`` may name a connection."""
+    return re.fullmatch(CONNECTION_ID_PATTERN, value) is not None
+
+
+# Public task names: other services enqueue by these (send_task), never by import.
+SYNC_CONNECTION = "entity_sync.sync_connection"
+SYNC_ENTITY = "entity_sync.sync_entity"
+
+# Queues: sync work, webhook delivery and housekeeping never wait behind each other.
+SYNC_QUEUE = "sync"
+NOTIFY_QUEUE = "notify"
+HOUSEKEEPING_QUEUE = "housekeeping"

@@ -1,0 +1,98 @@
+"""A lease per (connection, entity type): two runs of one pair never overlap.
+
+The holder is a Celery task id, which stays the same when the broker
+redelivers a message, so a redelivered task takes its own lease back. A run
+that continues in a new task hands the lease over to the new task's id before
+sending it, so the old message, if it is ever redelivered, finds the lease
+taken and stands down. Every lease has a TTL, renewed before each page: a
+crashed holder blocks its pair for one TTL at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from worker.errors import CoordinationError
+
+T = TypeVar("T")
+
+
+def lease_key(connection_id: str, entity_type: str) -> str:
+    """The lease of one pair, under the connection's hash tag."""
+    return f"{{cb:{connection_id}}}:lease:{entity_type}"
+
+
+# KEYS[1] lease; ARGV[1] holder, ARGV[2] ttl ms. Returns the holder after the call.
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return current
+"""
+
+# KEYS[1] lease; ARGV[1] expected holder, ARGV[2] new holder, ARGV[3] ttl ms.
+_HANDOVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] lease; ARGV[1] holder. Compare-and-delete.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class LeaseLost(CoordinationError):
+    """Our lease expired and another task holds the pair now."""
+
+
+def _guarded(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except redis.RedisError as exc:
+        raise CoordinationError(f"redis: {exc}") from exc
+
+
+class Leases:
+    """Acquire, renew, hand over and release pair leases in Redis."""
+
+    def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._acquire: Any = client.register_script(_ACQUIRE)
+        self._handover: Any = client.register_script(_HANDOVER)
+        self._release: Any = client.register_script(_RELEASE)
+
+    def acquire(self, connection_id: str, entity_type: str, holder: str) -> str:
+        """Take (or renew) the lease; returns who holds it now (us if it equals holder)."""
+        key = lease_key(connection_id, entity_type)
+        current = _guarded(lambda: self._acquire(keys=[key], args=[holder, self._ttl_ms]))
+        return current.decode() if isinstance(current, bytes) else str(current)
+
+    def renew(self, connection_id: str, entity_type: str, holder: str) -> None:
+        """Extend our lease; LeaseLost when another task took it meanwhile."""
+        current = self.acquire(connection_id, entity_type, holder)
+        if current != holder:
+            raise LeaseLost(f"lease of {connection_id}/{entity_type} now held by task {current}")
+
+    def hand_over(self, connection_id: str, entity_type: str, holder: str, successor: str) -> None:
+        """Pass our lease to the task that continues the run; LeaseLost if not ours."""
+        key = lease_key(connection_id, entity_type)
+        moved = _guarded(lambda: self._handover(keys=[key], args=[holder, successor, self._ttl_ms]))
+        if not moved:
+            raise LeaseLost(f"lease of {connection_id}/{entity_type} is no longer ours")
+
+    def release(self, connection_id: str, entity_type: str, holder: str) -> None:
+        """Let go of our lease (no-op if it is not ours any more)."""
+        key = lease_key(connection_id, entity_type)
+        _guarded(lambda: self._release(keys=[key], args=[holder]))

@@ -1,0 +1,92 @@
+"""One slice of a run: fetch pages of one entity type and commit each with its cursor.
+
+A slice stops when the list is read to its end, or after a bounded number of
+pages or seconds so that no task outlives the broker's visibility timeout;
+the caller then continues the run in a new task. While a group of records
+sharing one updatedAt is being read (see ``paging``) the page budget waits,
+because that group's progress lives only in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.paging import Pager
+from worker.records import split_records
+from worker.settings import Settings
+from worker.store import PageCommit, SqlStore
+from worker.upstream import UpstreamClient
+
+
+@dataclass(frozen=True)
+class SliceTarget:
+    """What one slice syncs, and with which credentials."""
+
+    connection_id: str
+    entity_type: str
+    run_id: str
+    base_url: str
+    token: str
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """How far a slice got."""
+
+    done: bool
+    pages: int
+    records: int
+    quarantined: int
+
+
+def sync_slice(
+    target: SliceTarget,
+    *,
+    store: SqlStore,
+    client: UpstreamClient,
+    settings: Settings,
+    before_page: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> SliceResult:
+    """Fetch and commit pages until the list ends or the slice's budget is spent.
+
+    ``before_page`` runs before every request: the caller renews its lease
+    there and asks the breakers for admission. Upstream and store errors
+    propagate; every page committed before them stays committed.
+    """
+    pager = Pager(
+        cursor=store.get_cursor(target.connection_id, target.entity_type),
+        per_page=settings.page_size,
+        settle_s=settings.tie_settle_seconds,
+        max_tie_passes=settings.max_tie_passes,
+    )
+    started = clock()
+    pages = records = quarantined = 0
+    while not pager.done:
+        over_budget = (
+            pages >= settings.pages_per_task or clock() - started >= settings.task_time_budget
+        )
+        if over_budget and not pager.in_tie_scan:
+            break
+        before_page()
+        page = client.list_page(
+            target.base_url, target.token, target.entity_type, pager.next_query()
+        )
+        good, bad = split_records(page.records)
+        pager.advance(page, good)
+        store.commit_page(
+            PageCommit(
+                connection_id=target.connection_id,
+                entity_type=target.entity_type,
+                run_id=target.run_id,
+                records=tuple(good),
+                quarantined=tuple(bad),
+                cursor=pager.cursor,
+            )
+        )
+        pages += 1
+        records += len(good)
+        quarantined += len(bad)
+    return SliceResult(done=pager.done, pages=pages, records=records, quarantined=quarantined)
