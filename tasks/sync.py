@@ -72,7 +72,11 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             step = run_step(rt, job, task_id=task_id)
             if step.outcome is StepOutcome.CONTINUE:
                 continuation = job.model_copy(
-                    update={"run_id": step.run_id, "trigger": "continuation"}
+                    update={
+                        "run_id": step.run_id,
+                        "trigger": "continuation",
+                        "resume_from": step.resume_from,
+                    }
                 )
                 app.send_task(
                     SYNC_ENTITY,

@@ -11,10 +11,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from worker.entities import EntityType
 from worker.errors import PayloadError
+from worker.timeutil import canonical_instant
 
 CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
@@ -45,7 +53,15 @@ class SyncEntityJob(_Job):
     full: bool = False
     request_id: RequestId | None = None
     trigger: Trigger = "manual"
-    run_id: RequestId | None = None  # set when a run continues in a new task
+    # Set by entity-sync itself when a run continues in a new task; other
+    # services leave them out.
+    run_id: RequestId | None = None
+    resume_from: str | None = None
+
+    @field_validator("resume_from")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_instant(value)
 
 
 def payload_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

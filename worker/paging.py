@@ -56,13 +56,17 @@ class Pager:
         self,
         *,
         cursor: str | None,
+        position: str | None = None,
         per_page: int,
         settle_s: float,
         max_tie_passes: int,
     ) -> None:
         self.done = False
-        self._position = cursor  # where reading goes on from
-        self._pinned: str | None = None  # an unsettled tie group the checkpoint must not pass
+        # ``position`` is where an earlier slice of the same run stopped
+        # reading; the saved ``cursor`` may lag behind it, pinned at a tie group.
+        self._position = position or cursor  # where reading goes on from
+        # An unsettled tie group that the checkpoint must not pass.
+        self._pinned: str | None = cursor if position and position != cursor else None
         self._per_page = per_page
         self._settle = timedelta(seconds=settle_s)
         self._max_tie_passes = max_tie_passes
@@ -72,6 +76,11 @@ class Pager:
     def cursor(self) -> str | None:
         """The checkpoint to save with the page: where the next run starts."""
         return self._pinned if self._pinned is not None else self._position
+
+    @property
+    def position(self) -> str | None:
+        """Where reading goes on from: the next slice of this run starts here."""
+        return self._position
 
     @property
     def in_tie_scan(self) -> bool:

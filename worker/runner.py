@@ -38,6 +38,7 @@ class Step:
     outcome: StepOutcome
     run_id: str
     successor_task_id: str | None = None
+    resume_from: str | None = None
     detail: str | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -91,6 +92,7 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
             run_id=run_id,
             base_url=connection.upstream_url or rt.settings.upstream_url,
             token=_token(rt, connection),
+            resume_from=job.resume_from if job.run_id == run_id else None,
         )
         result = sync_slice(
             target,
@@ -112,7 +114,9 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
         return Step(StepOutcome.DONE, run_id)
     successor = str(uuid.uuid4())
     rt.leases.hand_over(connection.id, entity, me, holder_of(run_id, successor))
-    return Step(StepOutcome.CONTINUE, run_id, successor_task_id=successor)
+    return Step(
+        StepOutcome.CONTINUE, run_id, successor_task_id=successor, resume_from=result.position
+    )
 
 
 def _token(rt: Runtime, connection: Connection) -> str:

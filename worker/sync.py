@@ -2,7 +2,10 @@
 
 A slice stops when the list is read to its end, or after a bounded number of
 pages or seconds so that no task outlives the broker's visibility timeout;
-the caller then continues the run in a new task. While a group of records
+the caller then continues the run in a new task, from where this slice
+stopped reading (the saved cursor may lag behind, pinned at a tie group that
+has not settled; restarting there each slice would chase a busy source
+forever). While a group of records
 sharing one updatedAt is being read (see ``paging``) the page budget waits,
 because that group's progress lives only in memory.
 """
@@ -29,6 +32,7 @@ class SliceTarget:
     run_id: str
     base_url: str
     token: str
+    resume_from: str | None = None  # where the run's previous slice stopped reading
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class SliceResult:
     """How far a slice got."""
 
     done: bool
+    position: str | None  # where the next slice of the run goes on reading
     pages: int
     records: int
     quarantined: int
@@ -58,6 +63,7 @@ def sync_slice(
     """
     pager = Pager(
         cursor=store.get_cursor(target.connection_id, target.entity_type),
+        position=target.resume_from,
         per_page=settings.page_size,
         settle_s=settings.tie_settle_seconds,
         max_tie_passes=settings.max_tie_passes,
@@ -89,4 +95,10 @@ def sync_slice(
         pages += 1
         records += len(good)
         quarantined += len(bad)
-    return SliceResult(done=pager.done, pages=pages, records=records, quarantined=quarantined)
+    return SliceResult(
+        done=pager.done,
+        position=pager.position,
+        pages=pages,
+        records=records,
+        quarantined=quarantined,
+    )
