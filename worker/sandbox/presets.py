@@ -1,0 +1,83 @@
+"""Named configs in code: ``--preset NAME`` or ``load_config("NAME")``.
+
+A preset is a function returning a plain config dict (the JSON format of
+README.md), so a new one is one function plus one line in ``PRESETS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from worker.sandbox.config import SandboxConfig, parse_config
+
+PresetFactory = Callable[[], dict[str, Any]]
+
+
+def demo() -> dict[str, Any]:
+    """A handful of healthy connections; ``demo-globex`` changes while you watch."""
+    return {
+        "connections": {
+            "demo-acme": {
+                "company_name": "Acme Plant 3",
+                "provider": "maximo",
+                "seed": 1,
+                "default_size": 400,
+                "sizes": {"assets": 2500, "work-orders": 3000, "sites": 12, "users": 150},
+                "latency_ms": 5,
+            },
+            "demo-globex": {
+                "company_name": "Globex Refinery",
+                "provider": "sap_pm",
+                "seed": 2,
+                "default_size": 300,
+                "sizes": {"assets": 1200, "work-orders": 2000, "sites": 5},
+                "latency_ms": 5,
+                "mutation": {
+                    "every_seconds": 5,
+                    "updates": 5,
+                    "deletes": 1,
+                    "inserts": 3,
+                    "bulk_import": 0,
+                    "entities": ["assets", "work-orders"],
+                },
+            },
+            "demo-initech": {
+                "company_name": "Initech Facilities",
+                "provider": "fiix",
+                "seed": 3,
+                "default_size": 250,
+                "sizes": {"assets": 800, "work-orders": 1500, "sites": 3},
+                "latency_ms": 3,
+            },
+            "demo-umbrella": {
+                "company_name": "Umbrella Labs",
+                "provider": "upkeep",
+                "seed": 4,
+                "default_size": 200,
+                "sizes": {"assets": 600, "work-orders": 900, "sites": 2},
+                "latency_ms": 3,
+                "tie_order": "shuffled",
+            },
+        }
+    }
+
+
+def empty() -> dict[str, Any]:
+    """No connections: configure everything through the control API."""
+    return {"connections": {}}
+
+
+PRESETS: dict[str, PresetFactory] = {
+    "demo": demo,
+    "empty": empty,
+}
+
+
+def preset(name: str) -> SandboxConfig:
+    """The validated config of a named preset (``KeyError`` lists the known names)."""
+    try:
+        factory = PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
+    return parse_config(factory())
