@@ -23,12 +23,17 @@ from worker.timeutil import canonical_instant, utc_now
 
 def _row(key: str, at: str, **fields: object) -> RecordRow:
     data = {"key": key, "updatedAt": at, **fields}
-    return RecordRow(key=key, data_json=json.dumps(data), updated_at=canonical_instant(at),
-                     deleted_at=None)
+    return RecordRow(
+        key=key, data_json=json.dumps(data), updated_at=canonical_instant(at), deleted_at=None
+    )
 
 
-def _commit(store: SqlStore, *rows: RecordRow, cursor: str | None = None,
-            quarantined: tuple[QuarantinedRecord, ...] = ()) -> None:
+def _commit(
+    store: SqlStore,
+    *rows: RecordRow,
+    cursor: str | None = None,
+    quarantined: tuple[QuarantinedRecord, ...] = (),
+) -> None:
     store.commit_page(PageCommit("c1", "assets", "run-1", tuple(rows), quarantined, cursor))
 
 
@@ -36,8 +41,15 @@ def _commit(store: SqlStore, *rows: RecordRow, cursor: str | None = None,
 def store(store_url: str) -> SqlStore:
     store = open_store(store_url)
     store.add_connection(Connection(id="c1", name="Acme", entity_types=("assets", "sites")))
-    store.start_run(Run(id="run-1", connection_id="c1", entity_type="assets",
-                        status=RunStatus.RUNNING, started_at=utc_now()))
+    store.start_run(
+        Run(
+            id="run-1",
+            connection_id="c1",
+            entity_type="assets",
+            status=RunStatus.RUNNING,
+            started_at=utc_now(),
+        )
+    )
     return store
 
 
@@ -77,8 +89,12 @@ def test_unknown_fields_and_nesting_are_kept(store: SqlStore) -> None:
 
 def test_deleted_at_marks_deleted(store: SqlStore) -> None:
     _commit(store, _row("A-1", "2026-11-20T08:00:00Z"))
-    deleted = RecordRow("A-1", "{}", canonical_instant("2026-11-21T00:00:00Z"),
-                        canonical_instant("2026-11-21T00:00:00Z"))
+    deleted = RecordRow(
+        "A-1",
+        "{}",
+        canonical_instant("2026-11-21T00:00:00Z"),
+        canonical_instant("2026-11-21T00:00:00Z"),
+    )
     _commit(store, deleted)
     [record] = store.records("c1", "assets")
     assert record.deleted_at == "2026-11-21T00:00:00.000000Z"
@@ -87,9 +103,13 @@ def test_deleted_at_marks_deleted(store: SqlStore) -> None:
 
 
 def test_page_records_cursor_and_progress_commit_together(store: SqlStore) -> None:
-    _commit(store, _row("A-1", "2026-11-20T08:00:00Z"), _row("A-2", "2026-11-20T09:00:00Z"),
-            cursor="2026-11-20T09:00:00.000000Z",
-            quarantined=(QuarantinedRecord(reason="record has no string key", raw_json="{}"),))
+    _commit(
+        store,
+        _row("A-1", "2026-11-20T08:00:00Z"),
+        _row("A-2", "2026-11-20T09:00:00Z"),
+        cursor="2026-11-20T09:00:00.000000Z",
+        quarantined=(QuarantinedRecord(reason="record has no string key", raw_json="{}"),),
+    )
     assert store.get_cursor("c1", "assets") == "2026-11-20T09:00:00.000000Z"
     run = store.get_run("run-1")
     assert run is not None and (run.pages, run.records, run.quarantined) == (1, 2, 1)
@@ -107,8 +127,16 @@ def test_a_failed_commit_changes_nothing(store: SqlStore) -> None:
 
 def test_full_run_forgets_the_cursor(store: SqlStore) -> None:
     _commit(store, _row("A-1", "2026-11-20T08:00:00Z"), cursor="2026-11-20T08:00:00.000000Z")
-    store.start_run(Run(id="run-2", connection_id="c1", entity_type="assets",
-                        status=RunStatus.RUNNING, started_at=utc_now(), full=True))
+    store.start_run(
+        Run(
+            id="run-2",
+            connection_id="c1",
+            entity_type="assets",
+            status=RunStatus.RUNNING,
+            started_at=utc_now(),
+            full=True,
+        )
+    )
     assert store.get_cursor("c1", "assets") is None
     assert len(store.records("c1", "assets")) == 1
 

@@ -63,8 +63,9 @@ class ModelUpstream:
         last_page = max(1, -(-len(rows) // per_page))
         return Page(
             records=[{"key": k, "updatedAt": self.stamp(s), "deletedAt": None} for k, s in chunk],
-            meta=Meta(current_page=query.page, last_page=last_page, per_page=per_page,
-                      total=len(rows)),
+            meta=Meta(
+                current_page=query.page, last_page=last_page, per_page=per_page, total=len(rows)
+            ),
             # The upstream's clock runs far ahead of the data: every tie group is settled.
             server_time=BASE + timedelta(seconds=self.now + 3600),
         )
@@ -73,8 +74,13 @@ class ModelUpstream:
         return self.rng.random() if self.shuffle_ties else key
 
 
-def run_once(upstream: ModelUpstream, store: dict[str, int], cursor: str | None,
-             mutate: object = None, per_page: int = 100) -> str | None:
+def run_once(
+    upstream: ModelUpstream,
+    store: dict[str, int],
+    cursor: str | None,
+    mutate: object = None,
+    per_page: int = 100,
+) -> str | None:
     pager = Pager(cursor=cursor, per_page=per_page, settle_s=2.0, max_tie_passes=50)
     while not pager.done:
         page = upstream.answer(pager.next_query())
@@ -114,18 +120,22 @@ def test_unsettled_tie_group_pins_the_cursor() -> None:
     while not pager.done:
         page = upstream.answer(pager.next_query())
         # The upstream's clock says the group was written a second ago.
-        page = Page(records=page.records, meta=page.meta,
-                    server_time=BASE + timedelta(seconds=10_001 + 1))
+        page = Page(
+            records=page.records, meta=page.meta, server_time=BASE + timedelta(seconds=10_001 + 1)
+        )
         good, _ = split_records(page.records)
         pager.advance(page, good)
     assert pager.cursor == upstream.stamp(10_001)
 
 
 def test_a_page_that_ignores_the_filter_is_refused() -> None:
-    pager = Pager(cursor=canonical(BASE + timedelta(days=1)), per_page=2, settle_s=1,
-                  max_tie_passes=2)
-    records = [{"key": "a", "updatedAt": canonical(BASE)}, {"key": "b",
-               "updatedAt": canonical(BASE + timedelta(seconds=1))}]
+    pager = Pager(
+        cursor=canonical(BASE + timedelta(days=1)), per_page=2, settle_s=1, max_tie_passes=2
+    )
+    records = [
+        {"key": "a", "updatedAt": canonical(BASE)},
+        {"key": "b", "updatedAt": canonical(BASE + timedelta(seconds=1))},
+    ]
     page = Page(records=records, meta=Meta(per_page=2), server_time=BASE)
     with pytest.raises(BadResponse):
         pager.advance(page, split_records(records)[0])
@@ -165,7 +175,10 @@ mutation = st.one_of(
     shuffle=st.booleans(),
 )
 def test_run_plus_incremental_run_converges(
-    initial: int, initial_ties: int, mutations: list[tuple[str, int]], per_page: int,
+    initial: int,
+    initial_ties: int,
+    mutations: list[tuple[str, int]],
+    per_page: int,
     shuffle: bool,
 ) -> None:
     upstream = ModelUpstream(shuffle_ties=shuffle)
