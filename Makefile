@@ -24,9 +24,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q tests/unit
 
+LINTED := $(wildcard worker tasks tests bench scripts)
+
 lint: install
-	$(BIN)/ruff check worker tasks tests bench scripts
-	$(BIN)/ruff format --check worker tasks tests bench scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 bench: install
