@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +12,16 @@ from worker.errors import ConnectionExists, StoreError, UnknownConnection
 from worker.store import (
     Connection,
     PageCommit,
+    ParkedJob,
     QuarantinedRecord,
     RecordRow,
     Run,
     RunStatus,
     SqlStore,
+    TransitionRecord,
     open_store,
 )
+from worker.store.schema import BOOTSTRAP, MIGRATIONS, SCHEMA_VERSION
 from worker.timeutil import canonical_instant, utc_now
 
 
@@ -169,3 +173,69 @@ def test_concurrent_writers_do_not_lose_pages(store: SqlStore) -> None:
         t.join()
     assert errors == []
     assert len(store.records("c1", "assets")) == 80
+
+
+def _parked(run_id: str, due: str) -> ParkedJob:
+    return ParkedJob(
+        connection_id="c1",
+        entity_type="assets",
+        run_id=run_id,
+        due_at=due,
+        reason="open until later",
+        payload_json='{"connection_id": "c1"}',
+    )
+
+
+def test_parked_jobs_are_one_per_pair_and_claimed_until_unparked(store: SqlStore) -> None:
+    assert store.park_job(_parked("run-1", "2026-01-01T00:00:00.000000Z")) is None
+    assert store.get_run("run-1").status == "deferred"  # type: ignore[union-attr]
+    store.start_run(
+        Run(
+            id="run-2",
+            connection_id="c1",
+            entity_type="assets",
+            status=RunStatus.RUNNING,
+            started_at=utc_now(),
+        )
+    )
+    assert store.park_job(_parked("run-2", "2026-01-01T00:00:01.000000Z")) == "run-1"
+    assert store.get_run("run-1").status == "skipped"  # type: ignore[union-attr]
+    [job] = store.parked_jobs()
+    assert job.run_id == "run-2" and job.times_parked == 2
+
+    claimed = store.claim_due_jobs(
+        now="2026-01-01T00:00:05.000000Z", claim_until="2026-01-01T00:01:00.000000Z", limit=10
+    )
+    assert [j.run_id for j in claimed] == ["run-2"]
+    assert (
+        store.claim_due_jobs(
+            now="2026-01-01T00:00:06.000000Z", claim_until="2026-01-01T00:02:00.000000Z", limit=10
+        )
+        == []
+    )
+    store.unpark("c1", "assets", "run-2")
+    assert store.parked_jobs() == []
+    assert store.get_run("run-2").status == "running"  # type: ignore[union-attr]
+
+
+def test_transitions_keep_their_order(store: SqlStore) -> None:
+    for n, (old, new) in enumerate(
+        [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    ):
+        store.record_transition(
+            TransitionRecord("c1", None, old, new, f"step {n}", None, utc_now())
+        )
+    assert [t.to_state for t in store.transitions("c1")] == ["open", "half_open", "closed"]
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = SqlStore(url)
+    with old._write() as tx:  # the store exactly as version 1 left it
+        tx.execute(BOOTSTRAP)
+        for statement in MIGRATIONS[1]:
+            tx.execute(statement)
+        tx.execute("INSERT INTO schema_version (version) VALUES (1)")
+    migrated = open_store(url)
+    assert migrated.parked_jobs() == []
+    assert migrated._read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]

@@ -10,11 +10,13 @@ from worker.store.models import (
     Connection,
     EntityStatus,
     PageCommit,
+    ParkedJob,
     QuarantinedRecord,
     RecordRow,
     Run,
     RunStatus,
     StoredRecord,
+    TransitionRecord,
 )
 from worker.store.sql import SqlStore
 
@@ -30,11 +32,13 @@ __all__ = [
     "Connection",
     "EntityStatus",
     "PageCommit",
+    "ParkedJob",
     "QuarantinedRecord",
     "RecordRow",
     "Run",
     "RunStatus",
     "SqlStore",
     "StoredRecord",
+    "TransitionRecord",
     "open_store",
 ]

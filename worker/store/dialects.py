@@ -28,13 +28,16 @@ class Dialect:
     placeholder: str  # what the store's "?" becomes
     json_type: str
     bool_type: str
+    autoid_type: str
     json_param: str  # a JSON text parameter, cast where the column is typed
     begin_write: str  # starts a transaction that will write
+    migration_lock: str | None  # serialises concurrent migrations, where BEGIN does not
     errors: tuple[type[BaseException], ...]
 
     def sql(self, statement: str) -> str:
         """The statement with placeholders and type slots for this backend."""
         filled = statement.replace("{json}", self.json_type).replace("{bool}", self.bool_type)
+        filled = filled.replace("{autoid}", self.autoid_type)
         filled = filled.replace("{json_param}", self.json_param)
         return filled if self.placeholder == "?" else filled.replace("?", self.placeholder)
 
@@ -67,8 +70,10 @@ def sqlite_dialect(url: str) -> Dialect:
         placeholder="?",
         json_type="TEXT",
         bool_type="INTEGER",
+        autoid_type="INTEGER PRIMARY KEY AUTOINCREMENT",
         json_param="?",
         begin_write="BEGIN IMMEDIATE",
+        migration_lock=None,  # BEGIN IMMEDIATE already holds the only write lock
         errors=(sqlite3.Error,),
     )
 
@@ -86,8 +91,12 @@ def postgres_dialect(url: str) -> Dialect:
         placeholder="%s",
         json_type="JSONB",
         bool_type="BOOLEAN",
+        autoid_type="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         json_param="CAST(%s AS JSONB)",
         begin_write="BEGIN",
+        # Prefork children all open the store at once; without this, two of
+        # them race to create the same table.
+        migration_lock="SELECT pg_advisory_xact_lock(7453901)",
         errors=(psycopg.Error,),
     )
 

@@ -114,3 +114,31 @@ class StoredRecord:
     updated_at: str
     deleted_at: str | None
     synced_at: str
+
+
+@dataclass(frozen=True)
+class ParkedJob:
+    """A sync job waiting behind a breaker or pause; one per pair at most."""
+
+    connection_id: str
+    entity_type: str
+    run_id: str
+    due_at: str
+    reason: str
+    payload_json: str  # the sync_entity payload to send when it is due
+    parked_at: str = ""
+    times_parked: int = 1
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    """A breaker state change of a connection or one of its entity types."""
+
+    connection_id: str
+    entity_type: str | None
+    from_state: str
+    to_state: str
+    reason: str
+    until_at: str | None
+    at: str
+    id: int = 0

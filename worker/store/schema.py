@@ -1,19 +1,22 @@
 """The store's schema: the contract that consuming services read.
 
-Version 1. Every instant is canonical UTC text (``worker.timeutil``), so text
+Every instant is canonical UTC text (``worker.timeutil``), so text
 order is time order in both SQLite and PostgreSQL. ``{json}`` is TEXT in
-SQLite and JSONB in PostgreSQL; ``{bool}`` is INTEGER or BOOLEAN.
+SQLite and JSONB in PostgreSQL; ``{bool}`` is INTEGER or BOOLEAN; ``{autoid}``
+an ever-growing integer primary key.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+# Migrations by the version they bring the store to; each runs once, in order,
+# in one transaction with the version bump. Never edit a shipped one: add the next.
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
-# Each statement runs once, in order, when the store is first opened.
-DDL: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS schema_version (
-        version INTEGER NOT NULL
-    )""",
+BOOTSTRAP = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+)"""
+
+MIGRATIONS[1] = (
     """CREATE TABLE IF NOT EXISTS connections (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -76,3 +79,32 @@ DDL: tuple[str, ...] = (
         PRIMARY KEY (connection_id, entity_type, fingerprint)
     )""",
 )
+
+# Version 2: jobs parked behind a breaker or pause, and the breaker transitions.
+MIGRATIONS[2] = (
+    """CREATE TABLE parked_jobs (
+        connection_id TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        parked_at TEXT NOT NULL,
+        times_parked INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (connection_id, entity_type)
+    )""",
+    "CREATE INDEX parked_jobs_due ON parked_jobs (due_at)",
+    """CREATE TABLE transitions (
+        id {autoid},
+        connection_id TEXT NOT NULL,
+        entity_type TEXT,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        until_at TEXT,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX transitions_by_connection ON transitions (connection_id, id)",
+)
+
+SCHEMA_VERSION = max(MIGRATIONS)

@@ -25,12 +25,14 @@ from worker.store.models import (
     Connection,
     EntityStatus,
     PageCommit,
+    ParkedJob,
     RecordRow,
     Run,
     RunStatus,
     StoredRecord,
+    TransitionRecord,
 )
-from worker.store.schema import DDL, SCHEMA_VERSION
+from worker.store.schema import BOOTSTRAP, MIGRATIONS, SCHEMA_VERSION
 from worker.timeutil import utc_now
 
 P = ParamSpec("P")
@@ -43,6 +45,10 @@ _CONNECTION_COLUMNS = (
 _RUN_COLUMNS = (
     "id, connection_id, entity_type, status, started_at, request_id, trigger, is_full, "
     "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into"
+)
+
+_PARKED_COLUMNS = (
+    "connection_id, entity_type, run_id, due_at, reason, payload, parked_at, times_parked"
 )
 
 # Never let an older version overwrite a newer one (principle 2); an equal
@@ -155,18 +161,25 @@ class SqlStore:
 
     @_translated
     def migrate(self) -> None:
-        """Create the schema if it is missing; refuse a newer one."""
+        """Bring the schema up to SCHEMA_VERSION; refuse a newer one."""
         with self._write() as tx:
-            for statement in DDL:
-                tx.execute(statement)
+            if self.dialect.migration_lock:
+                tx.execute(self.dialect.migration_lock)
+            tx.execute(BOOTSTRAP)
             rows = tx.execute("SELECT version FROM schema_version").fetchall()
-            if not rows:
-                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif rows[0][0] > SCHEMA_VERSION:
+            current = int(rows[0][0]) if rows else 0
+            if current > SCHEMA_VERSION:
                 raise StoreError(
-                    f"the store has schema version {rows[0][0]}, newer than this "
+                    f"the store has schema version {current}, newer than this "
                     f"entity-sync ({SCHEMA_VERSION}): upgrade entity-sync"
                 )
+            for version in sorted(v for v in MIGRATIONS if v > current):
+                for statement in MIGRATIONS[version]:
+                    tx.execute(statement)
+            if not rows:
+                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif current < SCHEMA_VERSION:
+                tx.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # -- connection registry -----------------------------------------------------
 
@@ -264,7 +277,7 @@ class SqlStore:
     def remove_connection(self, connection_id: str) -> None:
         """Delete a connection and everything synced for it."""
         with self._write() as tx:
-            for table in ("records", "cursors", "quarantine"):
+            for table in ("records", "cursors", "quarantine", "parked_jobs", "transitions"):
                 tx.execute(f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,))
             tx.execute("DELETE FROM runs WHERE connection_id = ?", (connection_id,))
             if not tx.execute("DELETE FROM connections WHERE id = ?", (connection_id,)).rowcount:
@@ -464,6 +477,137 @@ class SqlStore:
                 )
         return statuses
 
+    # -- parked jobs -------------------------------------------------------------
+
+    @_translated
+    def park_job(self, job: ParkedJob) -> str | None:
+        """Park a job (one per pair: a newer one replaces it); marks its run deferred.
+
+        Returns the id of a run that the new job supersedes, if any; that run
+        is closed as skipped.
+        """
+        now = utc_now()
+        with self._write() as tx:
+            rows = tx.execute(
+                "SELECT run_id FROM parked_jobs WHERE connection_id = ? AND entity_type = ?",
+                (job.connection_id, job.entity_type),
+            ).fetchall()
+            superseded = rows[0][0] if rows and rows[0][0] != job.run_id else None
+            tx.execute(
+                "INSERT INTO parked_jobs (connection_id, entity_type, run_id, due_at, reason, "
+                "payload, parked_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (connection_id, entity_type) DO UPDATE SET run_id = excluded.run_id, "
+                "due_at = excluded.due_at, reason = excluded.reason, payload = excluded.payload, "
+                "parked_at = excluded.parked_at, times_parked = parked_jobs.times_parked + 1",
+                (
+                    job.connection_id,
+                    job.entity_type,
+                    job.run_id,
+                    job.due_at,
+                    job.reason,
+                    job.payload_json,
+                    now,
+                ),
+            )
+            tx.execute(
+                "UPDATE runs SET status = 'deferred', error_message = ? "
+                "WHERE id = ? AND status IN ('running', 'deferred')",
+                (job.reason, job.run_id),
+            )
+            if superseded:
+                tx.execute(
+                    "UPDATE runs SET status = 'skipped', finished_at = ?, coalesced_into = ?, "
+                    "error_message = 'superseded by a newer run' "
+                    "WHERE id = ? AND status IN ('running', 'deferred')",
+                    (now, job.run_id, superseded),
+                )
+        return superseded
+
+    @_translated
+    def claim_due_jobs(self, *, now: str, claim_until: str, limit: int) -> list[ParkedJob]:
+        """Parked jobs due by ``now``, claimed until ``claim_until``.
+
+        A claimed job stays parked (its due time pushed to ``claim_until``)
+        until its task starts and unparks it, so a crash between claiming and
+        sending loses nothing: the job comes due again.
+        """
+        with self._write() as tx:
+            rows = tx.execute(
+                f"SELECT {_PARKED_COLUMNS} FROM parked_jobs WHERE due_at <= ? "
+                "ORDER BY due_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            tx.executemany(
+                "UPDATE parked_jobs SET due_at = ? WHERE connection_id = ? AND entity_type = ?",
+                [(claim_until, row[0], row[1]) for row in rows],
+            )
+        return [_parked(row) for row in rows]
+
+    @_translated
+    def unpark(self, connection_id: str, entity_type: str, run_id: str) -> None:
+        """Forget a parked job once its task runs (only if it is still that run's)."""
+        with self._write() as tx:
+            tx.execute(
+                "DELETE FROM parked_jobs WHERE connection_id = ? AND entity_type = ? "
+                "AND run_id = ?",
+                (connection_id, entity_type, run_id),
+            )
+            tx.execute(
+                "UPDATE runs SET status = 'running' WHERE id = ? AND status = 'deferred'",
+                (run_id,),
+            )
+
+    @_translated
+    def parked_jobs(self, connection_id: str | None = None) -> list[ParkedJob]:
+        """Every parked job (of one connection), soonest first."""
+        where, params = ("WHERE connection_id = ?", (connection_id,)) if connection_id else ("", ())
+        rows = self._read(
+            f"SELECT {_PARKED_COLUMNS} FROM parked_jobs {where} ORDER BY due_at", params
+        )
+        return [_parked(row) for row in rows]
+
+    # -- transitions ---------------------------------------------------------------
+
+    @_translated
+    def record_transition(self, transition: TransitionRecord) -> None:
+        """Append one breaker state change to the connection's history."""
+        with self._write() as tx:
+            tx.execute(
+                "INSERT INTO transitions (connection_id, entity_type, from_state, to_state, "
+                "reason, until_at, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    transition.connection_id,
+                    transition.entity_type,
+                    transition.from_state,
+                    transition.to_state,
+                    transition.reason,
+                    transition.until_at,
+                    transition.at,
+                ),
+            )
+
+    @_translated
+    def transitions(self, connection_id: str, *, limit: int = 100) -> list[TransitionRecord]:
+        """The newest state changes of a connection, oldest first."""
+        rows = self._read(
+            "SELECT id, connection_id, entity_type, from_state, to_state, reason, until_at, at "
+            "FROM transitions WHERE connection_id = ? ORDER BY id DESC LIMIT ?",
+            (connection_id, limit),
+        )
+        return [
+            TransitionRecord(
+                id=int(row[0]),
+                connection_id=row[1],
+                entity_type=row[2],
+                from_state=row[3],
+                to_state=row[4],
+                reason=row[5],
+                until_at=row[6],
+                at=row[7],
+            )
+            for row in reversed(rows)
+        ]
+
     def _grouped(self, statement: str) -> dict[tuple[str, str], tuple[Any, ...]]:
         return {(row[0], row[1]): tuple(row[2:]) for row in self._read(statement)}
 
@@ -489,6 +633,19 @@ def _insert_run(tx: _Tx, run: Run) -> None:
             run.error_message,
             run.coalesced_into,
         ),
+    )
+
+
+def _parked(row: Sequence[Any]) -> ParkedJob:
+    return ParkedJob(
+        connection_id=row[0],
+        entity_type=row[1],
+        run_id=row[2],
+        due_at=row[3],
+        reason=row[4],
+        payload_json=row[5],
+        parked_at=row[6],
+        times_parked=int(row[7]),
     )
 
 
