@@ -16,13 +16,9 @@ from typing import Any, TypeVar
 import redis
 
 from worker.errors import CoordinationError
+from worker.redis_keys import lease as lease_key
 
 T = TypeVar("T")
-
-
-def lease_key(connection_id: str, entity_type: str) -> str:
-    """The lease of one pair, under the connection's hash tag."""
-    return f"{{cb:{connection_id}}}:lease:{entity_type}"
 
 
 # KEYS[1] lease; ARGV[1] holder, ARGV[2] ttl ms. Returns the holder after the call.
