@@ -12,11 +12,19 @@ from typing import Any
 from celery import Task
 
 from worker.app import app
-from worker.errors import CoordinationError, PayloadError, StoreError, UnknownConnection
+from worker.backoff import retry_delay
+from worker.errors import (
+    CoordinationError,
+    Kind,
+    PayloadError,
+    RetryLater,
+    StoreError,
+    UnknownConnection,
+)
 from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY, SyncConnectionJob, SyncEntityJob, parse_job
 from worker.logs import bound
-from worker.runner import StepOutcome, record_rejection, run_step
-from worker.runtime import runtime
+from worker.runner import Step, StepOutcome, fail_run, holder_of, record_rejection, run_step
+from worker.runtime import Runtime, runtime
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
 # task id, so the task takes its own lease back.
@@ -70,6 +78,8 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             connection_id=job.connection_id, entity_type=job.entity_type.value, task_id=task_id
         ):
             step = run_step(rt, job, task_id=task_id)
+            if step.outcome is StepOutcome.RETRY:
+                return _retry_or_fail(self, rt, job, step)
             if step.outcome is StepOutcome.CONTINUE:
                 continuation = job.model_copy(
                     update={
@@ -87,3 +97,22 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     except (PayloadError, UnknownConnection) as exc:
         record_rejection(rt, SYNC_ENTITY, kwargs or (args[0] if args else None), exc)
         return {"outcome": "rejected", "detail": str(exc)}
+
+
+def _retry_or_fail(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> dict[str, Any]:
+    """Retry a transient failure with capped full-jitter backoff, or give up."""
+    attempt = int(task.request.retries)
+    if attempt >= rt.settings.max_retries:
+        error = RetryLater(
+            f"gave up after {attempt} retries: {step.detail}", kind=step.kind or Kind.UNAVAILABLE
+        )
+        return fail_run(
+            rt, job, step.run_id, holder_of(step.run_id, str(task.request.id)), error
+        ).summary()
+    countdown = retry_delay(
+        attempt,
+        base=1.0,
+        cap=rt.settings.retry_backoff_cap_seconds,
+        retry_after=step.retry_after,
+    )
+    raise task.retry(countdown=countdown, max_retries=None)

@@ -68,6 +68,9 @@ class Env:
             "ENTITY_SYNC_UPSTREAM_URL": upstream_url,
             "ENTITY_SYNC_SECRET_KEY": generate_key(),
             "ENTITY_SYNC_LOG_LEVEL": "INFO",
+            # The sandbox is local and unlimited; tests of the limiter set their own.
+            "ENTITY_SYNC_RATE_PER_SECOND": "1000",
+            "ENTITY_SYNC_RATE_BURST": "100",
             **extra,
         }
 
@@ -115,33 +118,34 @@ class WorkerProcess:
     """A real Celery worker in a subprocess, with its log in a file."""
 
     def __init__(
-        self, env: Env, log_path: Path, *, pool: str = "threads", concurrency: int = 4
+        self,
+        env: Env,
+        log_path: Path,
+        *,
+        pool: str = "threads",
+        concurrency: int = 4,
+        beat: bool = True,
     ) -> None:
         self.env = env
         self.log_path = log_path
         self.pool = pool
         self.concurrency = concurrency
+        self.beat = beat  # embedded celery beat: resumes parked jobs, probes
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
+        command = [
+            sys.executable, "-m", "celery", "-A", "worker", "worker",
+            f"--pool={self.pool}", f"--concurrency={self.concurrency}",
+            "-Q", "sync,notify,housekeeping", "--without-gossip", "--without-mingle",
+            "--loglevel=INFO", f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
+        ]  # fmt: skip
+        if self.beat:
+            schedule = self.log_path.with_suffix(".beat-schedule")
+            command += ["--beat", f"--schedule={schedule}"]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                f"--pool={self.pool}",
-                f"--concurrency={self.concurrency}",
-                "-Q",
-                "sync,notify,housekeeping",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=INFO",
-                f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
-            ],
+            command,
             env=self.env.process_env(),
             stdout=log,
             stderr=subprocess.STDOUT,

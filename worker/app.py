@@ -14,7 +14,13 @@ from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
 from worker.settings import Settings, get_settings
 from worker.startup import check_ready
 
-TASK_MODULES = ["tasks.sync"]
+TASK_MODULES = ["tasks.sync", "tasks.schedule"]
+
+# Housekeeping that celery beat sends (by name: the worker never imports tasks).
+BEAT_SCHEDULE = {
+    "resume-parked-jobs": {"task": "entity_sync.housekeeping.resume_parked", "schedule": 1.0},
+    "probe-halted-and-blocked": {"task": "entity_sync.housekeeping.probe", "schedule": 30.0},
+}
 
 
 def create_app(settings: Settings) -> Celery:
@@ -43,6 +49,7 @@ def create_app(settings: Settings) -> Celery:
             "entity_sync.notify*": {"queue": NOTIFY_QUEUE},
             "entity_sync.housekeeping.*": {"queue": HOUSEKEEPING_QUEUE},
         },
+        beat_schedule=BEAT_SCHEDULE,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,

@@ -129,6 +129,9 @@ def run_demo(settings: Settings) -> int:
             ENTITY_SYNC_STORE_URL=store_url,
             ENTITY_SYNC_UPSTREAM_URL=sandbox.url,
             ENTITY_SYNC_SECRET_KEY=secret_key,
+            # The sandbox runs on this machine: allow more than a real API would.
+            ENTITY_SYNC_RATE_PER_SECOND="100",
+            ENTITY_SYNC_RATE_BURST="20",
         )
         store = _fresh_store(store_url, secret_key)
         _say(f"registered {len(DEMO_CONNECTIONS)} connections in {store_url}")

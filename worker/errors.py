@@ -8,6 +8,10 @@
     ├── SecretError             a stored secret cannot be decrypted with the keys given
     ├── StoreError              the SQL store failed or is unreachable
     ├── CoordinationError       Redis is unreachable or a script failed
+    ├── Deferred                not a failure: come back at ``until`` (breaker, pause)
+    ├── Halted                  the connection is halted until it is re-authorised
+    ├── Blocked                 this entity type is blocked (403/404) until a re-probe
+    ├── RetryLater              a transient failure: retry this job with backoff
     └── UpstreamError           the unified API call failed; carries a Kind
         ├── AuthFailed          401: the token no longer works
         ├── PermissionDenied    403: this entity type may not be read
@@ -77,6 +81,35 @@ class StoreError(EntitySyncError):
 
 class CoordinationError(EntitySyncError):
     """Redis is unreachable or one of our scripts failed."""
+
+
+class Deferred(EntitySyncError):
+    """Not a failure: a breaker, pause or busy slot says come back at ``until``.
+
+    ``until`` is in unix seconds. A deferred job is parked and burns no retry.
+    """
+
+    def __init__(self, reason: str, *, until: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.until = until
+
+
+class Halted(EntitySyncError):
+    """The connection is halted (its credentials stopped working)."""
+
+
+class Blocked(EntitySyncError):
+    """This entity type is blocked (403/404) until a slow re-probe succeeds."""
+
+
+class RetryLater(EntitySyncError):
+    """A transient failure: retry the job after backoff, no sooner than ``retry_after``."""
+
+    def __init__(self, reason: str, *, kind: Kind, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 class UpstreamError(EntitySyncError):

@@ -111,3 +111,13 @@ def slots(connection_id: str) -> str:
 def lease(connection_id: str, entity_type: str) -> str:
     """The sync lease of one (connection, entity type): see ``worker.lease``."""
     return f"{tag(connection_id)}:lease:{check_entity_type(entity_type)}"
+
+
+def preflight(connection_id: str) -> str:
+    """The cached answer of the connection's status endpoint (a short TTL)."""
+    return f"{tag(connection_id)}:preflight"
+
+
+def halt_probe(connection_id: str) -> str:
+    """Set while a halted connection's slow status probe is resting."""
+    return f"{tag(connection_id)}:haltprobe"

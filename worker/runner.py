@@ -8,18 +8,32 @@ or hands the lease to the task that continues it.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from worker.errors import Kind, PayloadError, SecretError, UpstreamError
+from worker.errors import (
+    Blocked,
+    Deferred,
+    Halted,
+    Kind,
+    PayloadError,
+    RetryLater,
+    SecretError,
+    UpstreamError,
+)
+from worker.guard import Guard
 from worker.jobs import SyncEntityJob
 from worker.logs import connection_log, log
+from worker.preflight import preflight
 from worker.runtime import Runtime
-from worker.store import Connection, Run, RunStatus
-from worker.sync import SliceTarget, sync_slice
+from worker.store import Connection, ParkedJob, Run, RunStatus
+from worker.sync import SliceResult, SliceTarget, sync_slice
 from worker.timeutil import utc_now
+from worker.transitions import unix_to_instant
 
 
 class StepOutcome(StrEnum):
@@ -29,6 +43,8 @@ class StepOutcome(StrEnum):
     CONTINUE = "continue"  # a successor task must carry on
     SKIPPED = "skipped"  # another run holds the pair
     FAILED = "failed"  # the run ended with an error (recorded)
+    DEFERRED = "deferred"  # parked until a breaker, pause or slot allows
+    RETRY = "retry"  # a transient failure: this task retries after backoff
 
 
 @dataclass(frozen=True)
@@ -40,10 +56,16 @@ class Step:
     successor_task_id: str | None = None
     resume_from: str | None = None
     detail: str | None = None
+    retry_after: float | None = None
+    kind: Kind | None = None
 
     def summary(self) -> dict[str, Any]:
         """A small, secret-free result for Flower."""
         return {"outcome": self.outcome.value, "run_id": self.run_id, "detail": self.detail}
+
+
+SLOT_WAIT_S = 2.0  # how long a job waits for a busy connection's concurrency slot
+MAX_COUNTDOWN_S = 60.0  # longer waits are parked in the store, not held as ETA tasks
 
 
 def holder_of(run_id: str, task_id: str) -> str:
@@ -71,12 +93,25 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
     holder = rt.leases.acquire(connection.id, entity, me)
     if holder != me:
         return _skip(rt, job, holder)
+    _open_run(rt, job, run_id)
+    if not rt.limits.acquire_slot(connection.id, me, ttl_s=rt.settings.lease_ttl):
+        # Every slot of this connection is busy: other connections get the workers.
+        waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
+        return _park(rt, job, run_id, me, waiting, job.resume_from)
+    try:
+        result = _slice(rt, job, connection, run_id, me)
+    finally:
+        rt.limits.release_slot(connection.id, me)
+    return _conclude(rt, job, run_id, me, result)
+
+
+def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> None:
     if rt.store.get_run(run_id) is None:
         rt.store.start_run(
             Run(
                 id=run_id,
-                connection_id=connection.id,
-                entity_type=entity,
+                connection_id=job.connection_id,
+                entity_type=job.entity_type.value,
                 status=RunStatus.RUNNING,
                 started_at=utc_now(),
                 request_id=job.request_id,
@@ -84,7 +119,27 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
                 full=job.full,
             )
         )
-    rt.store.touch_run(run_id)
+    rt.store.touch_run(run_id, job.connection_id, job.entity_type.value)
+
+
+def _slice(
+    rt: Runtime, job: SyncEntityJob, connection: Connection, run_id: str, me: str
+) -> SliceResult:
+    """Preflight (first task of a run) and one slice; a stop comes back in the result."""
+    entity = job.entity_type.value
+    resume_from = job.resume_from if job.run_id == run_id else None
+    guard = Guard(
+        breaker=rt.breaker,
+        connection_id=connection.id,
+        entity_types_synced=len(connection.entity_types),
+        on_transition=rt.transitions,
+    )
+
+    def renew() -> None:
+        rt.leases.renew(connection.id, entity, me)
+        rt.limits.renew_slot(connection.id, me, ttl_s=rt.settings.lease_ttl)
+
+    renewer = Renewer(renew, every_s=rt.settings.lease_ttl / 3)
     try:
         target = SliceTarget(
             connection_id=connection.id,
@@ -92,31 +147,119 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
             run_id=run_id,
             base_url=connection.upstream_url or rt.settings.upstream_url,
             token=_token(rt, connection),
-            resume_from=job.resume_from if job.run_id == run_id else None,
+            resume_from=resume_from,
         )
-        result = sync_slice(
+        if job.run_id is None:
+            preflight(
+                guard=guard,
+                client=rt.upstream,
+                cache=rt.redis,
+                connection_id=connection.id,
+                base_url=target.base_url,
+                token=target.token,
+                cache_seconds=rt.settings.preflight_cache_seconds,
+            )
+        return sync_slice(
             target,
             store=rt.store,
             client=rt.upstream,
             settings=rt.settings,
-            before_page=lambda: rt.leases.renew(connection.id, entity, me),
+            guard=guard,
+            before_page=renewer,
         )
-    except (UpstreamError, SecretError) as exc:
-        kind = exc.kind if isinstance(exc, UpstreamError) else Kind.BUG
-        rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=str(exc))
-        rt.leases.release(connection.id, entity, me)
-        connection_log.warning("run failed: %s", exc, extra={"kind": kind.value, "run_id": run_id})
-        return Step(StepOutcome.FAILED, run_id, detail=str(exc))
+    except (UpstreamError, SecretError, Deferred, Halted, Blocked, RetryLater) as exc:
+        return SliceResult(False, resume_from, 0, 0, 0, stopped_by=exc)
+
+
+def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: SliceResult) -> Step:
+    """Turn a slice's result into the run's next step."""
+    entity = job.entity_type.value
+    stop = result.stopped_by
+    if isinstance(stop, Deferred):
+        return _park(rt, job, run_id, me, stop, result.position)
+    if isinstance(stop, RetryLater) and (stop.retry_after or 0) > MAX_COUNTDOWN_S:
+        # A Celery countdown this long would sit in worker memory: park instead.
+        later = Deferred(str(stop), until=time.time() + (stop.retry_after or 0))
+        return _park(rt, job, run_id, me, later, result.position)
+    if isinstance(stop, RetryLater):
+        # The lease stays ours: the retry is this same task (same id), later.
+        return Step(
+            StepOutcome.RETRY,
+            run_id,
+            detail=str(stop),
+            retry_after=stop.retry_after,
+            kind=stop.kind,
+        )
+    if stop is not None:
+        return fail_run(rt, job, run_id, me, stop)
     if result.done:
         rt.store.finish_run(run_id, RunStatus.SUCCEEDED)
-        rt.leases.release(connection.id, entity, me)
+        rt.leases.release(job.connection_id, entity, me)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})
         return Step(StepOutcome.DONE, run_id)
     successor = str(uuid.uuid4())
-    rt.leases.hand_over(connection.id, entity, me, holder_of(run_id, successor))
+    rt.leases.hand_over(job.connection_id, entity, me, holder_of(run_id, successor))
     return Step(
         StepOutcome.CONTINUE, run_id, successor_task_id=successor, resume_from=result.position
     )
+
+
+def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseException) -> Step:
+    """Close the run as failed with the error's kind, and free the pair."""
+    kind = _kind_of(error)
+    rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=str(error))
+    rt.leases.release(job.connection_id, job.entity_type.value, me)
+    connection_log.warning("run failed: %s", error, extra={"kind": kind, "run_id": run_id})
+    return Step(StepOutcome.FAILED, run_id, detail=str(error))
+
+
+def _kind_of(error: BaseException) -> str:
+    if isinstance(error, UpstreamError | RetryLater):
+        return error.kind.value
+    if isinstance(error, Halted):
+        return Kind.AUTH.value
+    if isinstance(error, Blocked):
+        return "blocked"
+    return Kind.BUG.value
+
+
+def _park(
+    rt: Runtime,
+    job: SyncEntityJob,
+    run_id: str,
+    me: str,
+    deferral: Deferred,
+    position: str | None,
+) -> Step:
+    """Park the job until the deferral's time; it burns no retry and holds no lease."""
+    resumed = job.model_copy(update={"run_id": run_id, "resume_from": position, "trigger": "retry"})
+    rt.store.park_job(
+        ParkedJob(
+            connection_id=job.connection_id,
+            entity_type=job.entity_type.value,
+            run_id=run_id,
+            due_at=unix_to_instant(deferral.until) or utc_now(),
+            reason=deferral.reason,
+            payload_json=resumed.model_dump_json(),
+        )
+    )
+    rt.leases.release(job.connection_id, job.entity_type.value, me)
+    return Step(StepOutcome.DEFERRED, run_id, detail=deferral.reason)
+
+
+class Renewer:
+    """Calls ``renew`` before a page at most every ``every_s`` seconds (fewer round trips)."""
+
+    def __init__(self, renew: Callable[[], object], *, every_s: float) -> None:
+        self._renew = renew
+        self._every_s = every_s
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._renew()
+            self._last = now
 
 
 def _token(rt: Runtime, connection: Connection) -> str:

@@ -12,10 +12,13 @@ from functools import cached_property
 
 import redis
 
+from worker.breaker import Breaker, BreakerPolicy
 from worker.lease import Leases
+from worker.limits import Limits, RatePolicy
 from worker.secrets import SecretBox
 from worker.settings import Settings, get_settings
 from worker.store import SqlStore, open_store
+from worker.transitions import TransitionRecorder
 from worker.upstream import UpstreamClient
 
 
@@ -54,6 +57,45 @@ class Runtime:
     @cached_property
     def leases(self) -> Leases:
         return Leases(self.redis, ttl_s=self.settings.lease_ttl)
+
+    @cached_property
+    def breaker(self) -> Breaker:
+        return Breaker(
+            client=self.redis, policy=breaker_policy(self.settings), rate=rate_policy(self.settings)
+        )
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(client=self.redis, policy=rate_policy(self.settings))
+
+    @cached_property
+    def transitions(self) -> TransitionRecorder:
+        return TransitionRecorder(self.store)
+
+
+def breaker_policy(settings: Settings) -> BreakerPolicy:
+    """The breaker thresholds the settings ask for."""
+    return BreakerPolicy(
+        failure_rate=settings.breaker_failure_rate,
+        min_calls=settings.breaker_min_calls,
+        consecutive_failures=settings.breaker_consecutive_failures,
+        base_open_s=settings.breaker_base_open_seconds,
+        min_open_s=min(1.0, settings.breaker_base_open_seconds),
+        max_open_s=max(settings.breaker_max_open_seconds, settings.breaker_base_open_seconds),
+        state_ttl_s=max(2400.0, 4 * settings.breaker_max_open_seconds),
+        probe_ttl_s=settings.request_deadline + 30.0,
+        block_reprobe_s=settings.block_reprobe_seconds,
+        max_pause_s=settings.max_pause_seconds,
+    )
+
+
+def rate_policy(settings: Settings) -> RatePolicy:
+    """The per-connection rate and concurrency defaults."""
+    return RatePolicy(
+        rate_per_s=settings.rate_per_second,
+        burst=settings.rate_burst,
+        max_concurrency=settings.max_concurrency,
+    )
 
 
 _runtime: Runtime | None = None

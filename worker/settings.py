@@ -57,6 +57,26 @@ class Settings(BaseSettings):
     lease_ttl: PositiveSeconds = 300.0
     visibility_timeout: PositiveSeconds = 3600.0
 
+    # Breakers (worker.breaker): trip on a failure rate over a window once
+    # enough calls were made, or on consecutive failures for low volume.
+    breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    breaker_min_calls: Annotated[int, Field(ge=1, le=10_000)] = 10
+    breaker_consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    breaker_base_open_seconds: PositiveSeconds = 5.0
+    breaker_max_open_seconds: PositiveSeconds = 600.0
+    block_reprobe_seconds: PositiveSeconds = 1800.0
+    max_pause_seconds: PositiveSeconds = 3600.0
+    preflight_cache_seconds: PositiveSeconds = 30.0
+
+    # Per-connection limits (defaults; `entity-sync connections limits` overrides).
+    rate_per_second: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+    rate_burst: Annotated[int, Field(ge=1, le=10_000)] = 10
+    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+
+    # Transient failures retry with capped full-jitter backoff, this many times.
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 8
+    retry_backoff_cap_seconds: Annotated[float, Field(gt=0, le=60)] = 60.0
+
     # Operations.
     log_level: str = "INFO"
     sentry_dsn: SecretStr | None = None

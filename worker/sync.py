@@ -12,10 +12,21 @@ because that group's progress lives only in memory.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from worker.classify import Where
+from worker.errors import (
+    Blocked,
+    Deferred,
+    EntitySyncError,
+    Halted,
+    RetryLater,
+    UpstreamError,
+)
+from worker.guard import Guard
 from worker.paging import Pager
 from worker.records import split_records
 from worker.settings import Settings
@@ -37,13 +48,14 @@ class SliceTarget:
 
 @dataclass(frozen=True)
 class SliceResult:
-    """How far a slice got."""
+    """How far a slice got, and what stopped it early, if anything did."""
 
     done: bool
     position: str | None  # where the next slice of the run goes on reading
     pages: int
     records: int
     quarantined: int
+    stopped_by: EntitySyncError | None = None  # a guard's verdict or an upstream failure
 
 
 def sync_slice(
@@ -52,14 +64,16 @@ def sync_slice(
     store: SqlStore,
     client: UpstreamClient,
     settings: Settings,
+    guard: Guard,
     before_page: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> SliceResult:
     """Fetch and commit pages until the list ends or the slice's budget is spent.
 
-    ``before_page`` runs before every request: the caller renews its lease
-    there and asks the breakers for admission. Upstream and store errors
-    propagate; every page committed before them stays committed.
+    ``before_page`` runs before every request (the caller renews its lease
+    there); every request goes through ``guard``. A guard's verdict or an
+    upstream failure ends the slice and is returned in ``stopped_by``; store
+    and Redis errors propagate. Pages committed before either stay committed.
     """
     pager = Pager(
         cursor=store.get_cursor(target.connection_id, target.entity_type),
@@ -77,9 +91,13 @@ def sync_slice(
         if over_budget and not pager.in_tie_scan:
             break
         before_page()
-        page = client.list_page(
-            target.base_url, target.token, target.entity_type, pager.next_query()
+        fetch = functools.partial(
+            client.list_page, target.base_url, target.token, target.entity_type, pager.next_query()
         )
+        try:
+            page = guard.call(target.entity_type, Where.LIST, fetch)
+        except (UpstreamError, Deferred, Halted, Blocked, RetryLater) as exc:
+            return SliceResult(False, pager.position, pages, records, quarantined, stopped_by=exc)
         good, bad = split_records(page.records)
         pager.advance(page, good)
         store.commit_page(

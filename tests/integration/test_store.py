@@ -213,7 +213,7 @@ def test_parked_jobs_are_one_per_pair_and_claimed_until_unparked(store: SqlStore
         )
         == []
     )
-    store.unpark("c1", "assets", "run-2")
+    store.touch_run("run-2", "c1", "assets")
     assert store.parked_jobs() == []
     assert store.get_run("run-2").status == "running"  # type: ignore[union-attr]
 

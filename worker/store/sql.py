@@ -303,10 +303,19 @@ class SqlStore:
             _insert_run(tx, run)
 
     @_translated
-    def touch_run(self, run_id: str) -> None:
-        """Count one more task working on this run."""
+    def touch_run(self, run_id: str, connection_id: str, entity_type: str) -> None:
+        """A task starts work on this run: count it, and unpark the run if it was parked."""
         with self._write() as tx:
-            tx.execute("UPDATE runs SET tasks = tasks + 1 WHERE id = ?", (run_id,))
+            tx.execute(
+                "UPDATE runs SET tasks = tasks + 1, status = CASE WHEN status = 'deferred' "
+                "THEN 'running' ELSE status END WHERE id = ?",
+                (run_id,),
+            )
+            tx.execute(
+                "DELETE FROM parked_jobs WHERE connection_id = ? AND entity_type = ? "
+                "AND run_id = ?",
+                (connection_id, entity_type, run_id),
+            )
 
     @_translated
     def finish_run(
@@ -528,7 +537,7 @@ class SqlStore:
         """Parked jobs due by ``now``, claimed until ``claim_until``.
 
         A claimed job stays parked (its due time pushed to ``claim_until``)
-        until its task starts and unparks it, so a crash between claiming and
+        until its task starts (``touch_run``), so a crash between claiming and
         sending loses nothing: the job comes due again.
         """
         with self._write() as tx:
@@ -542,20 +551,6 @@ class SqlStore:
                 [(claim_until, row[0], row[1]) for row in rows],
             )
         return [_parked(row) for row in rows]
-
-    @_translated
-    def unpark(self, connection_id: str, entity_type: str, run_id: str) -> None:
-        """Forget a parked job once its task runs (only if it is still that run's)."""
-        with self._write() as tx:
-            tx.execute(
-                "DELETE FROM parked_jobs WHERE connection_id = ? AND entity_type = ? "
-                "AND run_id = ?",
-                (connection_id, entity_type, run_id),
-            )
-            tx.execute(
-                "UPDATE runs SET status = 'running' WHERE id = ? AND status = 'deferred'",
-                (run_id,),
-            )
 
     @_translated
     def parked_jobs(self, connection_id: str | None = None) -> list[ParkedJob]:

@@ -1,0 +1,57 @@
+"""Ask the status endpoint before a run, through the guard, and cache a good answer.
+
+A connection whose status says ``fail`` needs re-authorisation and halts
+before a single list page is requested; ``error`` means the source system is
+down, which counts against the connection's breaker. A healthy answer is
+cached in Redis briefly, so a fan-out of eight entity types asks once.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from worker import redis_keys
+from worker.classify import Where, error_for_sync_status
+from worker.errors import CoordinationError
+from worker.guard import Guard
+from worker.upstream import UpstreamClient
+
+
+def preflight(
+    *,
+    guard: Guard,
+    client: UpstreamClient,
+    cache: redis.Redis,
+    connection_id: str,
+    base_url: str,
+    token: str,
+    cache_seconds: float,
+) -> None:
+    """Raise what the guard decides when the connection is not healthy."""
+    key = redis_keys.preflight(connection_id)
+    try:
+        if cache.exists(key):
+            return
+    except redis.RedisError as exc:
+        raise CoordinationError(f"redis: {exc}") from exc
+
+    def ask() -> str:
+        status = client.status(base_url, token)
+        problem = error_for_sync_status(status.sync_status)
+        if problem is not None:
+            raise problem
+        return status.sync_status
+
+    sync_status = guard.call(None, Where.STATUS, ask)
+    try:
+        cache.set(key, sync_status, px=max(1, int(cache_seconds * 1000)))
+    except redis.RedisError as exc:
+        raise CoordinationError(f"redis: {exc}") from exc
+
+
+def forget_preflight(cache: redis.Redis, connection_id: str) -> None:
+    """Drop the cached answer (after a new token, say)."""
+    try:
+        cache.delete(redis_keys.preflight(connection_id))
+    except redis.RedisError as exc:
+        raise CoordinationError(f"redis: {exc}") from exc

@@ -1,0 +1,104 @@
+"""Periodic recovery: resume parked jobs, re-probe halted connections and blocked types.
+
+Plain functions the housekeeping tasks call; each is idempotent, so two
+schedulers running them at once cost some work and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker import redis_keys
+from worker.breaker import State
+from worker.classify import error_for_sync_status
+from worker.errors import EntitySyncError
+from worker.guard import StateChange
+from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY
+from worker.logs import connection_log, log
+from worker.preflight import forget_preflight
+from worker.runtime import Runtime
+from worker.store import Connection
+from worker.timeutil import canonical
+
+Send = Callable[[str, dict[str, Any]], object]
+
+CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
+HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
+
+
+def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
+    """Send every parked job that is due; returns how many were sent."""
+    now = datetime.now(UTC)
+    jobs = rt.store.claim_due_jobs(
+        now=canonical(now), claim_until=canonical(now + timedelta(seconds=CLAIM_S)), limit=limit
+    )
+    for job in jobs:
+        send(SYNC_ENTITY, json.loads(job.payload_json))
+    return len(jobs)
+
+
+def resume_connection(rt: Runtime, connection_id: str, reason: str) -> bool:
+    """Clear a halt (new token, healthy status); True when it was halted."""
+    change = rt.breaker.resume(connection_id, reason)
+    forget_preflight(rt.redis, connection_id)
+    if change.transitioned:
+        rt.transitions(
+            StateChange(
+                connection_id, None, str(change.from_state), str(change.state), reason, None
+            )
+        )
+    return change.transitioned
+
+
+def probe(rt: Runtime, send: Send) -> dict[str, int]:
+    """Re-probe halted connections (status endpoint) and due blocked entity types."""
+    counts = {"halted_probed": 0, "recovered": 0, "blocked_probed": 0}
+    for connection in rt.store.list_connections():
+        try:
+            view = rt.breaker.show(connection.id)
+        except EntitySyncError as exc:
+            log.warning("probe: cannot read breaker of %s: %s", connection.id, exc)
+            continue
+        if view.connection.state is State.HALTED:
+            if _probe_halted(rt, connection):
+                counts["recovered"] += 1
+                send(SYNC_CONNECTION, {"connection_id": connection.id, "trigger": "recovery"})
+            counts["halted_probed"] += 1
+            continue
+        for level in view.entity_types:
+            if level.state is State.BLOCKED and (level.until or 0) <= view.now:
+                send(
+                    SYNC_ENTITY,
+                    {
+                        "connection_id": connection.id,
+                        "entity_type": level.level,
+                        "trigger": "probe",
+                    },
+                )
+                counts["blocked_probed"] += 1
+    return counts
+
+
+def _probe_halted(rt: Runtime, connection: Connection) -> bool:
+    """Ask the status endpoint of a halted connection, at most every few minutes."""
+    resting = rt.redis.set(
+        redis_keys.halt_probe(connection.id), "1", nx=True, px=int(HALT_PROBE_EVERY_S * 1000)
+    )
+    if not resting or not connection.token_ciphertext:
+        return False
+    # A halted connection admits nothing, so this one call bypasses the guard
+    # on purpose: it is the single slow probe the halt allows.
+    try:
+        token = rt.secrets.decrypt(connection.token_ciphertext)
+        status = rt.upstream.status(connection.upstream_url or rt.settings.upstream_url, token)
+    except EntitySyncError as exc:
+        connection_log.info(
+            "halted connection still failing: %s", exc, extra={"connection_id": connection.id}
+        )
+        return False
+    if error_for_sync_status(status.sync_status) is not None:
+        return False
+    return resume_connection(rt, connection.id, f"status probe: {status.sync_status}")
