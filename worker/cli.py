@@ -17,6 +17,7 @@ from pathlib import Path
 from worker.entities import ALL_ENTITY_TYPES
 from worker.errors import ConfigError, EntitySyncError, UnknownConnection
 from worker.jobs import is_valid_connection_id
+from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings, get_settings
 from worker.status import render_table, status_rows, wait_for_request
@@ -105,11 +106,44 @@ def cmd_connections_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.client import EntitySyncClient
+    from worker.recovery import resume_connection
+
     box = SecretBox.from_settings(settings)
     store = _store(settings)
     store.get_connection(args.id)
     version = store.set_token(args.id, box.encrypt(_read_token(args)))
     print(f"token of {args.id} replaced (version {version})")
+    try:
+        if resume_connection(Runtime(settings=settings), args.id, "new token"):
+            print(f"connection {args.id} was halted and is resumed")
+        request_id = EntitySyncClient(settings.effective_broker_url).sync_connection(
+            args.id, trigger="recovery"
+        )
+    except EntitySyncError as exc:
+        print(f"warning: token stored, but the resume did not go through: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"sync of {args.id} enqueued (request {request_id})")
+    return EXIT_OK
+
+
+def cmd_connections_limits(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.connection_limits import apply_limits
+
+    store = _store(settings)
+    store.set_limits(
+        args.id,
+        rate_per_second=args.rate,
+        rate_burst=args.burst,
+        max_concurrency=args.max_concurrency,
+    )
+    connection = store.get_connection(args.id)
+    apply_limits(Runtime(settings=settings).limits, [connection])
+    print(
+        f"limits of {args.id}: rate {connection.rate_per_second or 'default'}/s, "
+        f"burst {connection.rate_burst or 'default'}, "
+        f"concurrency {connection.max_concurrency or 'default'}"
+    )
     return EXIT_OK
 
 
@@ -145,11 +179,22 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = status_rows(_store(settings), args.id)
+    rows = status_rows(_store(settings), Runtime(settings=settings).breaker, args.id)
     if args.json:
         print(json.dumps([row.as_json() for row in rows], indent=2))
     else:
         print(render_table(rows))
+    return EXIT_OK
+
+
+# -- breakers ------------------------------------------------------------------------
+
+
+def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.breaker_cli import breaker_command
+
+    _store(settings).get_connection(args.id)
+    print(breaker_command(Runtime(settings=settings), args))
     return EXIT_OK
 
 
@@ -222,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     set_token.add_argument("id")
     set_token.add_argument("--token-file")
+    limits = command(
+        "limits", cmd_connections_limits, "per-connection rate and concurrency", conn_commands
+    )
+    limits.add_argument("id")
+    limits.add_argument("--rate", type=float, help="requests per second (omit: default)")
+    limits.add_argument("--burst", type=int, help="requests allowed at once (omit: default)")
+    limits.add_argument("--max-concurrency", type=int, help="tasks at once (omit: default)")
+
+    breaker = command("breaker", cmd_breaker, "show or steer a connection's breakers")
+    breaker.add_argument("action", choices=["show", "open", "close", "reset"])
+    breaker.add_argument("id")
+    breaker.add_argument("--entity", choices=ENTITY_CHOICES, help="one entity type's breaker")
+    breaker.add_argument("--seconds", type=float, default=300.0, help="how long `open` holds")
+    breaker.add_argument("--reason", default="operator")
 
     sync = command("sync", cmd_sync, "enqueue a sync of a connection")
     sync.add_argument("id")

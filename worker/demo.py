@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 
 from worker.client import EntitySyncClient
-from worker.runtime import redis_client
+from worker.runtime import Runtime, redis_client
 from worker.sandbox.testing import running_sandbox
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
@@ -32,11 +32,12 @@ SYNC_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class DemoConnection:
-    """A connection the demo registers, and the sandbox token it uses."""
+    """A connection the demo registers, the sandbox token it uses, and what to expect."""
 
     id: str
     name: str
     token: str
+    healthy: bool = True  # a broken one ends in its own state, which is no demo failure
 
 
 DEMO_CONNECTIONS = (
@@ -44,6 +45,10 @@ DEMO_CONNECTIONS = (
     DemoConnection("globex-refinery", "Globex Refinery (SAP PM), changing", "demo-globex"),
     DemoConnection("initech", "Initech Facilities (Fiix)", "demo-initech"),
     DemoConnection("umbrella-labs", "Umbrella Labs (UpKeep), shuffled ties", "demo-umbrella"),
+    DemoConnection("hooli-dc", "Hooli DC: offline for a few seconds", "demo-hooli"),
+    DemoConnection("vandelay", "Vandelay: token expires mid-sync", "demo-expiring", False),
+    DemoConnection("stark-works", "Stark Works: work orders forbidden", "demo-forbidden", False),
+    DemoConnection("wayne", "Wayne Facilities: rate limited", "demo-throttled"),
 )
 
 
@@ -90,6 +95,9 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
         "--without-mingle",
         "--loglevel=INFO",
         "--hostname=demo@%h",
+        # Embedded beat: resumes parked jobs and probes halted connections.
+        "--beat",
+        f"--schedule={DEMO_DIR / 'beat-schedule'}",
     ]
     with log_path.open("wb") as log:
         # The command is ours, built from constants and sys.executable.
@@ -157,19 +165,24 @@ def _sync_all(store: SqlStore, settings: Settings, worker: subprocess.Popen[byte
     _say(f"enqueued {len(requests)} syncs; waiting for every entity type")
     failed = 0
     records = 0
-    for connection_id, request_id in requests.items():
-        entity_types = store.get_connection(connection_id).entity_types
-        runs = wait_for_request(store, request_id, entity_types, timeout_s=SYNC_TIMEOUT_S)
+    for demo in DEMO_CONNECTIONS:
+        entity_types = store.get_connection(demo.id).entity_types
+        runs = wait_for_request(store, requests[demo.id], entity_types, timeout_s=SYNC_TIMEOUT_S)
         records += sum(run.records for run in runs)
-        failed += sum(run.status != RunStatus.SUCCEEDED for run in runs)
+        if demo.healthy:
+            failed += sum(run.status != RunStatus.SUCCEEDED for run in runs)
     elapsed = time.monotonic() - started
     print()
-    print(render_table(status_rows(store)))
+    print(render_table(status_rows(store, Runtime(settings=settings).breaker)))
     print()
     _say(
-        f"{records} records in {elapsed:.1f}s: {records / elapsed:,.0f} records/s "
-        f"(enqueue to stored, one threads worker, concurrency 8)"
+        f"{records} records in {elapsed:.1f}s (enqueue to stored, one threads worker, "
+        f"concurrency 8, broken connections included)"
+    )
+    _say(
+        "vandelay is halted until re-authorised; stark-works/work-orders is blocked; "
+        "hooli-dc (offline) and wayne (rate limited) recovered by themselves"
     )
     if failed:
-        _say(f"{failed} run(s) did not succeed: see the LAST ERROR column")
+        _say(f"{failed} run(s) of healthy connections did not succeed: see LAST ERROR")
     return 1 if failed else 0

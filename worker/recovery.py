@@ -14,6 +14,7 @@ from typing import Any
 from worker import redis_keys
 from worker.breaker import State
 from worker.classify import error_for_sync_status
+from worker.connection_limits import apply_limits
 from worker.errors import EntitySyncError
 from worker.guard import StateChange
 from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY
@@ -56,7 +57,9 @@ def resume_connection(rt: Runtime, connection_id: str, reason: str) -> bool:
 def probe(rt: Runtime, send: Send) -> dict[str, int]:
     """Re-probe halted connections (status endpoint) and due blocked entity types."""
     counts = {"halted_probed": 0, "recovered": 0, "blocked_probed": 0}
-    for connection in rt.store.list_connections():
+    connections = rt.store.list_connections()
+    apply_limits(rt.limits, connections)
+    for connection in connections:
         try:
             view = rt.breaker.show(connection.id)
         except EntitySyncError as exc:

@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from worker.breaker import Breaker, BreakerView, State
+from worker.errors import EntitySyncError
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
 from worker.store.models import TERMINAL_STATUSES
+from worker.transitions import unix_to_instant
+
+
+@dataclass(frozen=True)
+class Health:
+    """How one (connection, entity type) stands with the breakers right now."""
+
+    state: str  # healthy, paused, open, half-open, halted, blocked, unknown
+    until: str | None = None
+    reason: str | None = None
+    recent_failures: int = 0  # in the breaker's failure-rate window
+    consecutive_failures: int = 0
+
+
+UNKNOWN = Health(state="unknown", reason="Redis unreachable")
+
+
+def _state_name(state: State) -> str:
+    return "healthy" if state is State.CLOSED else state.value.replace("_", "-")
+
+
+def health_of(view: BreakerView) -> Callable[[str], Health]:
+    """Each entity type's health; the connection's own state wins where it is worse."""
+    conn = view.connection
+    paused = view.paused_until is not None and view.paused_until > view.now
+    by_entity = {level.level: level for level in view.entity_types}
+
+    def of(entity: str) -> Health:
+        level = by_entity.get(entity)
+        failures = (level.failures if level else 0) + conn.failures
+        consecutive = max(level.consecutive_failures if level else 0, conn.consecutive_failures)
+        if conn.state is State.HALTED:
+            return Health("halted", None, conn.reason, failures, consecutive)
+        if paused:
+            until = unix_to_instant(view.paused_until)
+            return Health("paused", until, view.pause_reason, failures, consecutive)
+        if conn.state is not State.CLOSED:
+            state = _state_name(conn.state)
+            return Health(state, unix_to_instant(conn.until), conn.reason, failures, consecutive)
+        if level is not None and level.state is not State.CLOSED:
+            state = _state_name(level.state)
+            return Health(state, unix_to_instant(level.until), level.reason, failures, consecutive)
+        return Health("healthy", None, None, failures, consecutive)
+
+    return of
 
 
 @dataclass(frozen=True)
@@ -17,6 +64,10 @@ class StatusRow:
 
     connection_id: str
     entity_type: str
+    state: str
+    state_until: str | None
+    state_reason: str | None
+    recent_failures: int
     records: int
     deleted: int
     quarantined: int
@@ -27,12 +78,18 @@ class StatusRow:
     last_success_at: str | None
     last_error: str | None
 
+    last_error_kind: str | None
+
     @classmethod
-    def of(cls, status: EntityStatus) -> StatusRow:
+    def of(cls, status: EntityStatus, health: Health) -> StatusRow:
         run = status.last_run
         return cls(
             connection_id=status.connection_id,
             entity_type=status.entity_type,
+            state=health.state,
+            state_until=health.until,
+            state_reason=health.reason,
+            recent_failures=health.recent_failures,
             records=status.records,
             deleted=status.deleted,
             quarantined=status.quarantined,
@@ -42,20 +99,44 @@ class StatusRow:
             last_run_pages=run.pages if run else None,
             last_success_at=status.last_success_at,
             last_error=(run.error_message if run and run.status == RunStatus.FAILED else None),
+            last_error_kind=(run.error_kind if run and run.status == RunStatus.FAILED else None),
         )
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def status_rows(store: SqlStore, connection_id: str | None = None) -> list[StatusRow]:
-    """Status of every (connection, entity type), or of one connection."""
-    return [StatusRow.of(s) for s in store.entity_statuses(connection_id)]
+def status_rows(
+    store: SqlStore, breaker: Breaker | None, connection_id: str | None = None
+) -> list[StatusRow]:
+    """Status of every (connection, entity type), or of one connection.
+
+    With no breaker, or Redis unreachable, the state column says ``unknown``:
+    the store's half of the picture is still shown.
+    """
+    rows = []
+    health: dict[str, Callable[[str], Health]] = {}
+    for status in store.entity_statuses(connection_id):
+        if status.connection_id not in health:
+            health[status.connection_id] = _health(breaker, status.connection_id)
+        rows.append(StatusRow.of(status, health[status.connection_id](status.entity_type)))
+    return rows
+
+
+def _health(breaker: Breaker | None, connection_id: str) -> Callable[[str], Health]:
+    if breaker is not None:
+        try:
+            return health_of(breaker.show(connection_id))
+        except EntitySyncError:
+            pass
+    return lambda _entity: UNKNOWN
 
 
 _COLUMNS = (
     ("CONNECTION", "connection_id"),
     ("ENTITY", "entity_type"),
+    ("STATE", "state"),
+    ("UNTIL", "state_until"),
     ("RECORDS", "records"),
     ("DELETED", "deleted"),
     ("QUAR.", "quarantined"),
@@ -72,7 +153,7 @@ def render_table(rows: Sequence[StatusRow]) -> str:
         value = getattr(row, field)
         if value is None:
             return "-"
-        if field == "cursor":
+        if field in ("cursor", "state_until"):
             return str(value)[:19]
         if field == "last_error":
             return str(value)[:60]

@@ -15,7 +15,7 @@ PresetFactory = Callable[[], dict[str, Any]]
 
 
 def demo() -> dict[str, Any]:
-    """A handful of healthy connections; ``demo-globex`` changes while you watch."""
+    """Healthy connections (``demo-globex`` changes while you watch) and broken ones."""
     return {
         "connections": {
             "demo-acme": {
@@ -58,6 +58,39 @@ def demo() -> dict[str, Any]:
                 "sizes": {"assets": 600, "work-orders": 900, "sites": 2},
                 "latency_ms": 3,
                 "tie_order": "shuffled",
+            },
+            # Broken beside the healthy ones: each shows one of the worker's states.
+            "demo-hooli": {
+                "company_name": "Hooli Datacenter (on-premises)",
+                "provider": "maximo",
+                "seed": 5,
+                "default_size": 200,
+                "latency_ms": 3,
+                "scenarios": [{"name": "offline", "for_s": 6}],
+            },
+            "demo-expiring": {
+                "company_name": "Vandelay Industries",
+                "provider": "sap_pm",
+                "seed": 6,
+                "default_size": 600,
+                "latency_ms": 3,
+                "scenarios": [{"name": "auth_fail_from_page", "page": 4}],
+            },
+            "demo-forbidden": {
+                "company_name": "Stark Works",
+                "provider": "fiix",
+                "seed": 7,
+                "default_size": 300,
+                "latency_ms": 3,
+                "scenarios": [{"name": "forbidden", "entity": "work-orders"}],
+            },
+            "demo-throttled": {
+                "company_name": "Wayne Facilities",
+                "provider": "upkeep",
+                "seed": 8,
+                "default_size": 500,
+                "latency_ms": 3,
+                "scenarios": [{"name": "rate_limit", "every": 12, "retry_after_s": 2}],
             },
         }
     }

@@ -36,6 +36,10 @@ class Connection:
     token_version: int = 0
     created_at: str = ""
     updated_at: str = ""
+    # Overrides of the ENTITY_SYNC_RATE_* / MAX_CONCURRENCY defaults; None: default.
+    rate_per_second: float | None = None
+    rate_burst: int | None = None
+    max_concurrency: int | None = None
 
 
 @dataclass(frozen=True)

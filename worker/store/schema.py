@@ -80,8 +80,12 @@ MIGRATIONS[1] = (
     )""",
 )
 
-# Version 2: jobs parked behind a breaker or pause, and the breaker transitions.
+# Version 2: per-connection limits, jobs parked behind a breaker or pause, and
+# the breaker transitions.
 MIGRATIONS[2] = (
+    "ALTER TABLE connections ADD COLUMN rate_per_second REAL",
+    "ALTER TABLE connections ADD COLUMN rate_burst INTEGER",
+    "ALTER TABLE connections ADD COLUMN max_concurrency INTEGER",
     """CREATE TABLE parked_jobs (
         connection_id TEXT NOT NULL,
         entity_type TEXT NOT NULL,

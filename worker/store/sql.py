@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 _CONNECTION_COLUMNS = (
     "id, name, entity_types, upstream_url, webhook_url, token_ciphertext, token_version, "
-    "created_at, updated_at"
+    "created_at, updated_at, rate_per_second, rate_burst, max_concurrency"
 )
 _RUN_COLUMNS = (
     "id, connection_id, entity_type, status, started_at, request_id, trigger, is_full, "
@@ -191,7 +191,7 @@ class SqlStore:
             if tx.execute("SELECT 1 FROM connections WHERE id = ?", (connection.id,)).fetchall():
                 raise ConnectionExists(f"connection {connection.id!r} already exists")
             tx.execute(
-                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     connection.id,
                     connection.name,
@@ -202,6 +202,9 @@ class SqlStore:
                     connection.token_version,
                     now,
                     now,
+                    connection.rate_per_second,
+                    connection.rate_burst,
+                    connection.max_concurrency,
                 ),
             )
 
@@ -247,6 +250,25 @@ class SqlStore:
                 ),
             )
         return self.get_connection(connection_id)
+
+    @_translated
+    def set_limits(
+        self,
+        connection_id: str,
+        *,
+        rate_per_second: float | None,
+        rate_burst: int | None,
+        max_concurrency: int | None,
+    ) -> None:
+        """Set (None: clear) a connection's rate and concurrency overrides."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET rate_per_second = ?, rate_burst = ?, max_concurrency = ?, "
+                "updated_at = ? WHERE id = ?",
+                (rate_per_second, rate_burst, max_concurrency, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
 
     @_translated
     def set_token(self, connection_id: str, token_ciphertext: str) -> int:
@@ -655,6 +677,9 @@ def _connection(row: Sequence[Any]) -> Connection:
         token_version=int(row[6]),
         created_at=row[7],
         updated_at=row[8],
+        rate_per_second=row[9],
+        rate_burst=row[10],
+        max_concurrency=row[11],
     )
 
 
