@@ -121,3 +121,8 @@ def preflight(connection_id: str) -> str:
 def halt_probe(connection_id: str) -> str:
     """Set while a halted connection's slow status probe is resting."""
     return f"{tag(connection_id)}:haltprobe"
+
+
+def retry_budget(connection_id: str, window: int) -> str:
+    """Retries a connection spent in one budget window (a counter with a TTL)."""
+    return f"{tag(connection_id)}:retries:{window}"

@@ -181,6 +181,10 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
         # A Celery countdown this long would sit in worker memory: park instead.
         later = Deferred(str(stop), until=time.time() + (stop.retry_after or 0))
         return _park(rt, job, run_id, me, later, result.position)
+    if isinstance(stop, RetryLater) and not rt.retry_budgets.spend(job.connection_id):
+        # Retries must not multiply an outage: wait out the budget window instead.
+        spent = Deferred(f"retry budget spent: {stop}", until=time.time() + MAX_COUNTDOWN_S)
+        return _park(rt, job, run_id, me, spent, result.position)
     if isinstance(stop, RetryLater):
         # The lease stays ours: the retry is this same task (same id), later.
         return Step(

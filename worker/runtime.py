@@ -12,9 +12,11 @@ from functools import cached_property
 
 import redis
 
+from worker.backoff import RetryBudget
 from worker.breaker import Breaker, BreakerPolicy
 from worker.lease import Leases
 from worker.limits import Limits, RatePolicy
+from worker.retry_budget import RetryBudgets
 from worker.secrets import SecretBox
 from worker.settings import Settings, get_settings
 from worker.store import SqlStore, open_store
@@ -67,6 +69,18 @@ class Runtime:
     @cached_property
     def limits(self) -> Limits:
         return Limits(client=self.redis, policy=rate_policy(self.settings))
+
+    @cached_property
+    def retry_budgets(self) -> RetryBudgets:
+        return RetryBudgets(
+            self.redis,
+            self.breaker,
+            budget=RetryBudget(
+                ratio=self.settings.retry_budget_ratio,
+                min_retries_per_window=self.settings.retry_budget_reserve,
+            ),
+            window_s=60.0,
+        )
 
     @cached_property
     def transitions(self) -> TransitionRecorder:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Transient failures retry with capped full-jitter backoff, this many times.
     max_retries: Annotated[int, Field(ge=0, le=100)] = 8
     retry_backoff_cap_seconds: Annotated[float, Field(gt=0, le=60)] = 60.0
+    # Retries a connection may spend per minute: a reserve plus a share of its requests.
+    retry_budget_reserve: Annotated[int, Field(ge=0, le=10_000)] = 10
+    retry_budget_ratio: Annotated[float, Field(ge=0, le=10)] = 0.2
 
     # Operations.
     log_level: str = "INFO"

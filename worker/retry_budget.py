@@ -1,0 +1,49 @@
+"""A per-connection retry budget, so retries cannot multiply an outage.
+
+Finagle's shape (``worker.backoff.RetryBudget``): a reserve of retries per
+window plus a share of the requests the connection made in it. Requests are
+read from the breaker's failure-rate window; retries are counted here. Only
+the retry path pays for this (one script read and one pipeline), never a
+request that succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from worker import redis_keys
+from worker.backoff import RetryBudget
+from worker.breaker import Breaker
+from worker.errors import CoordinationError
+
+
+class RetryBudgets:
+    """Spends retries of each connection against its budget, in Redis."""
+
+    def __init__(
+        self, client: redis.Redis, breaker: Breaker, *, budget: RetryBudget, window_s: float
+    ) -> None:
+        self._redis = client
+        self._breaker = breaker
+        self._budget = budget
+        self._window_s = window_s
+
+    def spend(self, connection_id: str) -> bool:
+        """Take one retry from the connection's budget; False when it is spent."""
+        view = self._breaker.show(connection_id)
+        requests = max(view.connection.calls, sum(level.calls for level in view.entity_types))
+        window = int(time.time() // self._window_s)
+        key = redis_keys.retry_budget(connection_id, window)
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, int(self._window_s * 2) + 1)
+            spent, _ = pipe.execute()
+            if self._budget.allows(requests, int(spent) - 1):
+                return True
+            self._redis.decr(key)  # a refused retry is not spent
+        except redis.RedisError as exc:
+            raise CoordinationError(f"redis: {exc}") from exc
+        return False
