@@ -14,12 +14,13 @@ from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
 from worker.settings import Settings, get_settings
 from worker.startup import check_ready
 
-TASK_MODULES = ["tasks.sync", "tasks.schedule"]
+TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify"]
 
 # Housekeeping that celery beat sends (by name: the worker never imports tasks).
 BEAT_SCHEDULE = {
     "resume-parked-jobs": {"task": "entity_sync.housekeeping.resume_parked", "schedule": 1.0},
     "probe-halted-and-blocked": {"task": "entity_sync.housekeeping.probe", "schedule": 30.0},
+    "sweep-outbox": {"task": "entity_sync.housekeeping.sweep_outbox", "schedule": 5.0},
 }
 
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from worker.entities import ALL_ENTITY_TYPES
-from worker.errors import ConfigError, EntitySyncError, UnknownConnection
+from worker.errors import ConfigError, EntitySyncError, UnknownConnection, UnknownEvent
 from worker.jobs import is_valid_connection_id
 from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings, get_settings
 from worker.status import render_table, status_rows, wait_for_request
-from worker.store import Connection, RunStatus, SqlStore, open_store
+from worker.store import Connection, Event, RunStatus, SqlStore, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
 ENTITY_CHOICES = [t.value for t in ALL_ENTITY_TYPES]
@@ -50,9 +50,26 @@ def _read_token(args: argparse.Namespace) -> str:
 # -- connections ------------------------------------------------------------------
 
 
+def _webhook_url(url: str | None, settings: Settings) -> str | None:
+    """The URL if it is a safe webhook destination, else UsageError saying why."""
+    from worker.urls import InvalidWebhookUrl, validate_webhook_url
+
+    if url is None:
+        return None
+    try:
+        return validate_webhook_url(
+            url,
+            allow_http=settings.webhook_allow_http,
+            allow_private=settings.webhook_allow_private,
+        )
+    except InvalidWebhookUrl as exc:
+        raise UsageError(f"webhook URL refused: {exc}") from None
+
+
 def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
     if not is_valid_connection_id(args.id):
         raise UsageError("a connection id is 1-128 letters, digits, '.', '_' or '-'")
+    webhook_url = _webhook_url(args.webhook_url, settings)
     box = SecretBox.from_settings(settings)
     token = _read_token(args) if (args.token_file or args.token_stdin) else None
     _store(settings).add_connection(
@@ -61,7 +78,7 @@ def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
             name=args.name or args.id,
             entity_types=tuple(args.entity or ENTITY_CHOICES),
             upstream_url=args.upstream_url,
-            webhook_url=args.webhook_url,
+            webhook_url=webhook_url,
             token_ciphertext=box.encrypt(token) if token else None,
         )
     )
@@ -127,6 +144,18 @@ def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> i
     return EXIT_OK
 
 
+def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    store.get_connection(args.id)
+    url = _webhook_url(args.url, settings)
+    secret = None
+    if args.secret_stdin:
+        secret = SecretBox.from_settings(settings).encrypt(_read_token(args))
+    store.set_webhook(args.id, url=url, secret_ciphertext=secret)
+    print(f"webhook of {args.id}: {url}" + (" (own signing secret)" if secret else ""))
+    return EXIT_OK
+
+
 def cmd_connections_limits(args: argparse.Namespace, settings: Settings) -> int:
     from worker.connection_limits import apply_limits
 
@@ -187,6 +216,53 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# -- events --------------------------------------------------------------------------
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    if args.action == "redeliver":
+        from worker.relay import relay
+        from worker.timeutil import utc_now
+
+        if not args.event_id:
+            raise UsageError("redeliver needs an EVENT_ID")
+        event = store.redeliver(args.event_id, now=utc_now())
+        relay(event.connection_id)
+        print(f"event {event.id} queued for delivery again (same id)")
+        return EXIT_OK
+    status = "pending" if args.pending or args.failed else "dead" if args.dead else None
+    events = store.events(
+        connection_id=args.connection, status=status, failed_only=args.failed, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps([_event_json(e) for e in events], indent=2))
+        return EXIT_OK
+    for e in events:
+        print(
+            f"{e.created_at[:19]}  {e.id}  {e.type:<38} {e.connection_id:<20} "
+            f"{e.entity_type or '-':<16} {e.status:<9} attempts={e.attempts}"
+            + (f"  last error: {e.last_error}" if e.last_error else "")
+        )
+    return EXIT_OK
+
+
+def _event_json(event: Event) -> dict[str, object]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "connection_id": event.connection_id,
+        "entity_type": event.entity_type,
+        "created_at": event.created_at,
+        "status": event.status,
+        "attempts": event.attempts,
+        "next_attempt_at": event.next_attempt_at,
+        "last_error": event.last_error,
+        "delivered_at": event.delivered_at,
+        "body": json.loads(event.body_json),
+    }
+
+
 # -- breakers ------------------------------------------------------------------------
 
 
@@ -209,11 +285,15 @@ def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     box = SecretBox.from_settings(settings)
     store = _store(settings)
-    rotated = {
-        c.id: box.rotate(c.token_ciphertext) for c in store.list_connections() if c.token_ciphertext
+    connections = store.list_connections()
+    tokens = {c.id: box.rotate(c.token_ciphertext) for c in connections if c.token_ciphertext}
+    secrets = {
+        c.id: box.rotate(c.webhook_secret_ciphertext)
+        for c in connections
+        if c.webhook_secret_ciphertext
     }
-    store.replace_token_ciphertexts(rotated)
-    print(f"re-encrypted {len(rotated)} token(s) with the newest key")
+    store.replace_ciphertexts(tokens=tokens, webhook_secrets=secrets)
+    print(f"re-encrypted {len(tokens)} token(s) and {len(secrets)} webhook secret(s)")
     return EXIT_OK
 
 
@@ -267,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     set_token.add_argument("id")
     set_token.add_argument("--token-file")
+    hook = command(
+        "set-webhook", cmd_connections_set_webhook, "where events are delivered", conn_commands
+    )
+    hook.add_argument("id")
+    hook.add_argument("url")
+    hook.add_argument(
+        "--secret-stdin", action="store_true", help="read this connection's signing secret"
+    )
+    hook.set_defaults(token_file=None)
     limits = command(
         "limits", cmd_connections_limits, "per-connection rate and concurrency", conn_commands
     )
@@ -293,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("id", nargs="?")
     status.add_argument("--json", action="store_true")
 
+    events = command("events", cmd_events, "the outbox: events and their delivery")
+    events.add_argument("action", nargs="?", choices=["list", "redeliver"], default="list")
+    events.add_argument("event_id", nargs="?")
+    events.add_argument("--connection")
+    which = events.add_mutually_exclusive_group()
+    which.add_argument("--pending", action="store_true", help="not delivered yet")
+    which.add_argument("--failed", action="store_true", help="pending after failed attempts")
+    which.add_argument("--dead", action="store_true", help="given up on")
+    events.add_argument("--limit", type=int, default=100)
+    events.add_argument("--json", action="store_true")
+
     command("keygen", cmd_keygen, "print a new ENTITY_SYNC_SECRET_KEY")
     command("rotate-key", cmd_rotate_key, "re-encrypt stored secrets with the newest key")
 
@@ -313,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         return int(args.handler(args, settings))
-    except (ConfigError, UnknownConnection, UsageError) as exc:
+    except (ConfigError, UnknownConnection, UnknownEvent, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EntitySyncError as exc:

@@ -4,6 +4,7 @@
     ├── ConfigError             a setting is missing or wrong (names the variable)
     ├── PayloadError            a job payload failed validation
     ├── UnknownConnection       no connection with that id in the registry
+    ├── UnknownEvent            no event with that id in the outbox
     ├── ConnectionExists        a connection with that id is already registered
     ├── SecretError             a stored secret cannot be decrypted with the keys given
     ├── StoreError              the SQL store failed or is unreachable
@@ -65,6 +66,10 @@ class PayloadError(EntitySyncError):
 
 class UnknownConnection(EntitySyncError):
     """No connection with that id is registered."""
+
+
+class UnknownEvent(EntitySyncError):
+    """No event with that id is in the outbox."""
 
 
 class ConnectionExists(EntitySyncError):

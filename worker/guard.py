@@ -53,6 +53,7 @@ class StateChange:
     to_state: str
     reason: str
     until: float | None
+    cause: UpstreamError | None = None  # the failure behind it, when there was one
 
 
 OnTransition = Callable[[StateChange], None]
@@ -79,6 +80,7 @@ class Guard:
         self._default_pause_s = default_pause_s
         self._max_rate_wait_s = max_rate_wait_s
         self._sleep = sleep
+        self._cause: UpstreamError | None = None  # the failure being acted on
 
     # -- before ------------------------------------------------------------------
 
@@ -115,7 +117,11 @@ class Guard:
         try:
             value = fn()
         except UpstreamError as exc:
-            raise self._judge(admission, exc, where) from exc
+            self._cause = exc
+            try:
+                raise self._judge(admission, exc, where) from exc
+            finally:
+                self._cause = None
         except BaseException:
             # Not an answer from the upstream (our bug, a cancellation): it says
             # nothing about the upstream's health, but it must free a probe.
@@ -223,7 +229,13 @@ class Guard:
     ) -> None:
         self._on_transition(
             StateChange(
-                self._connection_id, entity_type, str(from_state), str(to_state), reason, until
+                self._connection_id,
+                entity_type,
+                str(from_state),
+                str(to_state),
+                reason,
+                until,
+                cause=self._cause,
             )
         )
 

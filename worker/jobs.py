@@ -100,6 +100,8 @@ def is_valid_connection_id(value: str) -> bool:
 SYNC_CONNECTION = "entity_sync.sync_connection"
 SYNC_ENTITY = "entity_sync.sync_entity"
 
+NOTIFY = "entity_sync.notify.deliver"
+
 # Queues: sync work, webhook delivery and housekeeping never wait behind each other.
 SYNC_QUEUE = "sync"
 NOTIFY_QUEUE = "notify"

@@ -16,13 +16,15 @@ from worker.breaker import State
 from worker.classify import error_for_sync_status
 from worker.connection_limits import apply_limits
 from worker.errors import EntitySyncError
+from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.guard import StateChange
 from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY
 from worker.logs import connection_log, log
 from worker.preflight import forget_preflight
+from worker.relay import relay
 from worker.runtime import Runtime
 from worker.store import Connection
-from worker.timeutil import canonical
+from worker.timeutil import canonical, parse_instant
 
 Send = Callable[[str, dict[str, Any]], object]
 
@@ -56,7 +58,7 @@ def resume_connection(rt: Runtime, connection_id: str, reason: str) -> bool:
 
 def probe(rt: Runtime, send: Send) -> dict[str, int]:
     """Re-probe halted connections (status endpoint) and due blocked entity types."""
-    counts = {"halted_probed": 0, "recovered": 0, "blocked_probed": 0}
+    counts = {"halted_probed": 0, "recovered": 0, "blocked_probed": 0, "unavailable_events": 0}
     connections = rt.store.list_connections()
     apply_limits(rt.limits, connections)
     for connection in connections:
@@ -65,6 +67,8 @@ def probe(rt: Runtime, send: Send) -> dict[str, int]:
         except EntitySyncError as exc:
             log.warning("probe: cannot read breaker of %s: %s", connection.id, exc)
             continue
+        if view.connection.state in (State.OPEN, State.HALF_OPEN):
+            counts["unavailable_events"] += _unavailable_event(rt, connection.id)
         if view.connection.state is State.HALTED:
             if _probe_halted(rt, connection):
                 counts["recovered"] += 1
@@ -105,3 +109,25 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
     if error_for_sync_status(status.sync_status) is not None:
         return False
     return resume_connection(rt, connection.id, f"status probe: {status.sync_status}")
+
+
+def _unavailable_event(rt: Runtime, connection_id: str) -> int:
+    """Fire connection.unavailable once the breaker has stayed open long enough."""
+    since = rt.store.unhealthy_since(connection_id)
+    if since is None:
+        return 0
+    age = (datetime.now(UTC) - parse_instant(since)).total_seconds()
+    if age < rt.settings.unavailable_after_seconds:
+        return 0
+    if rt.store.last_event_type(connection_id, None) in {e.value for e in PROBLEM_EVENTS}:
+        return 0
+    event = build_event(
+        EventType.UNAVAILABLE,
+        connection_id=connection_id,
+        entity_type=None,
+        reason=EventReason(kind="unavailable", message=f"breaker open since {since}"),
+    )
+    if not rt.store.add_event(event):
+        return 0
+    relay(connection_id)
+    return 1

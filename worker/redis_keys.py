@@ -126,3 +126,8 @@ def halt_probe(connection_id: str) -> str:
 def retry_budget(connection_id: str, window: int) -> str:
     """Retries a connection spent in one budget window (a counter with a TTL)."""
     return f"{tag(connection_id)}:retries:{window}"
+
+
+def notify_lease(connection_id: str) -> str:
+    """Held by the one notifier delivering a connection's events (keeps their order)."""
+    return f"{tag(connection_id)}:notify"

@@ -16,12 +16,15 @@ from worker.backoff import RetryBudget
 from worker.breaker import Breaker, BreakerPolicy
 from worker.lease import Leases
 from worker.limits import Limits, RatePolicy
+from worker.notifier import webhook_client
+from worker.relay import relay
 from worker.retry_budget import RetryBudgets
 from worker.secrets import SecretBox
 from worker.settings import Settings, get_settings
 from worker.store import SqlStore, open_store
 from worker.transitions import TransitionRecorder
 from worker.upstream import UpstreamClient
+from worker.webhooks import WebhookClient
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -83,8 +86,12 @@ class Runtime:
         )
 
     @cached_property
+    def webhooks(self) -> WebhookClient:
+        return webhook_client(self.settings)
+
+    @cached_property
     def transitions(self) -> TransitionRecorder:
-        return TransitionRecorder(self.store)
+        return TransitionRecorder(self.store, relay)
 
 
 def breaker_policy(settings: Settings) -> BreakerPolicy:

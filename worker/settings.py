@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     retry_budget_reserve: Annotated[int, Field(ge=0, le=10_000)] = 10
     retry_budget_ratio: Annotated[float, Field(ge=0, le=10)] = 0.2
 
+    # Webhooks (worker.notifier): signed with the connection's secret, else this one.
+    webhook_secret: SecretStr | None = None
+    webhook_default_url: str | None = None
+    webhook_allow_http: bool = False  # local development only
+    webhook_allow_private: bool = False  # loopback/private targets: local development only
+    webhook_timeout: PositiveSeconds = 10.0
+    webhook_max_age_seconds: PositiveSeconds = 86_400.0  # then the event is dead-lettered
+    webhook_retry_base_seconds: PositiveSeconds = 5.0
+    webhook_retry_cap_seconds: PositiveSeconds = 3600.0
+    # A connection whose breaker stays open this long fires connection.unavailable.
+    unavailable_after_seconds: PositiveSeconds = 300.0
+
     # Operations.
     log_level: str = "INFO"
     sentry_dsn: SecretStr | None = None

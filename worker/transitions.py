@@ -1,9 +1,12 @@
-"""Breaker state changes, kept in the store's history and told in the connection log."""
+"""Breaker state changes: kept in the store with their event, told in the connection log."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+from worker.errors import UpstreamError
+from worker.events import EventReason, build_event, event_for_transition
 from worker.guard import StateChange
 from worker.logs import connection_log
 from worker.store import SqlStore, TransitionRecord
@@ -15,15 +18,41 @@ def unix_to_instant(seconds: float | None) -> str | None:
     return None if seconds is None else canonical(datetime.fromtimestamp(seconds, UTC))
 
 
-class TransitionRecorder:
-    """Writes each StateChange to the store and the connections log."""
+def reason_of(cause: UpstreamError | None, fallback: str) -> EventReason:
+    """The event's reason block from the failure behind a transition."""
+    if cause is None:
+        return EventReason(message=fallback)
+    return EventReason(
+        kind=cause.kind.value, http_status=cause.status, code=cause.code, message=cause.detail
+    )
 
-    def __init__(self, store: SqlStore) -> None:
+
+class TransitionRecorder:
+    """Writes each StateChange, with the event it fires, to the store; then relays it."""
+
+    def __init__(self, store: SqlStore, relay: Callable[[str], None]) -> None:
         self._store = store
+        self._relay = relay
 
     def __call__(self, change: StateChange) -> None:
         until = unix_to_instant(change.until)
-        self._store.record_transition(
+        event_type = event_for_transition(
+            level_is_connection=change.entity_type is None,
+            from_state=change.from_state,
+            to_state=change.to_state,
+            last_event=self._store.last_event_type(change.connection_id, change.entity_type),
+        )
+        event = (
+            build_event(
+                event_type,
+                connection_id=change.connection_id,
+                entity_type=change.entity_type,
+                reason=reason_of(change.cause, change.reason),
+            )
+            if event_type
+            else None
+        )
+        written = self._store.record_transition(
             TransitionRecord(
                 connection_id=change.connection_id,
                 entity_type=change.entity_type,
@@ -32,7 +61,8 @@ class TransitionRecorder:
                 reason=change.reason,
                 until_at=until,
                 at=utc_now(),
-            )
+            ),
+            event,
         )
         connection_log.warning(
             "%s -> %s: %s",
@@ -43,6 +73,10 @@ class TransitionRecorder:
                 "connection_id": change.connection_id,
                 "entity_type": change.entity_type,
                 "transition": f"{change.from_state}->{change.to_state}",
+                "kind": change.cause.kind.value if change.cause else None,
                 "until": until,
+                "event": event.type if event and written else None,
             },
         )
+        if written:
+            self._relay(change.connection_id)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from worker.store.models import (
     Connection,
     EntityStatus,
+    Event,
+    EventStatus,
     PageCommit,
     ParkedJob,
     QuarantinedRecord,
@@ -31,6 +33,8 @@ def open_store(url: str) -> SqlStore:
 __all__ = [
     "Connection",
     "EntityStatus",
+    "Event",
+    "EventStatus",
     "PageCommit",
     "ParkedJob",
     "QuarantinedRecord",

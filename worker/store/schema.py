@@ -86,6 +86,7 @@ MIGRATIONS[2] = (
     "ALTER TABLE connections ADD COLUMN rate_per_second REAL",
     "ALTER TABLE connections ADD COLUMN rate_burst INTEGER",
     "ALTER TABLE connections ADD COLUMN max_concurrency INTEGER",
+    "ALTER TABLE connections ADD COLUMN webhook_secret_ciphertext TEXT",
     """CREATE TABLE parked_jobs (
         connection_id TEXT NOT NULL,
         entity_type TEXT NOT NULL,
@@ -109,6 +110,25 @@ MIGRATIONS[2] = (
         at TEXT NOT NULL
     )""",
     "CREATE INDEX transitions_by_connection ON transitions (connection_id, id)",
+    # The outbox: an event is written with the transition that caused it, and
+    # delivered in seq order per connection.
+    """CREATE TABLE events (
+        seq {autoid},
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        connection_id TEXT NOT NULL,
+        entity_type TEXT,
+        created_at TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        first_attempt_at TEXT,
+        last_error TEXT,
+        delivered_at TEXT
+    )""",
+    "CREATE INDEX events_due ON events (status, next_attempt_at)",
+    "CREATE INDEX events_by_connection ON events (connection_id, seq)",
 )
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from worker.errors import ConnectionExists, StoreError, UnknownConnection
+from worker.errors import ConnectionExists, StoreError, UnknownConnection, UnknownEvent
 from worker.store.dialects import Dialect, dialect_for
 from worker.store.models import (
     Connection,
     EntityStatus,
+    Event,
+    EventStatus,
     PageCommit,
     ParkedJob,
     RecordRow,
@@ -40,8 +42,22 @@ T = TypeVar("T")
 
 _CONNECTION_COLUMNS = (
     "id, name, entity_types, upstream_url, webhook_url, token_ciphertext, token_version, "
-    "created_at, updated_at, rate_per_second, rate_burst, max_concurrency"
+    "created_at, updated_at, rate_per_second, rate_burst, max_concurrency, "
+    "webhook_secret_ciphertext"
 )
+_EVENT_COLUMNS = (
+    "id, type, connection_id, entity_type, created_at, body, status, attempts, "
+    "next_attempt_at, first_attempt_at, last_error, delivered_at, seq"
+)
+# Events that say the same thing twice in a row are one event: a flushed
+# Redis can make a halted connection halt again, but its owner hears it once.
+_EVENT_FAMILY = {
+    "connection.reauthorization_required": "connection",
+    "connection.unavailable": "connection",
+    "connection.recovered": "connection",
+    "entity.access_lost": "entity",
+    "entity.access_restored": "entity",
+}
 _RUN_COLUMNS = (
     "id, connection_id, entity_type, status, started_at, request_id, trigger, is_full, "
     "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into"
@@ -191,7 +207,8 @@ class SqlStore:
             if tx.execute("SELECT 1 FROM connections WHERE id = ?", (connection.id,)).fetchall():
                 raise ConnectionExists(f"connection {connection.id!r} already exists")
             tx.execute(
-                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     connection.id,
                     connection.name,
@@ -205,6 +222,7 @@ class SqlStore:
                     connection.rate_per_second,
                     connection.rate_burst,
                     connection.max_concurrency,
+                    connection.webhook_secret_ciphertext,
                 ),
             )
 
@@ -252,6 +270,20 @@ class SqlStore:
         return self.get_connection(connection_id)
 
     @_translated
+    def set_webhook(
+        self, connection_id: str, *, url: str | None, secret_ciphertext: str | None
+    ) -> None:
+        """Set where a connection's events go, and (optionally) its own signing secret."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET webhook_url = ?, webhook_secret_ciphertext = "
+                "COALESCE(?, webhook_secret_ciphertext), updated_at = ? WHERE id = ?",
+                (url, secret_ciphertext, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+    @_translated
     def set_limits(
         self,
         connection_id: str,
@@ -287,19 +319,32 @@ class SqlStore:
         return int(rows[0][0])
 
     @_translated
-    def replace_token_ciphertexts(self, ciphertexts: dict[str, str]) -> None:
-        """Swap stored ciphertexts in one transaction (key rotation; same tokens)."""
+    def replace_ciphertexts(
+        self, *, tokens: dict[str, str], webhook_secrets: dict[str, str]
+    ) -> None:
+        """Swap stored ciphertexts in one transaction (key rotation; same secrets)."""
         with self._write() as tx:
             tx.executemany(
                 "UPDATE connections SET token_ciphertext = ? WHERE id = ?",
-                [(text, connection_id) for connection_id, text in ciphertexts.items()],
+                [(text, connection_id) for connection_id, text in tokens.items()],
+            )
+            tx.executemany(
+                "UPDATE connections SET webhook_secret_ciphertext = ? WHERE id = ?",
+                [(text, connection_id) for connection_id, text in webhook_secrets.items()],
             )
 
     @_translated
     def remove_connection(self, connection_id: str) -> None:
         """Delete a connection and everything synced for it."""
         with self._write() as tx:
-            for table in ("records", "cursors", "quarantine", "parked_jobs", "transitions"):
+            for table in (
+                "records",
+                "cursors",
+                "quarantine",
+                "parked_jobs",
+                "transitions",
+                "events",
+            ):
                 tx.execute(f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,))
             tx.execute("DELETE FROM runs WHERE connection_id = ?", (connection_id,))
             if not tx.execute("DELETE FROM connections WHERE id = ?", (connection_id,)).rowcount:
@@ -586,8 +631,12 @@ class SqlStore:
     # -- transitions ---------------------------------------------------------------
 
     @_translated
-    def record_transition(self, transition: TransitionRecord) -> None:
-        """Append one breaker state change to the connection's history."""
+    def record_transition(self, transition: TransitionRecord, event: Event | None = None) -> bool:
+        """Append a state change, and its event to the outbox, in one transaction.
+
+        Returns whether the event was written: it is not when the connection's
+        (or the entity type's) latest event already says the same thing.
+        """
         with self._write() as tx:
             tx.execute(
                 "INSERT INTO transitions (connection_id, entity_type, from_state, to_state, "
@@ -602,6 +651,144 @@ class SqlStore:
                     transition.at,
                 ),
             )
+            if event is None or _repeats(tx, event):
+                return False
+            _insert_event(tx, event)
+        return True
+
+    @_translated
+    def add_event(self, event: Event) -> bool:
+        """Put an event that no breaker transition carries in the outbox (deduplicated)."""
+        with self._write() as tx:
+            if _repeats(tx, event):
+                return False
+            _insert_event(tx, event)
+        return True
+
+    @_translated
+    def unhealthy_since(self, connection_id: str) -> str | None:
+        """When the connection's breaker last left ``closed`` without coming back."""
+        rows = self._read(
+            "SELECT to_state, at FROM transitions WHERE connection_id = ? "
+            "AND entity_type IS NULL ORDER BY id DESC LIMIT 50",
+            (connection_id,),
+        )
+        since = None
+        for to_state, at in rows:
+            if to_state == "closed":
+                break
+            since = at
+        return since
+
+    @_translated
+    def last_event_type(self, connection_id: str, entity_type: str | None) -> str | None:
+        """The type of the newest event of a connection (or one of its entity types)."""
+        rows = self._read(
+            "SELECT type FROM events WHERE connection_id = ? AND "
+            + ("entity_type IS NULL" if entity_type is None else "entity_type = ?")
+            + " ORDER BY seq DESC LIMIT 1",
+            (connection_id,) if entity_type is None else (connection_id, entity_type),
+        )
+        return rows[0][0] if rows else None
+
+    # -- the outbox --------------------------------------------------------------------
+
+    @_translated
+    def events(
+        self,
+        *,
+        connection_id: str | None = None,
+        status: str | None = None,
+        failed_only: bool = False,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Events, newest last, filtered by connection and status."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if connection_id:
+            clauses.append("connection_id = ?")
+            params.append(connection_id)
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if failed_only:
+            clauses.append("attempts > 0 AND status = 'pending'")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events {where} ORDER BY seq DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_event(row) for row in reversed(rows)]
+
+    @_translated
+    def get_event(self, event_id: str) -> Event | None:
+        """One event by id."""
+        rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,))
+        return _event(rows[0]) if rows else None
+
+    @_translated
+    def pending_events(self, connection_id: str) -> list[Event]:
+        """A connection's undelivered events, in the order they must arrive."""
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE connection_id = ? AND status = 'pending' "
+            "ORDER BY seq",
+            (connection_id,),
+        )
+        return [_event(row) for row in rows]
+
+    @_translated
+    def connections_with_due_events(self, *, now: str, limit: int = 1000) -> list[str]:
+        """Connections with a pending event whose next attempt is due."""
+        rows = self._read(
+            "SELECT DISTINCT connection_id FROM events WHERE status = 'pending' "
+            "AND next_attempt_at <= ? LIMIT ?",
+            (now, limit),
+        )
+        return [row[0] for row in rows]
+
+    @_translated
+    def mark_event(
+        self,
+        event_id: str,
+        *,
+        status: EventStatus,
+        attempted_at: str,
+        next_attempt_at: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record one delivery attempt's outcome."""
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE events SET status = ?, attempts = attempts + 1, "
+                "first_attempt_at = COALESCE(first_attempt_at, ?), "
+                "next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?, "
+                "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
+                "WHERE id = ?",
+                (
+                    status.value,
+                    attempted_at,
+                    next_attempt_at,
+                    error,
+                    status.value,
+                    attempted_at,
+                    event_id,
+                ),
+            )
+
+    @_translated
+    def redeliver(self, event_id: str, *, now: str) -> Event:
+        """Queue an event again (dead, failed or delivered); it keeps its id."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE events SET status = 'pending', next_attempt_at = ?, "
+                "first_attempt_at = NULL, last_error = NULL WHERE id = ?",
+                (now, event_id),
+            ).rowcount
+        if not updated:
+            raise UnknownEvent(f"unknown event {event_id!r}")
+        event = self.get_event(event_id)
+        assert event is not None
+        return event
 
     @_translated
     def transitions(self, connection_id: str, *, limit: int = 100) -> list[TransitionRecord]:
@@ -653,6 +840,59 @@ def _insert_run(tx: _Tx, run: Run) -> None:
     )
 
 
+def _insert_event(tx: _Tx, event: Event) -> None:
+    tx.execute(
+        "INSERT INTO events (id, type, connection_id, entity_type, created_at, body, status, "
+        "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.id,
+            event.type,
+            event.connection_id,
+            event.entity_type,
+            event.created_at,
+            event.body_json,
+            EventStatus.PENDING.value,
+            event.next_attempt_at or event.created_at,
+        ),
+    )
+
+
+def _repeats(tx: _Tx, event: Event) -> bool:
+    """Whether the latest event of the same subject already says this."""
+    family = _EVENT_FAMILY.get(event.type)
+    if family is None:
+        return False
+    if event.entity_type is None:
+        query = "entity_type IS NULL"
+        params: tuple[Any, ...] = (event.connection_id,)
+    else:
+        query = "entity_type = ?"
+        params = (event.connection_id, event.entity_type)
+    rows = tx.execute(
+        f"SELECT type FROM events WHERE connection_id = ? AND {query} ORDER BY seq DESC LIMIT 1",
+        params,
+    ).fetchall()
+    return bool(rows) and rows[0][0] == event.type
+
+
+def _event(row: Sequence[Any]) -> Event:
+    return Event(
+        id=row[0],
+        type=row[1],
+        connection_id=row[2],
+        entity_type=row[3],
+        created_at=row[4],
+        body_json=row[5],
+        status=row[6],
+        attempts=int(row[7]),
+        next_attempt_at=row[8],
+        first_attempt_at=row[9],
+        last_error=row[10],
+        delivered_at=row[11],
+        seq=int(row[12]),
+    )
+
+
 def _parked(row: Sequence[Any]) -> ParkedJob:
     return ParkedJob(
         connection_id=row[0],
@@ -680,6 +920,7 @@ def _connection(row: Sequence[Any]) -> Connection:
         rate_per_second=row[9],
         rate_burst=row[10],
         max_concurrency=row[11],
+        webhook_secret_ciphertext=row[12],
     )
 
 

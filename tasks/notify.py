@@ -1,0 +1,56 @@
+"""Webhook delivery: ``entity_sync.notify.deliver`` per connection, and the outbox sweep."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.app import app
+from worker.errors import CoordinationError, StoreError, UnknownConnection
+from worker.jobs import NOTIFY, NOTIFY_QUEUE
+from worker.logs import bound
+from worker.notifier import deliver_pending, webhook_sender
+from worker.runtime import runtime
+from worker.timeutil import utc_now
+
+SWEEP_OUTBOX = "entity_sync.housekeeping.sweep_outbox"
+
+
+@app.task(
+    name=NOTIFY,
+    queue=NOTIFY_QUEUE,
+    autoretry_for=(StoreError, CoordinationError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=20,
+)
+def deliver(connection_id: str) -> dict[str, Any]:
+    """Deliver one connection's due events, in order."""
+    rt = runtime()
+    with bound(connection_id=connection_id):
+        try:
+            report = deliver_pending(
+                store=rt.store,
+                cache=rt.redis,
+                secrets=rt.secrets,
+                settings=rt.settings,
+                connection_id=connection_id,
+                send=webhook_sender(rt.webhooks),
+            )
+        except UnknownConnection:
+            return {"outcome": "unknown connection"}
+    return {
+        "delivered": report.delivered,
+        "failed": report.failed,
+        "dead": report.dead,
+        "busy": report.busy,
+    }
+
+
+@app.task(name=SWEEP_OUTBOX, ignore_result=True)
+def sweep_outbox() -> int:
+    """Enqueue delivery for every connection with a due event (the relay's safety net)."""
+    rt = runtime()
+    connections = rt.store.connections_with_due_events(now=utc_now())
+    for connection_id in connections:
+        app.send_task(NOTIFY, kwargs={"connection_id": connection_id}, queue=NOTIFY_QUEUE)
+    return len(connections)

@@ -1,0 +1,119 @@
+"""Events the integrating service is told about, built from state changes.
+
+An event is written to the store's outbox in the same transaction as the
+transition that caused it (``TransitionRecorder``), so it survives a broker or
+Redis outage and a worker crash; the notifier delivers it as a signed webhook.
+Events fire on transitions, never on failures: one per broken connection,
+however many workers hit the 401.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from worker.store import Event
+from worker.timeutil import utc_now
+
+
+class EventType(StrEnum):
+    """The public event types (the webhook's ``type`` field)."""
+
+    REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
+    RECOVERED = "connection.recovered"
+    UNAVAILABLE = "connection.unavailable"
+    ACCESS_LOST = "entity.access_lost"
+    ACCESS_RESTORED = "entity.access_restored"
+
+
+@dataclass(frozen=True)
+class EventReason:
+    """Why an event fired: the failure that caused the transition, if any."""
+
+    kind: str | None = None
+    http_status: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+def instruction(event_type: EventType, connection_id: str, entity_type: str | None) -> str:
+    """What a person should do about it, in one paragraph."""
+    if event_type is EventType.REAUTHORIZATION_REQUIRED:
+        return (
+            f"The credentials of connection {connection_id} no longer work. Ask the customer "
+            "to reconnect the integration in their account. entity-sync stops calling the "
+            "source and resumes by itself once the connection reports healthy again, or at "
+            f"once after `entity-sync connections set-token {connection_id}`."
+        )
+    if event_type is EventType.UNAVAILABLE:
+        return (
+            f"The source system of connection {connection_id} has not answered for a while. "
+            "entity-sync keeps retrying with backoff; check that the customer's system "
+            "(often on-premises) is online and reachable."
+        )
+    if event_type is EventType.ACCESS_LOST:
+        return (
+            f"The account behind connection {connection_id} may not read {entity_type}. Grant "
+            "read access in the source system; entity-sync re-checks on a slow schedule and "
+            "resumes by itself, and the other entity types keep syncing meanwhile."
+        )
+    return "No action needed: syncing has resumed."
+
+
+def build_event(
+    event_type: EventType,
+    *,
+    connection_id: str,
+    entity_type: str | None,
+    reason: EventReason,
+) -> Event:
+    """A new outbox event with its JSON body (the webhook payload)."""
+    event_id = f"evt_{uuid.uuid4().hex}"
+    created_at = utc_now()
+    body: dict[str, Any] = {
+        "id": event_id,
+        "type": event_type.value,
+        "created_at": created_at,
+        "connection_id": connection_id,
+        "entity_type": entity_type,
+        "reason": {
+            "kind": reason.kind,
+            "http_status": reason.http_status,
+            "code": reason.code,
+            "message": reason.message,
+        },
+        "instruction": instruction(event_type, connection_id, entity_type),
+    }
+    return Event(
+        id=event_id,
+        type=event_type.value,
+        connection_id=connection_id,
+        entity_type=entity_type,
+        created_at=created_at,
+        body_json=json.dumps(body, separators=(",", ":")),
+        next_attempt_at=created_at,
+    )
+
+
+# Which transitions say something the integrating service must hear.
+PROBLEM_EVENTS = frozenset({EventType.REAUTHORIZATION_REQUIRED, EventType.UNAVAILABLE})
+
+
+def event_for_transition(
+    *, level_is_connection: bool, from_state: str, to_state: str, last_event: str | None
+) -> EventType | None:
+    """The event a transition fires, if any (``last_event``: the subject's latest)."""
+    if level_is_connection:
+        if to_state == "halted":
+            return EventType.REAUTHORIZATION_REQUIRED
+        if to_state == "closed" and last_event in {e.value for e in PROBLEM_EVENTS}:
+            return EventType.RECOVERED
+        return None
+    if to_state == "blocked":
+        return EventType.ACCESS_LOST
+    if from_state == "blocked" and to_state == "closed":
+        return EventType.ACCESS_RESTORED
+    return None
