@@ -416,7 +416,7 @@ def test_tls_checks_the_certificate_against_the_name_not_the_pinned_ip(
     if ok:
         assert receiver.requests[0].signature_ok
     else:
-        assert "certificate" in result.reason.lower()
+        assert "certificate" in result.reason.lower(), result.reason
         assert receiver.requests == []
 
 
