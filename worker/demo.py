@@ -18,12 +18,14 @@ from pathlib import Path
 import redis
 
 from worker.client import EntitySyncClient
+from worker.demo_receiver import DemoReceiver
 from worker.runtime import Runtime, redis_client
 from worker.sandbox.testing import running_sandbox
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
 from worker.status import render_table, status_rows, wait_for_request
 from worker.store import Connection, RunStatus, SqlStore, open_store
+from worker.webhooks import new_secret
 
 DEMO_DIR = Path("var/demo")
 WORKER_READY_TIMEOUT_S = 60.0
@@ -56,12 +58,13 @@ def _say(text: str) -> None:
     print(f"demo: {text}", flush=True)
 
 
-def _fresh_store(url: str, secret_key: str) -> SqlStore:
+def _fresh_store(url: str, secret_key: str, webhook_url: str) -> SqlStore:
     store = open_store(url)
     box = SecretBox(secret_key)
     for demo in DEMO_CONNECTIONS:
         store.add_connection(
             Connection(
+                webhook_url=webhook_url,
                 id=demo.id,
                 name=demo.name,
                 entity_types=("sites", "assets", "work-orders", "materials", "users"),
@@ -127,6 +130,7 @@ def run_demo(settings: Settings) -> int:
     DEMO_DIR.mkdir(parents=True)
     store_url = f"sqlite:///{DEMO_DIR}/entity-sync.db"
     secret_key = settings.secret_key.get_secret_value() if settings.secret_key else generate_key()
+    webhook_secret = new_secret()
     _forget_coordination_state(redis_client(settings))
     with running_sandbox(preset="demo") as sandbox:
         _say(f"sandbox serving the unified API at {sandbox.url}")
@@ -141,13 +145,23 @@ def run_demo(settings: Settings) -> int:
             ENTITY_SYNC_RATE_PER_SECOND="100",
             ENTITY_SYNC_RATE_BURST="20",
         )
-        store = _fresh_store(store_url, secret_key)
+        receiver = DemoReceiver(webhook_secret, sandbox).start()
+        env.update(
+            ENTITY_SYNC_WEBHOOK_SECRET=webhook_secret,
+            # The demo's receiver listens on this machine over plain http.
+            ENTITY_SYNC_WEBHOOK_ALLOW_HTTP="true",
+            ENTITY_SYNC_WEBHOOK_ALLOW_PRIVATE="true",
+        )
+        store = _fresh_store(store_url, secret_key, receiver.url)
         _say(f"registered {len(DEMO_CONNECTIONS)} connections in {store_url}")
         worker = _start_worker(env, DEMO_DIR / "worker.log")
         _say(f"worker started (log: {DEMO_DIR / 'worker.log'})")
         try:
-            return _sync_all(store, settings, worker)
+            status = _sync_all(store, settings, worker)
+            receiver.wait_for("connection.reauthorization_required", timeout_s=30)
+            return status
         finally:
+            receiver.stop()
             worker.terminate()
             try:
                 worker.wait(30)
