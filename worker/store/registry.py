@@ -1,0 +1,192 @@
+"""The connection registry: who the customer systems are and how to reach them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from worker.errors import ConnectionExists, UnknownConnection
+from worker.store.base import StoreBase, translated
+from worker.store.models import (
+    Connection,
+)
+from worker.timeutil import utc_now
+
+_CONNECTION_COLUMNS = (
+    "id, name, entity_types, upstream_url, webhook_url, token_ciphertext, token_version, "
+    "created_at, updated_at, rate_per_second, rate_burst, max_concurrency, "
+    "webhook_secret_ciphertext"
+)
+
+
+class RegistryStore(StoreBase):
+    """Connections: add, read, change, remove."""
+
+    @translated
+    def add_connection(self, connection: Connection) -> None:
+        """Register a connection; ConnectionExists if the id is taken."""
+        now = utc_now()
+        with self._write() as tx:
+            if tx.execute("SELECT 1 FROM connections WHERE id = ?", (connection.id,)).fetchall():
+                raise ConnectionExists(f"connection {connection.id!r} already exists")
+            tx.execute(
+                f"INSERT INTO connections ({_CONNECTION_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    connection.id,
+                    connection.name,
+                    ",".join(connection.entity_types),
+                    connection.upstream_url,
+                    connection.webhook_url,
+                    connection.token_ciphertext,
+                    connection.token_version,
+                    now,
+                    now,
+                    connection.rate_per_second,
+                    connection.rate_burst,
+                    connection.max_concurrency,
+                    connection.webhook_secret_ciphertext,
+                ),
+            )
+
+    @translated
+    def get_connection(self, connection_id: str) -> Connection:
+        """The connection with this id; UnknownConnection if there is none."""
+        rows = self._read(
+            f"SELECT {_CONNECTION_COLUMNS} FROM connections WHERE id = ?", (connection_id,)
+        )
+        if not rows:
+            raise UnknownConnection(f"unknown connection {connection_id!r}")
+        return _connection(rows[0])
+
+    @translated
+    def list_connections(self) -> list[Connection]:
+        """Every registered connection, by id."""
+        rows = self._read(f"SELECT {_CONNECTION_COLUMNS} FROM connections ORDER BY id")
+        return [_connection(row) for row in rows]
+
+    @translated
+    def update_connection(
+        self,
+        connection_id: str,
+        *,
+        name: str | None = None,
+        entity_types: Sequence[str] | None = None,
+        upstream_url: str | None = None,
+        webhook_url: str | None = None,
+    ) -> Connection:
+        """Change the given fields of a connection and return it."""
+        current = self.get_connection(connection_id)
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE connections SET name = ?, entity_types = ?, upstream_url = ?, "
+                "webhook_url = ?, updated_at = ? WHERE id = ?",
+                (
+                    current.name if name is None else name,
+                    ",".join(current.entity_types if entity_types is None else entity_types),
+                    current.upstream_url if upstream_url is None else upstream_url,
+                    current.webhook_url if webhook_url is None else webhook_url,
+                    utc_now(),
+                    connection_id,
+                ),
+            )
+        return self.get_connection(connection_id)
+
+    @translated
+    def set_webhook(
+        self, connection_id: str, *, url: str | None, secret_ciphertext: str | None
+    ) -> None:
+        """Set where a connection's events go, and (optionally) its own signing secret."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET webhook_url = ?, webhook_secret_ciphertext = "
+                "COALESCE(?, webhook_secret_ciphertext), updated_at = ? WHERE id = ?",
+                (url, secret_ciphertext, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+    @translated
+    def set_limits(
+        self,
+        connection_id: str,
+        *,
+        rate_per_second: float | None,
+        rate_burst: int | None,
+        max_concurrency: int | None,
+    ) -> None:
+        """Set (None: clear) a connection's rate and concurrency overrides."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET rate_per_second = ?, rate_burst = ?, max_concurrency = ?, "
+                "updated_at = ? WHERE id = ?",
+                (rate_per_second, rate_burst, max_concurrency, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+    @translated
+    def set_token(self, connection_id: str, token_ciphertext: str) -> int:
+        """Store a new encrypted token; returns the connection's new token version."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET token_ciphertext = ?, token_version = token_version + 1, "
+                "updated_at = ? WHERE id = ?",
+                (token_ciphertext, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+            rows = tx.execute(
+                "SELECT token_version FROM connections WHERE id = ?", (connection_id,)
+            ).fetchall()
+        return int(rows[0][0])
+
+    @translated
+    def replace_ciphertexts(
+        self, *, tokens: dict[str, str], webhook_secrets: dict[str, str]
+    ) -> None:
+        """Swap stored ciphertexts in one transaction (key rotation; same secrets)."""
+        with self._write() as tx:
+            tx.executemany(
+                "UPDATE connections SET token_ciphertext = ? WHERE id = ?",
+                [(text, connection_id) for connection_id, text in tokens.items()],
+            )
+            tx.executemany(
+                "UPDATE connections SET webhook_secret_ciphertext = ? WHERE id = ?",
+                [(text, connection_id) for connection_id, text in webhook_secrets.items()],
+            )
+
+    @translated
+    def remove_connection(self, connection_id: str) -> None:
+        """Delete a connection and everything synced for it."""
+        with self._write() as tx:
+            for table in (
+                "records",
+                "cursors",
+                "quarantine",
+                "parked_jobs",
+                "transitions",
+                "events",
+            ):
+                tx.execute(f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,))
+            tx.execute("DELETE FROM runs WHERE connection_id = ?", (connection_id,))
+            if not tx.execute("DELETE FROM connections WHERE id = ?", (connection_id,)).rowcount:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+
+def _connection(row: Sequence[Any]) -> Connection:
+    return Connection(
+        id=row[0],
+        name=row[1],
+        entity_types=tuple(t for t in row[2].split(",") if t),
+        upstream_url=row[3],
+        webhook_url=row[4],
+        token_ciphertext=row[5],
+        token_version=int(row[6]),
+        created_at=row[7],
+        updated_at=row[8],
+        rate_per_second=row[9],
+        rate_burst=row[10],
+        max_concurrency=row[11],
+        webhook_secret_ciphertext=row[12],
+    )

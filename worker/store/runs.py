@@ -1,0 +1,305 @@
+"""Runs, records, cursors and quarantine: what a sync writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from worker.store.base import Tx, translated
+from worker.store.models import (
+    EntityStatus,
+    PageCommit,
+    Run,
+    RunStatus,
+    StoredRecord,
+)
+from worker.store.registry import RegistryStore
+from worker.timeutil import utc_now
+
+_RUN_COLUMNS = (
+    "id, connection_id, entity_type, status, started_at, request_id, trigger, is_full, "
+    "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into"
+)
+
+_UPSERT_RECORD = """
+INSERT INTO records (connection_id, entity_type, key, data, source_updated_at, deleted_at,
+                     synced_at)
+VALUES (?, ?, ?, {json_param}, ?, ?, ?)
+ON CONFLICT (connection_id, entity_type, key) DO UPDATE SET
+    data = excluded.data,
+    source_updated_at = excluded.source_updated_at,
+    deleted_at = excluded.deleted_at,
+    synced_at = excluded.synced_at
+WHERE records.source_updated_at <= excluded.source_updated_at
+"""
+
+_UPSERT_QUARANTINE = """
+INSERT INTO quarantine (connection_id, entity_type, fingerprint, record_key, reason, raw, run_id,
+                        first_seen_at, last_seen_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (connection_id, entity_type, fingerprint) DO UPDATE SET
+    reason = excluded.reason,
+    run_id = excluded.run_id,
+    last_seen_at = excluded.last_seen_at,
+    times_seen = quarantine.times_seen + 1
+"""
+
+_SET_CURSOR = """
+INSERT INTO cursors (connection_id, entity_type, since, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (connection_id, entity_type) DO UPDATE SET
+    since = excluded.since, updated_at = excluded.updated_at
+"""
+
+
+class SyncStore(RegistryStore):
+    """The run history and the synced data of every (connection, entity type)."""
+
+    # -- runs --------------------------------------------------------------------
+
+    @translated
+    def start_run(self, run: Run) -> None:
+        """Record a run as started; a full run forgets the cursor in the same step."""
+        with self._write() as tx:
+            _insert_run(tx, run)
+            if run.full and run.connection_id and run.entity_type:
+                tx.execute(
+                    "DELETE FROM cursors WHERE connection_id = ? AND entity_type = ?",
+                    (run.connection_id, run.entity_type),
+                )
+
+    @translated
+    def record_run(self, run: Run) -> None:
+        """Record a run that is already over (skipped, rejected) in one step."""
+        with self._write() as tx:
+            _insert_run(tx, run)
+
+    @translated
+    def touch_run(self, run_id: str, connection_id: str, entity_type: str) -> None:
+        """A task starts work on this run: count it, and unpark the run if it was parked."""
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE runs SET tasks = tasks + 1, status = CASE WHEN status = 'deferred' "
+                "THEN 'running' ELSE status END WHERE id = ?",
+                (run_id,),
+            )
+            tx.execute(
+                "DELETE FROM parked_jobs WHERE connection_id = ? AND entity_type = ? "
+                "AND run_id = ?",
+                (connection_id, entity_type, run_id),
+            )
+
+    @translated
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        error_kind: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Close a run with its outcome (only a run that is still open)."""
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error_kind = ?, error_message = ? "
+                "WHERE id = ? AND status IN ('running', 'deferred')",
+                (status.value, utc_now(), error_kind, error_message, run_id),
+            )
+
+    @translated
+    def get_run(self, run_id: str) -> Run | None:
+        """One run by id."""
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    @translated
+    def runs_for_request(self, request_id: str) -> list[Run]:
+        """Every run started for one sync request, oldest first."""
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE request_id = ? ORDER BY started_at",
+            (request_id,),
+        )
+        return [_run(row) for row in rows]
+
+    @translated
+    def recent_runs(self, *, limit: int = 50, status: str | None = None) -> list[Run]:
+        """The newest runs, optionally of one status."""
+        where = "WHERE status = ?" if status else ""
+        params: tuple[Any, ...] = (status, limit) if status else (limit,)
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC LIMIT ?", params
+        )
+        return [_run(row) for row in rows]
+
+    # -- records and cursors -----------------------------------------------------
+
+    @translated
+    def commit_page(self, commit: PageCommit) -> None:
+        """Store a page's records, quarantine, cursor and run progress atomically."""
+        now = utc_now()
+        conn_id, entity = commit.connection_id, commit.entity_type
+        with self._write() as tx:
+            tx.executemany(
+                _UPSERT_RECORD,
+                [
+                    (conn_id, entity, r.key, r.data_json, r.updated_at, r.deleted_at, now)
+                    for r in commit.records
+                ],
+            )
+            tx.executemany(
+                _UPSERT_QUARANTINE,
+                [
+                    (
+                        conn_id,
+                        entity,
+                        hashlib.sha256(q.raw_json.encode()).hexdigest(),
+                        q.key,
+                        q.reason,
+                        q.raw_json,
+                        commit.run_id,
+                        now,
+                        now,
+                    )
+                    for q in commit.quarantined
+                ],
+            )
+            tx.execute(_SET_CURSOR, (conn_id, entity, commit.cursor, now))
+            tx.execute(
+                "UPDATE runs SET pages = pages + 1, records = records + ?, "
+                "quarantined = quarantined + ? WHERE id = ?",
+                (len(commit.records), len(commit.quarantined), commit.run_id),
+            )
+
+    @translated
+    def get_cursor(self, connection_id: str, entity_type: str) -> str | None:
+        """The inclusive lower bound the next page request starts from."""
+        rows = self._read(
+            "SELECT since FROM cursors WHERE connection_id = ? AND entity_type = ?",
+            (connection_id, entity_type),
+        )
+        return rows[0][0] if rows else None
+
+    @translated
+    def records(self, connection_id: str, entity_type: str) -> list[StoredRecord]:
+        """Every stored record of one pair, deleted ones included, by key."""
+        rows = self._read(
+            "SELECT key, data, source_updated_at, deleted_at, synced_at FROM records "
+            "WHERE connection_id = ? AND entity_type = ? ORDER BY key",
+            (connection_id, entity_type),
+        )
+        return [
+            StoredRecord(
+                key=row[0],
+                data=json.loads(row[1]) if isinstance(row[1], str) else row[1],
+                updated_at=row[2],
+                deleted_at=row[3],
+                synced_at=row[4],
+            )
+            for row in rows
+        ]
+
+    @translated
+    def quarantined(self, connection_id: str, entity_type: str) -> list[tuple[str | None, str]]:
+        """(record key, reason) of every quarantined record of one pair."""
+        rows = self._read(
+            "SELECT record_key, reason FROM quarantine WHERE connection_id = ? "
+            "AND entity_type = ? ORDER BY first_seen_at",
+            (connection_id, entity_type),
+        )
+        return [(row[0], row[1]) for row in rows]
+
+    @translated
+    def entity_statuses(self, connection_id: str | None = None) -> list[EntityStatus]:
+        """Per (connection, entity type): counts, cursor, last run, last success."""
+        connections = (
+            [self.get_connection(connection_id)] if connection_id else self.list_connections()
+        )
+        counts = self._grouped(
+            "SELECT connection_id, entity_type, COUNT(*), "
+            "SUM(CASE WHEN deleted_at IS NULL THEN 0 ELSE 1 END) FROM records "
+            "GROUP BY connection_id, entity_type"
+        )
+        quarantined = self._grouped(
+            "SELECT connection_id, entity_type, COUNT(*) FROM quarantine "
+            "GROUP BY connection_id, entity_type"
+        )
+        cursors = self._grouped("SELECT connection_id, entity_type, since FROM cursors")
+        successes = self._grouped(
+            "SELECT connection_id, entity_type, MAX(finished_at) FROM runs "
+            "WHERE status = 'succeeded' GROUP BY connection_id, entity_type"
+        )
+        last_runs = {
+            (run.connection_id, run.entity_type): run
+            for run in (
+                _run(row)
+                for row in self._read(
+                    f"SELECT {_RUN_COLUMNS} FROM runs r WHERE started_at = ("
+                    "SELECT MAX(started_at) FROM runs x WHERE x.connection_id = r.connection_id "
+                    "AND x.entity_type = r.entity_type AND x.status <> 'skipped')"
+                )
+            )
+        }
+        statuses = []
+        for connection in connections:
+            for entity in connection.entity_types:
+                pair = (connection.id, entity)
+                record_count, deleted = counts.get(pair, (0, 0))
+                statuses.append(
+                    EntityStatus(
+                        connection_id=connection.id,
+                        entity_type=entity,
+                        records=int(record_count or 0),
+                        deleted=int(deleted or 0),
+                        quarantined=int(quarantined.get(pair, (0,))[0] or 0),
+                        cursor=cursors.get(pair, (None,))[0],
+                        last_run=last_runs.get(pair),
+                        last_success_at=successes.get(pair, (None,))[0],
+                    )
+                )
+        return statuses
+
+
+def _insert_run(tx: Tx, run: Run) -> None:
+    tx.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            run.id,
+            run.connection_id,
+            run.entity_type,
+            run.status,
+            run.started_at,
+            run.request_id,
+            run.trigger,
+            run.full,
+            run.finished_at,
+            run.pages,
+            run.records,
+            run.quarantined,
+            run.tasks,
+            run.error_kind,
+            run.error_message,
+            run.coalesced_into,
+        ),
+    )
+
+
+def _run(row: Sequence[Any]) -> Run:
+    return Run(
+        id=row[0],
+        connection_id=row[1],
+        entity_type=row[2],
+        status=row[3],
+        started_at=row[4],
+        request_id=row[5],
+        trigger=row[6],
+        full=bool(row[7]),
+        finished_at=row[8],
+        pages=int(row[9]),
+        records=int(row[10]),
+        quarantined=int(row[11]),
+        tasks=int(row[12]),
+        error_kind=row[13],
+        error_message=row[14],
+        coalesced_into=row[15],
+    )
