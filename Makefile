@@ -36,7 +36,7 @@ bench: install
 	$(PY) -m bench
 
 worker: install
-	$(BIN)/celery -A worker worker --loglevel=INFO -Q sync,notify,housekeeping
+	$(BIN)/celery -A worker worker --loglevel=INFO -Q sync_manual,sync,backfill,notify,housekeeping
 
 sandbox: install
 	$(BIN)/entity-sync sandbox --port 8900

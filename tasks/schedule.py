@@ -1,20 +1,69 @@
-"""Housekeeping tasks that celery beat runs: resume parked jobs, probe what is halted."""
+"""Periodic work that celery beat sends: schedules, parked jobs, probes.
+
+One beat task enqueues what is due from the store (``worker.schedule``)
+rather than one beat entry per connection: the registry stays the only list
+of connections, a new connection needs no beat restart, and a slot is claimed
+in SQL so it is sent at most once whoever sends it. A Redis lock keeps one
+scheduler active; the SQL claim makes a second one harmless anyway.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from typing import Any
 
+from worker import redis_keys
 from worker.app import app
-from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_QUEUE
+from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE
 from worker.recovery import probe, resume_parked
 from worker.runtime import runtime
+from worker.schedule import schedule_due
+from worker.store import Connection
 
+SCHEDULE = "entity_sync.housekeeping.schedule"
 RESUME_PARKED = "entity_sync.housekeeping.resume_parked"
 PROBE = "entity_sync.housekeeping.probe"
 
+LOCK_TTL_MS = 10_000
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
-def _send(name: str, payload: dict[str, Any]) -> object:
-    return app.send_task(name, kwargs=payload, queue=SYNC_QUEUE)
+
+def _send(name: str, payload: dict[str, Any], queue: str) -> object:
+    return app.send_task(name, kwargs=payload, queue=queue)
+
+
+def _holds_scheduler_lock() -> bool:
+    """Take or keep the scheduler lock; False while another scheduler holds it."""
+    client = runtime().redis
+    if client.set(redis_keys.SCHEDULER_LOCK, _OWNER, nx=True, px=LOCK_TTL_MS):
+        return True
+    if client.get(redis_keys.SCHEDULER_LOCK) == _OWNER.encode():
+        client.pexpire(redis_keys.SCHEDULER_LOCK, LOCK_TTL_MS)
+        return True
+    return False
+
+
+@app.task(name=SCHEDULE, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
+def schedule_syncs() -> int:
+    """Enqueue a scheduled sync for every connection whose slot has come."""
+    rt = runtime()
+    if not rt.settings.schedule_enabled or not _holds_scheduler_lock():
+        return 0
+
+    def enqueue(connection: Connection) -> None:
+        payload = {"connection_id": connection.id, "trigger": "scheduled"}
+        _send(SYNC_CONNECTION, payload, SYNC_QUEUE)
+
+    decisions = schedule_due(
+        rt.store,
+        rt.store.list_connections(),
+        default_interval_s=rt.settings.sync_interval_seconds,
+        now=time.time(),
+        enqueue=enqueue,
+    )
+    return sum(d.outcome == "enqueued" for d in decisions)
 
 
 @app.task(name=RESUME_PARKED, ignore_result=True, queue=HOUSEKEEPING_QUEUE)

@@ -13,6 +13,7 @@ from celery import Task
 
 from worker.app import app
 from worker.backoff import retry_delay
+from worker.deliveries import count_delivery
 from worker.errors import (
     CoordinationError,
     Kind,
@@ -21,9 +22,25 @@ from worker.errors import (
     StoreError,
     UnknownConnection,
 )
-from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY, SyncConnectionJob, SyncEntityJob, parse_job
+from worker.jobs import (
+    SYNC_CONNECTION,
+    SYNC_ENTITY,
+    SYNC_QUEUE,
+    SyncConnectionJob,
+    SyncEntityJob,
+    parse_job,
+    sync_queue,
+)
 from worker.logs import bound
-from worker.runner import Step, StepOutcome, fail_run, holder_of, record_rejection, run_step
+from worker.runner import (
+    Step,
+    StepOutcome,
+    dead_letter,
+    fail_run,
+    holder_of,
+    record_rejection,
+    run_step,
+)
 from worker.runtime import Runtime, runtime
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
@@ -41,6 +58,8 @@ _RETRY = {
 def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Fan out one sync_entity task per entity type of a connection."""
     rt = runtime()
+    if _poisoned(self, rt, SYNC_CONNECTION, args, kwargs):
+        return {"outcome": "dead-lettered"}
     try:
         job = parse_job(SyncConnectionJob, args, kwargs)
         connection = rt.store.get_connection(job.connection_id)
@@ -54,6 +73,7 @@ def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"outcome": "rejected", "detail": str(exc)}
     with bound(connection_id=connection.id, task_id=self.request.id):
         for entity in types:
+            first_sync = rt.store.get_cursor(connection.id, entity) is None
             app.send_task(
                 SYNC_ENTITY,
                 kwargs={
@@ -63,6 +83,7 @@ def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                     "request_id": job.request_id,
                     "trigger": job.trigger,
                 },
+                queue=sync_queue(trigger=job.trigger, full=job.full, first_sync=first_sync),
             )
     return {"outcome": "fanned_out", "entity_types": types}
 
@@ -72,6 +93,8 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Sync one entity type of one connection for a bounded slice, then continue."""
     rt = runtime()
     task_id = str(self.request.id)
+    if _poisoned(self, rt, SYNC_ENTITY, args, kwargs):
+        return {"outcome": "dead-lettered"}
     try:
         job = parse_job(SyncEntityJob, args, kwargs)
         with bound(
@@ -92,6 +115,9 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                     SYNC_ENTITY,
                     kwargs=continuation.model_dump(mode="json"),
                     task_id=step.successor_task_id,
+                    # A run continues in the queue it started in: a backfill
+                    # stays behind manual and incremental work.
+                    queue=_queue_of(self),
                 )
             return step.summary()
     except (PayloadError, UnknownConnection) as exc:
@@ -116,3 +142,20 @@ def _retry_or_fail(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> d
         retry_after=step.retry_after,
     )
     raise task.retry(countdown=countdown, max_retries=None)
+
+
+def _queue_of(task: Task) -> str:
+    """The queue this task was delivered from (the routing key of its message)."""
+    info = task.request.delivery_info or {}
+    return str(info.get("routing_key") or SYNC_QUEUE)
+
+
+def _poisoned(
+    task: Task, rt: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Count this delivery; dead-letter the job when it came back too often."""
+    deliveries = count_delivery(rt.redis, str(task.request.id), int(task.request.retries))
+    if deliveries <= rt.settings.max_deliveries:
+        return False
+    dead_letter(rt, name, kwargs or (args[0] if args else None), deliveries)
+    return True

@@ -71,6 +71,9 @@ class Env:
             # The sandbox is local and unlimited; tests of the limiter set their own.
             "ENTITY_SYNC_RATE_PER_SECOND": "1000",
             "ENTITY_SYNC_RATE_BURST": "100",
+            # Scheduled syncs would mix into tests of requested ones; the
+            # scheduler's own tests turn it on.
+            "ENTITY_SYNC_SCHEDULE_ENABLED": "false",
             **extra,
         }
 
@@ -136,6 +139,7 @@ class WorkerProcess:
         self.pool = pool
         self.concurrency = concurrency
         self.beat = beat  # embedded celery beat: resumes parked jobs, probes
+        self.queues = "sync_manual,sync,backfill,notify,housekeeping"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -143,7 +147,7 @@ class WorkerProcess:
         command = [
             sys.executable, "-m", "celery", "-A", "worker", "worker",
             f"--pool={self.pool}", f"--concurrency={self.concurrency}",
-            "-Q", "sync,notify,housekeeping", "--without-gossip", "--without-mingle",
+            "-Q", self.queues, "--without-gossip", "--without-mingle",
             "--loglevel=INFO", f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
         ]  # fmt: skip
         if self.beat:

@@ -11,6 +11,7 @@ from celery import Celery, signals
 
 from worker import logs
 from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
+from worker.sentry import init_sentry
 from worker.settings import Settings, get_settings
 from worker.startup import check_ready
 
@@ -18,6 +19,7 @@ TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify"]
 
 # Housekeeping that celery beat sends (by name: the worker never imports tasks).
 BEAT_SCHEDULE = {
+    "schedule-syncs": {"task": "entity_sync.housekeeping.schedule", "schedule": 1.0},
     "resume-parked-jobs": {"task": "entity_sync.housekeeping.resume_parked", "schedule": 1.0},
     "probe-halted-and-blocked": {"task": "entity_sync.housekeeping.probe", "schedule": 30.0},
     "sweep-outbox": {"task": "entity_sync.housekeeping.sweep_outbox", "schedule": 5.0},
@@ -69,3 +71,9 @@ def _configure_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _check_ready(**_: Any) -> None:
     check_ready(get_settings())
+
+
+@signals.celeryd_init.connect
+@signals.beat_init.connect
+def _init_sentry(**_: Any) -> None:
+    init_sentry(get_settings(), beat_schedule=BEAT_SCHEDULE)

@@ -156,6 +156,27 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
     return EXIT_OK
 
 
+def cmd_connections_interval(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    store.set_interval(args.id, args.seconds)
+    shown = (
+        f"{args.seconds}s" if args.seconds else f"the default ({settings.sync_interval_seconds}s)"
+    )
+    print(f"{args.id} syncs every {shown}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY, SyncConnectionJob, SyncEntityJob
+
+    schemas = {
+        SYNC_CONNECTION: SyncConnectionJob.model_json_schema(),
+        SYNC_ENTITY: SyncEntityJob.model_json_schema(),
+    }
+    print(json.dumps(schemas, indent=2))
+    return EXIT_OK
+
+
 def cmd_connections_limits(args: argparse.Namespace, settings: Settings) -> int:
     from worker.connection_limits import apply_limits
 
@@ -304,6 +325,20 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.dashboard import serve
+
+    runtime = Runtime(settings=settings)
+    serve(
+        store=runtime.store,
+        breaker=runtime.breaker,
+        default_interval_s=float(settings.sync_interval_seconds),
+        host=args.host or settings.dashboard_host,
+        port=args.port or settings.dashboard_port,
+    )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from worker.demo import run_demo
 
@@ -356,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret-stdin", action="store_true", help="read this connection's signing secret"
     )
     hook.set_defaults(token_file=None)
+    interval = command(
+        "interval", cmd_connections_interval, "how often it syncs on schedule", conn_commands
+    )
+    interval.add_argument("id")
+    interval.add_argument("seconds", type=int, nargs="?", help="omit for the default")
     limits = command(
         "limits", cmd_connections_limits, "per-connection rate and concurrency", conn_commands
     )
@@ -393,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("--json", action="store_true")
 
+    command("schema", cmd_schema, "print the JSON Schemas of the public task payloads")
     command("keygen", cmd_keygen, "print a new ENTITY_SYNC_SECRET_KEY")
     command("rotate-key", cmd_rotate_key, "re-encrypt stored secrets with the newest key")
 
@@ -402,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = sandbox.add_mutually_exclusive_group()
     source.add_argument("--config", help="a sandbox config file (worker/sandbox/README.md)")
     source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
+
+    dashboard = command("dashboard", cmd_dashboard, "serve the read-only health dashboard")
+    dashboard.add_argument("--host", help="default: ENTITY_SYNC_DASHBOARD_HOST (127.0.0.1)")
+    dashboard.add_argument("--port", type=int, help="default: ENTITY_SYNC_DASHBOARD_PORT (8901)")
 
     command("demo", cmd_demo, "sandbox + worker + real syncs + status table")
     return parser

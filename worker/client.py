@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 from worker.errors import EntitySyncError
-from worker.jobs import SYNC_CONNECTION, SYNC_QUEUE, SyncConnectionJob
+from worker.jobs import MANUAL_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, SyncConnectionJob
 
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
@@ -53,7 +53,8 @@ class EntitySyncClient:
                 "request_id": request_id or str(uuid.uuid4()),
             }
         )
-        self.send(SYNC_CONNECTION, job.model_dump(mode="json", exclude_none=True))
+        queue = MANUAL_QUEUE if job.trigger == "manual" else SYNC_QUEUE
+        self.send(SYNC_CONNECTION, job.model_dump(mode="json", exclude_none=True), queue=queue)
         assert job.request_id is not None
         return job.request_id
 

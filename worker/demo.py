@@ -93,7 +93,7 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
         "--pool=threads",
         "--concurrency=8",
         "-Q",
-        "sync,notify,housekeeping",
+        "sync_manual,sync,backfill,notify,housekeeping",
         "--without-gossip",
         "--without-mingle",
         "--loglevel=INFO",

@@ -102,7 +102,25 @@ SYNC_ENTITY = "entity_sync.sync_entity"
 
 NOTIFY = "entity_sync.notify.deliver"
 
-# Queues: sync work, webhook delivery and housekeeping never wait behind each other.
+# Queues: a manual sync never waits behind scheduled ones, an incremental sync
+# never behind a backfill, and webhooks and housekeeping behind none of them.
+# A worker reads its queues in turn, so each queue gets a slot as one frees.
+MANUAL_QUEUE = "sync_manual"
 SYNC_QUEUE = "sync"
+BACKFILL_QUEUE = "backfill"
 NOTIFY_QUEUE = "notify"
 HOUSEKEEPING_QUEUE = "housekeeping"
+ALL_QUEUES = (MANUAL_QUEUE, SYNC_QUEUE, BACKFILL_QUEUE, NOTIFY_QUEUE, HOUSEKEEPING_QUEUE)
+
+
+def sync_queue(*, trigger: str, full: bool, first_sync: bool) -> str:
+    """The queue a sync_entity job goes to.
+
+    A full resync reads everything: backfill. A person asked for this one:
+    manual, even for a first sync. A scheduled first sync is a backfill too.
+    """
+    if full:
+        return BACKFILL_QUEUE
+    if trigger == "manual":
+        return MANUAL_QUEUE
+    return BACKFILL_QUEUE if first_sync else SYNC_QUEUE

@@ -18,7 +18,7 @@ from worker.connection_limits import apply_limits
 from worker.errors import EntitySyncError
 from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.guard import StateChange
-from worker.jobs import SYNC_CONNECTION, SYNC_ENTITY
+from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE
 from worker.logs import connection_log, log
 from worker.preflight import forget_preflight
 from worker.relay import relay
@@ -26,7 +26,7 @@ from worker.runtime import Runtime
 from worker.store import Connection
 from worker.timeutil import canonical, parse_instant
 
-Send = Callable[[str, dict[str, Any]], object]
+Send = Callable[[str, dict[str, Any], str], object]  # (task name, payload, queue)
 
 CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
 HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
@@ -39,7 +39,9 @@ def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
         now=canonical(now), claim_until=canonical(now + timedelta(seconds=CLAIM_S)), limit=limit
     )
     for job in jobs:
-        send(SYNC_ENTITY, json.loads(job.payload_json))
+        payload = json.loads(job.payload_json)
+        queue = BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE
+        send(SYNC_ENTITY, payload, queue)
     return len(jobs)
 
 
@@ -72,7 +74,11 @@ def probe(rt: Runtime, send: Send) -> dict[str, int]:
         if view.connection.state is State.HALTED:
             if _probe_halted(rt, connection):
                 counts["recovered"] += 1
-                send(SYNC_CONNECTION, {"connection_id": connection.id, "trigger": "recovery"})
+                send(
+                    SYNC_CONNECTION,
+                    {"connection_id": connection.id, "trigger": "recovery"},
+                    SYNC_QUEUE,
+                )
             counts["halted_probed"] += 1
             continue
         for level in view.entity_types:
@@ -84,6 +90,7 @@ def probe(rt: Runtime, send: Send) -> dict[str, int]:
                         "entity_type": level.level,
                         "trigger": "probe",
                     },
+                    SYNC_QUEUE,
                 )
                 counts["blocked_probed"] += 1
     return counts

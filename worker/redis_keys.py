@@ -131,3 +131,11 @@ def retry_budget(connection_id: str, window: int) -> str:
 def notify_lease(connection_id: str) -> str:
     """Held by the one notifier delivering a connection's events (keeps their order)."""
     return f"{tag(connection_id)}:notify"
+
+
+SCHEDULER_LOCK = "entity_sync:scheduler:lock"  # the one active scheduler
+
+
+def deliveries(task_id: str, retries: int) -> str:
+    """How often the broker handed out one message (same task id, same retry)."""
+    return f"entity_sync:deliveries:{task_id}:{retries}"

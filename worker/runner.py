@@ -319,3 +319,42 @@ def record_rejection(rt: Runtime, task_name: str, payload: object, error: Except
         )
     except Exception:
         log.exception("could not record the rejected job in the run history")
+
+
+def dead_letter(rt: Runtime, task_name: str, payload: object, deliveries: int) -> None:
+    """Stop a poison job: record why in the run history and the log (never raises)."""
+    fields = payload if isinstance(payload, dict) else {}
+    reason = (
+        f"{task_name} was delivered {deliveries} times without finishing "
+        f"(it crashes its worker?): dead-lettered"
+    )
+    log.error(reason, extra={"task_name": task_name, "payload": _safe_fields(fields)})
+    run_id = fields.get("run_id")
+    try:
+        if isinstance(run_id, str) and rt.store.get_run(run_id):
+            rt.store.finish_run(run_id, RunStatus.FAILED, error_kind="poison", error_message=reason)
+            return
+        rt.store.record_run(
+            Run(
+                id=str(uuid.uuid4()),
+                connection_id=_text(fields.get("connection_id")),
+                entity_type=_text(fields.get("entity_type")),
+                status=RunStatus.FAILED,
+                started_at=utc_now(),
+                finished_at=utc_now(),
+                request_id=_text(fields.get("request_id")),
+                error_kind="poison",
+                error_message=reason,
+            )
+        )
+    except Exception:
+        log.exception("could not record the dead-lettered job")
+
+
+def _text(value: object) -> str | None:
+    return value[:128] if isinstance(value, str) else None
+
+
+def _safe_fields(fields: dict[str, object]) -> dict[str, str | None]:
+    """The identifying fields of a payload, and nothing else (no secrets travel)."""
+    return {k: _text(fields.get(k)) for k in ("connection_id", "entity_type", "run_id")}

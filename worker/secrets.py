@@ -11,6 +11,7 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from worker.errors import ConfigError, SecretError
+from worker.sentry import register_secret
 from worker.settings import Settings
 
 
@@ -45,12 +46,16 @@ class SecretBox:
     def decrypt(self, ciphertext: str) -> str:
         """The secret; SecretError when no configured key opens it."""
         try:
-            return self._box.decrypt(ciphertext.encode()).decode()
+            plaintext = self._box.decrypt(ciphertext.encode()).decode()
         except InvalidToken:
             raise SecretError(
                 "a stored secret cannot be decrypted with ENTITY_SYNC_SECRET_KEY "
                 "(was the key replaced instead of rotated?)"
             ) from None
+        # Every secret in use is known to the Sentry scrubber, whatever the
+        # variable or message it ends up in.
+        register_secret(plaintext)
+        return plaintext
 
     def rotate(self, ciphertext: str) -> str:
         """The same secret re-encrypted with the newest key."""

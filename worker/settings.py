@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     tie_settle_seconds: PositiveSeconds = 2.0
     max_tie_passes: Annotated[int, Field(ge=1, le=1000)] = 20
 
+    # Scheduling: every connection syncs this often unless it has its own interval.
+    sync_interval_seconds: Annotated[int, Field(ge=1, le=7 * 86_400)] = 900
+    schedule_enabled: bool = True  # false: only requested syncs run (tests, maintenance)
+    # The broker may hand out a message again after a crash; past this many
+    # deliveries it is a poison job and is dead-lettered instead of run.
+    max_deliveries: Annotated[int, Field(ge=1, le=100)] = 5
+
     # Coordination.
     lease_ttl: PositiveSeconds = 300.0
     visibility_timeout: PositiveSeconds = 3600.0
@@ -91,6 +98,10 @@ class Settings(BaseSettings):
     webhook_retry_cap_seconds: PositiveSeconds = 3600.0
     # A connection whose breaker stays open this long fires connection.unavailable.
     unavailable_after_seconds: PositiveSeconds = 300.0
+
+    # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901
 
     # Operations.
     log_level: str = "INFO"

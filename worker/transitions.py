@@ -9,6 +9,7 @@ from worker.errors import UpstreamError
 from worker.events import EventReason, build_event, event_for_transition
 from worker.guard import StateChange
 from worker.logs import connection_log
+from worker.sentry import report_transition
 from worker.store import SqlStore, TransitionRecord
 from worker.timeutil import canonical, utc_now
 
@@ -78,5 +79,7 @@ class TransitionRecorder:
                 "event": event.type if event and written else None,
             },
         )
+        if written or event is None:  # an event repeating the latest is no news to Sentry either
+            report_transition(change)
         if written:
             self._relay(change.connection_id)

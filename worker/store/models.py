@@ -41,6 +41,7 @@ class Connection:
     rate_burst: int | None = None
     max_concurrency: int | None = None
     webhook_secret_ciphertext: str | None = field(default=None, repr=False)
+    sync_interval_s: int | None = None  # None: ENTITY_SYNC_SYNC_INTERVAL_SECONDS
 
 
 @dataclass(frozen=True)

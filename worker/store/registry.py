@@ -15,8 +15,11 @@ from worker.timeutil import utc_now
 _CONNECTION_COLUMNS = (
     "id, name, entity_types, upstream_url, webhook_url, token_ciphertext, token_version, "
     "created_at, updated_at, rate_per_second, rate_burst, max_concurrency, "
-    "webhook_secret_ciphertext"
+    "webhook_secret_ciphertext, sync_interval_s"
 )
+
+
+MAX_MERGED_SLOTS = 100  # how many passed slots one claim logs as merged
 
 
 class RegistryStore(StoreBase):
@@ -31,7 +34,7 @@ class RegistryStore(StoreBase):
                 raise ConnectionExists(f"connection {connection.id!r} already exists")
             tx.execute(
                 f"INSERT INTO connections ({_CONNECTION_COLUMNS}) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     connection.id,
                     connection.name,
@@ -46,6 +49,7 @@ class RegistryStore(StoreBase):
                     connection.rate_burst,
                     connection.max_concurrency,
                     connection.webhook_secret_ciphertext,
+                    connection.sync_interval_s,
                 ),
             )
 
@@ -105,6 +109,59 @@ class RegistryStore(StoreBase):
             ).rowcount
             if not updated:
                 raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+    @translated
+    def set_interval(self, connection_id: str, seconds: int | None) -> None:
+        """Set (None: clear) how often a connection is synced on schedule."""
+        with self._write() as tx:
+            updated = tx.execute(
+                "UPDATE connections SET sync_interval_s = ?, updated_at = ? WHERE id = ?",
+                (seconds, utc_now(), connection_id),
+            ).rowcount
+            if not updated:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+
+    @translated
+    def claim_slot(self, connection_id: str, slot: int, outcome: str) -> bool:
+        """Claim schedule slot ``slot`` of a connection: True for exactly one caller.
+
+        The claim moves ``last_slot`` forward in one statement, so two
+        schedulers (or a restarted one) can never enqueue the same slot twice;
+        the log keeps what became of each slot.
+        """
+        now = utc_now()
+        with self._write() as tx:
+            rows = tx.execute(
+                "SELECT last_slot FROM connections WHERE id = ?", (connection_id,)
+            ).fetchall()
+            previous = rows[0][0] if rows else None
+            claimed = tx.execute(
+                "UPDATE connections SET last_slot = ? WHERE id = ? "
+                "AND (last_slot IS NULL OR last_slot < ?)",
+                (slot, connection_id, slot),
+            ).rowcount
+            if not claimed:
+                return False
+            # Slots passed while no scheduler ran (late, or down) are not sent
+            # in a burst: this one sync covers them, and the log says so.
+            missed = range(max(previous + 1, slot - MAX_MERGED_SLOTS), slot) if previous else ()
+            tx.executemany(
+                "INSERT INTO schedule_log (connection_id, slot, outcome, at) VALUES (?, ?, ?, ?)",
+                [(connection_id, s, f"merged into {slot}", now) for s in missed]
+                + [(connection_id, slot, outcome, now)],
+            )
+        return True
+
+    @translated
+    def schedule_log(self, connection_id: str | None = None) -> list[tuple[str, int, str]]:
+        """(connection, slot, outcome) of every claimed slot, oldest first."""
+        where, params = ("WHERE connection_id = ?", (connection_id,)) if connection_id else ("", ())
+        rows = self._read(
+            f"SELECT connection_id, slot, outcome FROM schedule_log {where} "
+            "ORDER BY connection_id, slot",
+            params,
+        )
+        return [(row[0], int(row[1]), row[2]) for row in rows]
 
     @translated
     def set_limits(
@@ -189,4 +246,5 @@ def _connection(row: Sequence[Any]) -> Connection:
         rate_burst=row[10],
         max_concurrency=row[11],
         webhook_secret_ciphertext=row[12],
+        sync_interval_s=row[13],
     )

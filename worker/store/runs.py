@@ -172,6 +172,20 @@ class SyncStore(RegistryStore):
             )
 
     @translated
+    def busy_connections(self, *, started_after: str) -> set[str]:
+        """Connections with a run still going (running or parked) that began after a time.
+
+        The cut-off keeps a run whose last task was lost (a flushed broker)
+        from blocking its connection's schedule for ever.
+        """
+        rows = self._read(
+            "SELECT DISTINCT connection_id FROM runs WHERE status IN ('running', 'deferred') "
+            "AND started_at > ?",
+            (started_after,),
+        )
+        return {row[0] for row in rows if row[0]}
+
+    @translated
     def get_cursor(self, connection_id: str, entity_type: str) -> str | None:
         """The inclusive lower bound the next page request starts from."""
         rows = self._read(

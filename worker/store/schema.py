@@ -87,6 +87,16 @@ MIGRATIONS[2] = (
     "ALTER TABLE connections ADD COLUMN rate_burst INTEGER",
     "ALTER TABLE connections ADD COLUMN max_concurrency INTEGER",
     "ALTER TABLE connections ADD COLUMN webhook_secret_ciphertext TEXT",
+    # Scheduling: the interval (NULL: the default) and the last slot enqueued.
+    "ALTER TABLE connections ADD COLUMN sync_interval_s INTEGER",
+    "ALTER TABLE connections ADD COLUMN last_slot BIGINT",
+    """CREATE TABLE schedule_log (
+        connection_id TEXT NOT NULL,
+        slot BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (connection_id, slot)
+    )""",
     """CREATE TABLE parked_jobs (
         connection_id TEXT NOT NULL,
         entity_type TEXT NOT NULL,

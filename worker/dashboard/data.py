@@ -1,0 +1,213 @@
+"""The dashboard's grid: every (connection, entity type) with its state and freshness.
+
+The store says what was synced and when; the breakers in Redis say what may
+run now (the same join as ``entity-sync status``). Freshness lag is the time
+since the pair's last successful run finished, or since the connection was
+registered when it never succeeded; a pair is *stale* once its lag passes
+``STALE_AFTER_INTERVALS`` of its connection's sync interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.breaker import Breaker, BreakerView
+from worker.entities import ALL_ENTITY_TYPES
+from worker.errors import EntitySyncError
+from worker.status import UNKNOWN, Health, StatusRow, health_of
+from worker.store import Connection, ParkedJob, SqlStore
+from worker.timeutil import canonical, parse_instant
+
+STALE_AFTER_INTERVALS = 3
+STATES = ("healthy", "paused", "open", "half-open", "halted", "blocked", "unknown")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (connection, entity type) square of the grid."""
+
+    connection_id: str
+    entity_type: str
+    state: str  # one of STATES
+    stale: bool
+    until: str | None  # when a pause or open breaker is due to end
+    reason: str | None
+    last_success_at: str | None
+    lag_s: float | None  # None only when the connection's creation time is unknown
+    never_synced: bool
+    last_run_status: str | None
+    last_error: str | None
+    last_error_kind: str | None
+    records: int
+    deleted: int
+    quarantined: int
+    recent_failures: int
+    parked_until: str | None
+    parked_reason: str | None
+
+
+@dataclass(frozen=True)
+class ConnectionRow:
+    """One row of the grid: a connection and a cell per entity type it syncs."""
+
+    id: str
+    name: str
+    interval_s: float
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class LevelWindow:
+    """Requests one breaker level saw in its failure-rate window (the last minute)."""
+
+    connection_id: str
+    level: str  # "connection" or an entity type
+    calls: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Everything the page, the JSON and the freshness metrics show."""
+
+    generated_at: str
+    redis_ok: bool
+    default_interval_s: float
+    stale_after_intervals: int
+    entity_types: tuple[str, ...]
+    connections: tuple[ConnectionRow, ...]
+    windows: tuple[LevelWindow, ...]
+
+    def cells(self) -> list[Cell]:
+        """Every cell, row by row."""
+        return [cell for row in self.connections for cell in row.cells]
+
+    def as_json(self) -> dict[str, Any]:
+        """The /api/status body: the grid plus counts per state (breaker windows left out)."""
+        counts = dict.fromkeys(STATES, 0) | {"stale": 0}
+        for cell in self.cells():
+            counts[cell.state] += 1
+            counts["stale"] += cell.stale
+        body = asdict(self)
+        del body["windows"]
+        body["counts"] = counts
+        return body
+
+
+def interval_of(connection: Connection, default_s: float) -> float:
+    """The connection's own sync interval where it has one, else the default."""
+    # getattr: the per-connection interval belongs to the scheduler's part of
+    # the model; a store without it still gets a dashboard.
+    own = getattr(connection, "sync_interval_s", None)
+    return float(own) if isinstance(own, int | float) and own > 0 else default_s
+
+
+def build_grid(
+    store: SqlStore,
+    breaker: Breaker | None,
+    *,
+    default_interval_s: float,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Grid:
+    """Read the store and the breakers once and put the grid together.
+
+    With no breaker, or Redis unreachable, every state is ``unknown``; the
+    store's half (freshness, last error) is still there.
+    """
+    moment = now()
+    connections = store.list_connections()
+    views, redis_ok = _breaker_views(breaker, [c.id for c in connections])
+    parked = {(job.connection_id, job.entity_type): job for job in store.parked_jobs()}
+    by_id = {c.id: c for c in connections}
+    by_connection: dict[str, list[Cell]] = {c.id: [] for c in connections}
+    for status in store.entity_statuses():
+        connection = by_id.get(status.connection_id)
+        if connection is None:  # registered after we listed: on the next refresh
+            continue
+        view = views.get(status.connection_id)
+        health = health_of(view)(status.entity_type) if view else UNKNOWN
+        row = StatusRow.of(status, health)
+        job = parked.get((status.connection_id, status.entity_type))
+        by_connection[status.connection_id].append(
+            _cell(row, health, connection, moment, default_interval_s, job)
+        )
+    rows = tuple(
+        ConnectionRow(
+            id=c.id,
+            name=c.name,
+            interval_s=interval_of(c, default_interval_s),
+            cells=tuple(by_connection[c.id]),
+        )
+        for c in connections
+    )
+    return Grid(
+        generated_at=canonical(moment),
+        redis_ok=redis_ok,
+        default_interval_s=default_interval_s,
+        stale_after_intervals=STALE_AFTER_INTERVALS,
+        entity_types=_entity_columns(rows),
+        connections=rows,
+        windows=tuple(
+            LevelWindow(cid, level.level, level.calls, level.failures)
+            for cid, view in views.items()
+            for level in (view.connection, *view.entity_types)
+        ),
+    )
+
+
+def _breaker_views(
+    breaker: Breaker | None, connection_ids: Sequence[str]
+) -> tuple[dict[str, BreakerView], bool]:
+    if breaker is None:
+        return {}, False
+    views = {}
+    for connection_id in connection_ids:
+        try:
+            views[connection_id] = breaker.show(connection_id)
+        except EntitySyncError:
+            # One timeout is enough to know Redis is away: don't wait once per connection.
+            return {}, False
+    return views, True
+
+
+def _cell(
+    row: StatusRow,
+    health: Health,
+    connection: Connection,
+    moment: datetime,
+    default_interval_s: float,
+    job: ParkedJob | None,
+) -> Cell:
+    since = row.last_success_at or connection.created_at or None
+    lag = max(0.0, (moment - parse_instant(since)).total_seconds()) if since else None
+    interval = interval_of(connection, default_interval_s)
+    return Cell(
+        connection_id=row.connection_id,
+        entity_type=row.entity_type,
+        state=health.state,
+        stale=lag is not None and lag > STALE_AFTER_INTERVALS * interval,
+        until=row.state_until,
+        reason=row.state_reason or None,
+        last_success_at=row.last_success_at,
+        lag_s=round(lag, 1) if lag is not None else None,
+        never_synced=row.last_success_at is None,
+        last_run_status=row.last_run_status,
+        last_error=row.last_error,
+        last_error_kind=row.last_error_kind,
+        records=row.records,
+        deleted=row.deleted,
+        quarantined=row.quarantined,
+        recent_failures=row.recent_failures,
+        parked_until=job.due_at if job else None,
+        parked_reason=job.reason if job else None,
+    )
+
+
+def _entity_columns(rows: Sequence[ConnectionRow]) -> tuple[str, ...]:
+    """The entity types any connection syncs, in the API's order."""
+    used = {cell.entity_type for row in rows for cell in row.cells}
+    known = [t.value for t in ALL_ENTITY_TYPES if t.value in used]
+    return tuple(known + sorted(used - set(known)))

@@ -1,0 +1,201 @@
+"""/metrics: the grid and the store's totals in the Prometheus text exposition format.
+
+Written by hand (format version 0.0.4): every value is derived at scrape time
+from the store and the breakers, so there is no in-process registry to keep.
+There is no per-request counter anywhere in entity-sync; "requests by outcome"
+comes from two honest sources instead: the pages every run fetched and
+committed (store, since the beginning) and the calls and failures in each
+breaker's one-minute window (Redis, right now).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from worker.dashboard.data import Grid
+from worker.dashboard.stats import Totals
+from worker.timeutil import parse_instant
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Labels = Mapping[str, str]
+
+
+@dataclass
+class Family:
+    """One metric: its name, type, help line and samples."""
+
+    name: str
+    type: str  # counter or gauge
+    help: str
+    samples: list[tuple[Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float, **labels: str) -> None:
+        self.samples.append((labels, value))
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render(families: Iterable[Family]) -> str:
+    """The text format: HELP, TYPE, then one ``name{labels} value`` line per sample."""
+    lines: list[str] = []
+    for family in families:
+        help_text = family.help.replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"# HELP {family.name} {help_text}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for labels, value in family.samples:
+            inner = ",".join(f'{key}="{_label_value(val)}"' for key, val in labels.items())
+            name = f"{family.name}{{{inner}}}" if inner else family.name
+            lines.append(f"{name} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def families(grid: Grid, totals: Totals) -> list[Family]:
+    """Every metric the dashboard exports."""
+    return [*_grid_families(grid), *_store_families(totals)]
+
+
+def _grid_families(grid: Grid) -> list[Family]:
+    redis_up = Family(
+        "entity_sync_redis_up", "gauge", "1 when the breakers in Redis could be read."
+    )
+    redis_up.add(1 if grid.redis_ok else 0)
+    state = Family(
+        "entity_sync_pair_state",
+        "gauge",
+        "1 for the current state of each connection and entity type "
+        "(healthy, paused, open, half-open, halted, blocked, unknown).",
+    )
+    lag = Family(
+        "entity_sync_freshness_lag_seconds",
+        "gauge",
+        "Seconds since the pair's last successful run finished "
+        "(since the connection was registered when it never succeeded).",
+    )
+    stale = Family(
+        "entity_sync_stale",
+        "gauge",
+        f"1 when the freshness lag passes {grid.stale_after_intervals} sync intervals.",
+    )
+    last_success = Family(
+        "entity_sync_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the pair's last successful run finished (absent: never).",
+    )
+    records = Family(
+        "entity_sync_records_synced", "gauge", "Records held in the store, deletions included."
+    )
+    deleted = Family("entity_sync_records_deleted", "gauge", "Records deleted upstream.")
+    quarantined = Family(
+        "entity_sync_records_quarantined", "gauge", "Records that could not be stored."
+    )
+    interval = Family(
+        "entity_sync_sync_interval_seconds", "gauge", "How often each connection should sync."
+    )
+    for row in grid.connections:
+        interval.add(row.interval_s, connection=row.id)
+        for cell in row.cells:
+            pair = {"connection": cell.connection_id, "entity_type": cell.entity_type}
+            state.add(1, **pair, state=cell.state)
+            if cell.lag_s is not None:
+                lag.add(cell.lag_s, **pair)
+            stale.add(1 if cell.stale else 0, **pair)
+            if cell.last_success_at:
+                last_success.add(parse_instant(cell.last_success_at).timestamp(), **pair)
+            records.add(cell.records, **pair)
+            deleted.add(cell.deleted, **pair)
+            quarantined.add(cell.quarantined, **pair)
+    window = Family(
+        "entity_sync_breaker_window_requests",
+        "gauge",
+        "Upstream requests in each breaker level's failure-rate window (the last minute), "
+        "by outcome.",
+    )
+    for level in grid.windows:
+        where = {"connection": level.connection_id, "level": level.level}
+        window.add(level.calls - level.failures, **where, outcome="success")
+        window.add(level.failures, **where, outcome="failure")
+    return [
+        *(redis_up, state, lag, stale, last_success, interval),
+        *(records, deleted, quarantined, window),
+    ]
+
+
+def _store_families(totals: Totals) -> list[Family]:
+    runs = Family("entity_sync_runs_total", "counter", "Finished runs by final status.")
+    pages = Family(
+        "entity_sync_upstream_pages_total",
+        "counter",
+        "Upstream list pages fetched and committed (successful requests).",
+    )
+    written = Family(
+        "entity_sync_records_written_total",
+        "counter",
+        "Records written by runs (a page repeated after a crash counts again).",
+    )
+    for total in totals.runs:
+        runs.add(
+            total.runs,
+            connection=total.connection_id,
+            entity_type=total.entity_type,
+            status=total.status,
+        )
+    # Summed over every status: a run's pages move from "running" to its final
+    # status, and a counter split by status would go down when they do.
+    by_pair: dict[tuple[str, str], tuple[int, int]] = {}
+    for total in (*totals.runs, *totals.active_runs):
+        key = (total.connection_id, total.entity_type)
+        so_far = by_pair.get(key, (0, 0))
+        by_pair[key] = (so_far[0] + total.pages, so_far[1] + total.records)
+    for (connection_id, entity_type), (page_count, record_count) in sorted(by_pair.items()):
+        pages.add(page_count, connection=connection_id, entity_type=entity_type)
+        written.add(record_count, connection=connection_id, entity_type=entity_type)
+    active = Family(
+        "entity_sync_runs_active", "gauge", "Runs going (running) or parked (deferred) now."
+    )
+    for total in totals.active_runs:
+        active.add(
+            total.runs,
+            connection=total.connection_id,
+            entity_type=total.entity_type,
+            status=total.status,
+        )
+    failures = Family(
+        "entity_sync_run_failures_total", "counter", "Failed runs by the kind of failure."
+    )
+    for failure in totals.failures:
+        failures.add(
+            failure.runs,
+            connection=failure.connection_id,
+            entity_type=failure.entity_type,
+            kind=failure.kind,
+        )
+    transitions = Family(
+        "entity_sync_breaker_transitions_total",
+        "counter",
+        "Breaker state changes by level (connection or entity type), from and to.",
+    )
+    for t in totals.transitions:
+        labels = {"connection": t.connection_id, "level": t.level, "from": t.from_state}
+        transitions.add(t.count, **labels, to=t.to_state)
+    events = Family("entity_sync_events", "gauge", "Outbox events by type and delivery status.")
+    for e in totals.events:
+        events.add(e.count, type=e.type, status=e.status)
+    parked = Family(
+        "entity_sync_parked_jobs", "gauge", "Sync jobs parked behind a breaker or a pause."
+    )
+    for connection_id, count in totals.parked:
+        parked.add(count, connection=connection_id)
+    return [runs, pages, written, active, failures, transitions, events, parked]

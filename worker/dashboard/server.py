@@ -1,0 +1,234 @@
+"""The dashboard's HTTP server: GET and HEAD only, loopback by default.
+
+Routes: ``/`` the page, ``/api/status`` the grid as JSON, ``/metrics``
+Prometheus text, ``/healthz`` whether the store answers. Every other method
+is answered 405: there is no endpoint that changes anything. Bound to a
+loopback address it also refuses requests whose Host header names another
+host, so a web page cannot reach it through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from worker.breaker import Breaker
+from worker.dashboard import metrics
+from worker.dashboard.data import Grid, build_grid
+from worker.dashboard.page import CONTENT_SECURITY_POLICY, PAGE
+from worker.dashboard.stats import Totals, store_totals
+from worker.errors import EntitySyncError
+from worker.store import SqlStore
+
+log = logging.getLogger("entity_sync.dashboard")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8901
+ALLOWED = "GET, HEAD"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the dashboard on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere: treat it as exposed
+
+
+@dataclass
+class Dashboard:
+    """Builds the grid and the totals, at most once per ``cache_s`` for all requests."""
+
+    store: SqlStore
+    breaker: Breaker | None
+    default_interval_s: float
+    cache_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built_at = float("-inf")
+        self._snapshot: tuple[Grid, Totals] | None = None
+
+    def snapshot(self) -> tuple[Grid, Totals]:
+        """The grid and totals; raises EntitySyncError when the store does not answer."""
+        with self._lock:
+            if self._snapshot is None or time.monotonic() - self._built_at > self.cache_s:
+                try:
+                    grid = build_grid(
+                        self.store, self.breaker, default_interval_s=self.default_interval_s
+                    )
+                    self._snapshot = (grid, store_totals(self.store))
+                    self._built_at = time.monotonic()
+                finally:
+                    # Each request runs on its own thread; don't leave one
+                    # database connection behind per request.
+                    self.store.drop_connection()
+            return self._snapshot
+
+
+class DashboardServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves one Dashboard."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, dashboard: Dashboard) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.dashboard = dashboard
+        self.loopback = is_loopback(host)
+        super().__init__((host.strip("[]"), port), Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[0], self.server_address[1]
+        assert isinstance(host, str)  # an IP socket, never AF_UNIX
+        shown = f"[{host}]" if self.address_family == socket.AF_INET6 else host
+        return f"http://{shown}:{port}/"
+
+    def start(self) -> DashboardServer:
+        """Serve on a daemon thread (tests, demos); ``close`` stops it."""
+        threading.Thread(target=self.serve_forever, name="dashboard", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answers GET and HEAD on the four routes; 405 to anything else."""
+
+    server: DashboardServer
+    server_version = "entity-sync-dashboard"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The base class answers 501 to a method it has no do_* for: that is
+        # every method but GET and HEAD, and the honest answer is 405.
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command not in ("GET", "HEAD"):
+            self.close_connection = True
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                b"405 method not allowed: the dashboard is read-only (GET and HEAD only)\n",
+                head=False,
+                extra={"Allow": ALLOWED},
+            )
+            return
+        super().send_error(code, message, explain)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _answer(self, *, head: bool) -> None:
+        if not self._host_allowed():
+            body = b"403 forbidden: this dashboard answers to loopback host names only\n"
+            self._send(HTTPStatus.FORBIDDEN, "text/plain; charset=utf-8", body, head=head)
+            return
+        path = urlsplit(self.path).path
+        try:
+            self._route(path, head=head)
+        except EntitySyncError as exc:
+            log.warning("dashboard: the store did not answer: %s", exc)
+            body = f"503 unavailable: {exc}\n".encode()
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", body, head)
+
+    def _route(self, path: str, *, head: bool) -> None:
+        if path in ("/", "/index.html"):
+            extra = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode(), head, extra)
+        elif path == "/api/status":
+            grid, _ = self.server.dashboard.snapshot()
+            self._send(HTTPStatus.OK, "application/json", _json(grid.as_json()), head)
+        elif path == "/metrics":
+            grid, totals = self.server.dashboard.snapshot()
+            text = metrics.render(metrics.families(grid, totals))
+            self._send(HTTPStatus.OK, metrics.CONTENT_TYPE, text.encode(), head)
+        elif path == "/healthz":
+            self.server.dashboard.snapshot()
+            self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", head)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"404 not found\n", head)
+
+    def _host_allowed(self) -> bool:
+        host = self.headers.get("Host")
+        if not self.server.loopback or not host:
+            return True
+        name = urlsplit(f"//{host}").hostname or ""
+        return is_loopback(name)
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        content_type: str,
+        body: bytes,
+        head: bool,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        headers = {
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+        }
+        for name, value in (headers | (extra or {})).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+
+def _json(body: object) -> bytes:
+    # Strings from customers and upstreams stay inert even if a browser were
+    # talked into reading this as HTML: no raw <, > or & leave the server.
+    text = json.dumps(body, ensure_ascii=False)
+    text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return text.encode()
+
+
+def serve(
+    *,
+    store: SqlStore,
+    breaker: Breaker | None,
+    default_interval_s: float,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    out: TextIO = sys.stderr,
+) -> None:
+    """Serve the dashboard until interrupted, saying where (and warning when exposed)."""
+    server = DashboardServer(host, port, Dashboard(store, breaker, default_interval_s))
+    if not server.loopback:
+        print(
+            f"WARNING: the dashboard is bound to {host}, not to loopback: anyone who can "
+            "reach this port can read every connection's status and last errors (there is "
+            "no authentication). Bind to 127.0.0.1 or put an authenticating proxy in front.",
+            file=out,
+        )
+    print(f"entity-sync dashboard (read-only) at {server.url}; Ctrl-C stops", file=out)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

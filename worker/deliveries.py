@@ -1,0 +1,29 @@
+"""Count how often the broker hands out one message, to stop poison jobs.
+
+A task that kills its worker is requeued (``task_reject_on_worker_lost``) and
+would kill the next one, for ever. Each delivery of a message (same task id,
+same retry number) is counted in Redis; past ``max_deliveries`` the job is
+dead-lettered with its reason instead of being run again.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from worker import redis_keys
+from worker.errors import CoordinationError
+
+COUNT_TTL_S = 86_400
+
+
+def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int:
+    """Count this delivery; returns how many times the message was handed out."""
+    key = redis_keys.deliveries(task_id, retries)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, COUNT_TTL_S)
+        count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        raise CoordinationError(f"redis: {exc}") from exc
+    return int(count)
