@@ -24,8 +24,11 @@ Counting contract: the caller decides ``counts_as_failure``. Timeouts, 5xx and
 connection errors count; 4xx validation, cancellations and "breaker open" never
 do. A failure belongs to one level (``scope``): CONNECTION (default) or
 ENTITY_TYPE; the other level treats it as neutral, as it does a non-counting
-failure or scope RECORD. A neutral outcome of a probe (``Outcome.neutral()``
-for a cancelled call) releases the probe for another caller. Failures with
+failure or scope RECORD, with one exception: a counting ENTITY_TYPE failure of
+the probe of a half-open connection fails the connection's probe too (it
+reopens, with backoff; no second caller probes the same half-open spell). A
+neutral outcome of a probe (``Outcome.neutral()`` for a cancelled call)
+releases the probe for another caller. Failures with
 scope ENTITY_TYPE also feed escalation evidence
 (``RecordResult.distinct_entity_types``), counting or not, stale or not.
 

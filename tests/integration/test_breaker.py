@@ -469,3 +469,25 @@ def test_redis_unreachable_raises_coordination_error_quickly() -> None:
         with pytest.raises(CoordinationError):
             call()
     assert time.monotonic() - started < 3.0
+
+
+def test_an_entity_failure_of_a_half_open_connections_probe_reopens_it(
+    client: redis.Redis,
+) -> None:
+    clock = FakeClock()
+    b = make(client, BreakerPolicy(base_open_s=2.0, max_open_s=16.0), now_override=clock)
+    b.force_open("c1", seconds=1.0, reason="offline")
+    clock.now += 1.5
+    probe = b.admit("c1", "assets")
+    assert probe.probe
+    ent_fail = Outcome.failure(Kind.UNAVAILABLE, counts_as_failure=True, scope=Scope.ENTITY_TYPE)
+    r = b.record(probe, outcome=ent_fail)
+    [t] = [t for t in r.transitions if t.level == "connection"]
+    assert (t.from_state, t.to_state) == (State.HALF_OPEN, State.OPEN)
+    # No second probe in the same spell, and the reopening backs off.
+    assert b.admit("c1", "sites").reason is Reason.OPEN
+    assert b.show("c1").connection.openings == 1
+    # In the closed state the same failure stays with the entity type.
+    b.force_close("c1")
+    r = b.record(b.admit("c1", "assets"), outcome=ent_fail)
+    assert r.connection.state is State.CLOSED and b.show("c1").connection.calls == 0

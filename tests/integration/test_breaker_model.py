@@ -296,6 +296,8 @@ class BreakerMachine(RuleBasedStateMachine):
         real = self.breaker.record(adm, outcome=out)
         conn_fx, ent_fx = level_effects(out, has_entity=adm.entity_type is not None)
         m = self.model
+        if (conn_fx, ent_fx) == ("neutral", "failure") and m.conn.state == "half_open":
+            conn_fx = "failure"  # a half-open connection's probe failed its trial
         stale, frm = m.record_level(
             m.conn, adm.conn_generation, adm.probe_token, conn_fx, out, jitter, self.now
         )

@@ -89,8 +89,18 @@ local function record_level(lk, gen, outcome)
   return result('applied', s, from), true
 end
 
+-- A half-open connection is on trial, and this call may be its one probe:
+-- a counting failure fails the trial even when it is scoped to the entity
+-- type. Were it neutral there, the probe would be released and a second and
+-- third caller would probe in the same half-open spell, and the reopening
+-- would lose its backoff.
+local conn_outcome = ARGV[6]
+if conn_outcome == 'neutral' and ARGV[7] == 'failure' and token ~= ''
+   and redis.call('HGET', KEYS[1], 'state') == 'half_open' then
+  conn_outcome = 'failure'
+end
 local out = record_level({state = KEYS[1], probe = KEYS[2], window = KEYS[3]},
-                         tonumber(ARGV[3]), ARGV[6])
+                         tonumber(ARGV[3]), conn_outcome)
 local distinct = 0
 if #KEYS >= 7 then
   local ent, saved = record_level({state = KEYS[5], probe = KEYS[6], window = KEYS[7]},
