@@ -103,3 +103,48 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     bad_setting = env.cli("status")
     assert bad_setting.returncode == 2
     assert "ENTITY_SYNC_PAGE_SIZE" in bad_setting.stderr
+
+
+def test_rotate_key_re_encrypts_tokens_and_webhook_secrets(tmp_path: Path) -> None:
+    from worker.secrets import SecretBox, generate_key
+
+    env = Env(
+        store_url=f"sqlite:///{tmp_path}/store.db",
+        upstream_url="http://127.0.0.1:9",
+        ENTITY_SYNC_WEBHOOK_ALLOW_HTTP="true",
+        ENTITY_SYNC_WEBHOOK_ALLOW_PRIVATE="true",
+    )
+    old = env.vars["ENTITY_SYNC_SECRET_KEY"]
+    assert env.cli("connections", "add", "plant-1", "--token-stdin", stdin=TOKEN).returncode == 0
+    hook = env.cli(
+        "connections",
+        "set-webhook",
+        "plant-1",
+        "http://127.0.0.1:9/hook",
+        "--secret-stdin",
+        stdin="whsec_rotate_me\n",
+    )
+    assert hook.returncode == 0, hook.stderr
+    new = generate_key()
+    env.vars["ENTITY_SYNC_SECRET_KEY"] = f"{new},{old}"
+    rotated = env.cli("rotate-key")
+    assert rotated.returncode == 0 and "1 token(s) and 1 webhook secret(s)" in rotated.stdout
+    env.vars["ENTITY_SYNC_SECRET_KEY"] = new  # the old key is gone now
+    connection = env.store().get_connection("plant-1")
+    assert connection.token_ciphertext and connection.webhook_secret_ciphertext
+    assert SecretBox(new).decrypt(connection.token_ciphertext) == TOKEN
+    assert SecretBox(new).decrypt(connection.webhook_secret_ciphertext) == "whsec_rotate_me"
+
+
+def test_webhook_urls_are_refused_when_unsafe(tmp_path: Path) -> None:
+    env = Env(store_url=f"sqlite:///{tmp_path}/store.db", upstream_url="http://127.0.0.1:9")
+    assert env.cli("connections", "add", "plant-1").returncode == 0
+    for url, why in [
+        ("http://hooks.example.com/x", "https is required"),
+        ("https://127.0.0.1/x", "loopback"),
+        ("https://10.1.2.3/x", "private"),
+        ("https://user:pw@hooks.example.com/x", "user:password@"),
+    ]:
+        result = env.cli("connections", "set-webhook", "plant-1", url)
+        assert result.returncode == 2, url
+        assert "webhook URL refused" in result.stderr and why in result.stderr, result.stderr
