@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support import WorkerProcess, postgres_schema, require_redis
+from tests.support import SCRIPTS_REDIS_URL, WorkerProcess, postgres_schema, require_redis
 
 
 @pytest.fixture
@@ -18,6 +18,18 @@ def test_redis() -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    """DB 15 of the test Redis for the breaker and limit scripts, flushed before and after."""
+    c = redis.Redis.from_url(SCRIPTS_REDIS_URL, socket_connect_timeout=2)
+    assert c.connection_pool.connection_kwargs.get("db") == 15
+    c.ping()
+    c.flushdb()
+    yield c
+    c.flushdb()
+    c.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -25,6 +25,18 @@ POSTGRES_URL = os.environ.get(
     "ENTITY_SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 ROOT = Path(__file__).resolve().parent.parent
+# DB 15 on the test Redis: the breaker and limit tests flush it, and only it.
+SCRIPTS_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/15"
+
+
+class FakeClock:
+    """A clock for the scripts' ``now_override``: starts at a round number, moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def require_redis() -> redis.Redis:

@@ -7,17 +7,16 @@ scripts' clock with ``now_override`` so they need no sleeping.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 from redis.crc import key_slot
 
+from tests.support import SCRIPTS_REDIS_URL, FakeClock
 from worker.breaker import (
     Admission,
     Breaker,
@@ -32,12 +31,7 @@ from worker.limits import RatePolicy, connect_redis
 
 pytestmark = pytest.mark.integration
 
-# DB 15 on the test Redis: these tests flush it, and only it.
-REDIS_URL = urlunsplit(
-    urlsplit(os.environ.get("ENTITY_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))._replace(
-        path="/15"
-    )
-)
+REDIS_URL = SCRIPTS_REDIS_URL
 FAIL = Outcome.failure(Kind.UNAVAILABLE, counts_as_failure=True)
 OK = Outcome.ok()
 FAST = BreakerPolicy(
@@ -51,28 +45,6 @@ FAST = BreakerPolicy(
 )
 NO_RATE = RatePolicy(rate_per_s=10_000.0, burst=10_000)
 T = TypeVar("T")
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """DB 15 of the test Redis, flushed before and after; fails if Redis is down."""
-    c = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    assert c.connection_pool.connection_kwargs.get("db") == 15
-    c.ping()
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
-
-
-class FakeClock:
-    """A clock for ``now_override``: starts at a round number, moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make(

@@ -4,47 +4,20 @@ slots and per-connection overrides, against a real Redis (DB 15, flushed per tes
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 
+from tests.support import SCRIPTS_REDIS_URL, FakeClock
 from worker.breaker import Breaker, Reason
 from worker.errors import CoordinationError
 from worker.limits import ConnectionLimits, Limits, RatePolicy, connect_redis
 
 pytestmark = pytest.mark.integration
 
-# DB 15 on the test Redis: these tests flush it, and only it.
-REDIS_URL = urlunsplit(
-    urlsplit(os.environ.get("ENTITY_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))._replace(
-        path="/15"
-    )
-)
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """DB 15 of the test Redis, flushed before and after; fails if Redis is down."""
-    c = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    assert c.connection_pool.connection_kwargs.get("db") == 15
-    c.ping()
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+REDIS_URL = SCRIPTS_REDIS_URL
 
 
 def test_gcra_allows_the_burst_then_spaces_requests_at_the_rate(client: redis.Redis) -> None:
