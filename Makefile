@@ -31,7 +31,11 @@ lint: install
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
+chaos: install
+	$(PY) -m chaos $(ARGS)
+
 bench: install
+	$(PY) -m pip install --quiet -e '.[dev,flower,bench]'
 	$(PY) scripts/ensure_redis.py
 	$(PY) -m bench
 

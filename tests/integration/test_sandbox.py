@@ -485,3 +485,16 @@ def test_set_scenarios_restarts_and_control_errors(sb: SandboxHandle) -> None:
     assert control.post("/_sandbox/connections/ghost/mutate", json={}).status_code == 404
     assert control.get("/_sandbox/connections/base/records/spaceships").status_code == 400
     control.close()
+
+
+def test_a_connections_latency_applies_to_every_list_page() -> None:
+    import time as _time
+
+    config = {"connections": {"slow-token": {"seed": 1, "default_size": 5, "latency_ms": 300}}}
+    with running_sandbox(config=config) as sb, sb.api("slow-token") as api:
+        started = _time.monotonic()
+        assert api.get("/api/eam/assets").status_code == 200
+        assert _time.monotonic() - started >= 0.3
+        started = _time.monotonic()
+        assert api.get("/api/integrations/current").status_code == 200
+        assert _time.monotonic() - started < 0.3  # the status endpoint is not a list page

@@ -94,6 +94,8 @@ def handle_api(sandbox: Sandbox, req: ApiRequest) -> Handled:
         verdict = conn.faults.judge(entity, entity is not None)
     response = _answer(conn, req, entity, verdict, rid)
     response.latency_s += verdict.latency_s
+    if entity is not None:
+        response.latency_s += conn.spec.latency_ms / 1000.0  # a list page's own latency
     return Handled(response, token, label, verdict.inside_retry_window)
 
 

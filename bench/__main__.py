@@ -1,0 +1,78 @@
+"""``python -m bench [--quick] [--only NAME ...] [--runs N] [--output FILE]``.
+
+Runs the suites against the machine's Redis and PostgreSQL and writes
+BENCHMARKS.md. Benchmarks report; the exit status is 0 even when a target is
+missed (it is 1 only when a suite could not run at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUITES = ("throughput", "latency", "blast_radius", "memory", "redis_cost", "profile")
+
+
+def ensure_dependencies() -> None:
+    """Install the ``bench`` extra when it is missing (`make install` has only dev and flower)."""
+    missing = [
+        m for m in ("psutil", "pyinstrument", "gevent") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        print(f"bench: installing the bench extra ({', '.join(missing)} missing)", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[bench]"], check=True
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ensure_dependencies()
+    from bench.common import OUT_DIR, say
+    from bench.report import Section, write
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small smoke version (~3 min)")
+    parser.add_argument("--only", action="append", choices=SUITES, help="run only these suites")
+    parser.add_argument("--runs", type=int, default=None, help="runs per measurement (3)")
+    parser.add_argument("--output", type=Path, default=None, help="default: BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    quick_out = ROOT / "var" / "bench" / "BENCHMARKS.quick.md"
+    output = args.output or (quick_out if args.quick else ROOT / "BENCHMARKS.md")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    sections: list[Section] = []
+    summary: list[str] = []
+    started = time.monotonic()
+    failed = 0
+    for name in args.only or SUITES:
+        say(f"--- {name} ---")
+        t0 = time.monotonic()
+        module = importlib.import_module(f"bench.{name}")
+        try:
+            section, lines = module.run(quick=args.quick, runs=runs)
+        except Exception:
+            failed += 1
+            trace = traceback.format_exc()
+            say(f"{name} could not run:\n{trace}")
+            section = Section(name, f"{name}: could not run", f"python -m bench --only {name}")
+            section.text(f"```\n{trace[-2000:]}\n```")
+            lines = [f"- {name}: could not run (see its section)."]
+        section.seconds = time.monotonic() - t0
+        sections.append(section)
+        summary += lines
+        say(f"{name} took {section.seconds:.0f} s")
+    write(output, sections, argv=argv, summary=summary, total_s=time.monotonic() - started)
+    return 1 if failed == len(args.only or SUITES) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
