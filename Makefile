@@ -24,7 +24,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q tests/unit
 
-LINTED := $(wildcard worker tasks tests bench scripts)
+LINTED := $(wildcard worker tasks tests bench chaos scripts)
 
 lint: install
 	$(BIN)/ruff check $(LINTED)
