@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,4 +61,16 @@ def _t(seconds: float) -> str:
 
 
 def write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    path.write_text(without_local_paths(text), encoding="utf-8")
+
+
+def without_local_paths(text: str) -> str:
+    """The report without this machine's paths (tracebacks quote them)."""
+    root = str(Path(__file__).resolve().parents[1])
+    for local, shown in (
+        (sys.prefix, "<venv>"),
+        (root, "<project>"),
+        (sys.base_prefix, "<python>"),
+    ):
+        text = text.replace(local, shown)
+    return text
