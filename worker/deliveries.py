@@ -11,19 +11,11 @@ from __future__ import annotations
 import redis
 
 from worker import redis_keys
-from worker.errors import CoordinationError
+from worker.limits import count_with_ttl
 
 COUNT_TTL_S = 86_400
 
 
 def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int:
     """Count this delivery; returns how many times the message was handed out."""
-    key = redis_keys.deliveries(task_id, retries)
-    try:
-        pipe = client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, COUNT_TTL_S)
-        count, _ = pipe.execute()
-    except redis.RedisError as exc:
-        raise CoordinationError(f"redis: {exc}") from exc
-    return int(count)
+    return count_with_ttl(client, redis_keys.deliveries(task_id, retries), ttl_s=COUNT_TTL_S)

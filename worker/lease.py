@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis
 
 from worker.errors import CoordinationError
+from worker.limits import coordination
 from worker.redis_keys import lease as lease_key
 
 T = TypeVar("T")
@@ -54,10 +55,8 @@ class LeaseLost(CoordinationError):
 
 
 def _guarded(call: Callable[[], T]) -> T:
-    try:
+    with coordination("lease"):
         return call()
-    except redis.RedisError as exc:
-        raise CoordinationError(f"redis: {exc}") from exc
 
 
 class Leases:

@@ -63,6 +63,16 @@ def coordination(what: str) -> Iterator[None]:
         raise CoordinationError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+def count_with_ttl(client: redis.Redis, key: str, *, ttl_s: float) -> int:
+    """Add one to a counter that expires ``ttl_s`` after its last use; the new value."""
+    with coordination(f"count {key}"):
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, max(1, math.ceil(ttl_s)))
+        count, _ = pipe.execute()
+    return int(count)
+
+
 def lua(name: str) -> str:
     """The source of ``worker/lua/<name>.lua`` with the shared helpers prepended."""
     folder = resources.files("worker").joinpath("lua")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from worker import redis_keys
-from worker.errors import CoordinationError
+from worker.limits import coordination
 from worker.logs import connection_log
 from worker.secrets import SecretBox
 from worker.settings import Settings
@@ -66,11 +66,9 @@ def deliver_pending(
     """Deliver the connection's due events in order; stop at the first that fails."""
     holder = uuid.uuid4().hex
     lease = redis_keys.notify_lease(connection_id)
-    try:
+    with coordination(f"notify lease of {connection_id}"):
         if not cache.set(lease, holder, nx=True, px=int(NOTIFY_LEASE_S * 1000)):
             return DeliveryReport(busy=True)
-    except redis.RedisError as exc:
-        raise CoordinationError(f"redis: {exc}") from exc
     try:
         connection = store.get_connection(connection_id)
         return _deliver(store, secrets, settings, connection, send, rand)

@@ -12,8 +12,8 @@ import redis
 
 from worker import redis_keys
 from worker.classify import Where, error_for_sync_status
-from worker.errors import CoordinationError
 from worker.guard import Guard
+from worker.limits import coordination
 from worker.upstream import UpstreamClient
 
 
@@ -29,11 +29,9 @@ def preflight(
 ) -> None:
     """Raise what the guard decides when the connection is not healthy."""
     key = redis_keys.preflight(connection_id)
-    try:
+    with coordination(f"preflight of {connection_id}"):
         if cache.exists(key):
             return
-    except redis.RedisError as exc:
-        raise CoordinationError(f"redis: {exc}") from exc
 
     def ask() -> str:
         status = client.status(base_url, token)
@@ -43,15 +41,11 @@ def preflight(
         return status.sync_status
 
     sync_status = guard.call(None, Where.STATUS, ask)
-    try:
+    with coordination(f"preflight of {connection_id}"):
         cache.set(key, sync_status, px=max(1, int(cache_seconds * 1000)))
-    except redis.RedisError as exc:
-        raise CoordinationError(f"redis: {exc}") from exc
 
 
 def forget_preflight(cache: redis.Redis, connection_id: str) -> None:
     """Drop the cached answer (after a new token, say)."""
-    try:
+    with coordination(f"preflight of {connection_id}"):
         cache.delete(redis_keys.preflight(connection_id))
-    except redis.RedisError as exc:
-        raise CoordinationError(f"redis: {exc}") from exc

@@ -16,7 +16,7 @@ import redis
 from worker import redis_keys
 from worker.backoff import RetryBudget
 from worker.breaker import Breaker
-from worker.errors import CoordinationError
+from worker.limits import coordination, count_with_ttl
 
 
 class RetryBudgets:
@@ -36,14 +36,9 @@ class RetryBudgets:
         requests = max(view.connection.calls, sum(level.calls for level in view.entity_types))
         window = int(time.time() // self._window_s)
         key = redis_keys.retry_budget(connection_id, window)
-        try:
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, int(self._window_s * 2) + 1)
-            spent, _ = pipe.execute()
-            if self._budget.allows(requests, int(spent) - 1):
-                return True
+        spent = count_with_ttl(self._redis, key, ttl_s=self._window_s * 2)
+        if self._budget.allows(requests, spent - 1):
+            return True
+        with coordination(f"retry budget of {connection_id}"):
             self._redis.decr(key)  # a refused retry is not spent
-        except redis.RedisError as exc:
-            raise CoordinationError(f"redis: {exc}") from exc
         return False

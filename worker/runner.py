@@ -296,27 +296,10 @@ def _skip(rt: Runtime, job: SyncEntityJob, holder: str) -> Step:
 def record_rejection(rt: Runtime, task_name: str, payload: object, error: Exception) -> None:
     """Put a rejected job in the run history and the log (never raises)."""
     fields = payload if isinstance(payload, dict) else {}
-
-    def text(name: str) -> str | None:
-        value = fields.get(name)
-        return value[:128] if isinstance(value, str) else None
-
     message = f"{task_name}: {error}"[:2000]
     log.error("job rejected: %s", message, extra={"task_name": task_name})
     try:
-        rt.store.record_run(
-            Run(
-                id=str(uuid.uuid4()),
-                connection_id=text("connection_id"),
-                entity_type=text("entity_type"),
-                status=RunStatus.REJECTED,
-                started_at=utc_now(),
-                finished_at=utc_now(),
-                request_id=text("request_id"),
-                error_kind=Kind.BAD_REQUEST.value,
-                error_message=message,
-            )
-        )
+        rt.store.record_run(_ended_run(fields, RunStatus.REJECTED, Kind.BAD_REQUEST.value, message))
     except Exception:
         log.exception("could not record the rejected job in the run history")
 
@@ -334,21 +317,25 @@ def dead_letter(rt: Runtime, task_name: str, payload: object, deliveries: int) -
         if isinstance(run_id, str) and rt.store.get_run(run_id):
             rt.store.finish_run(run_id, RunStatus.FAILED, error_kind="poison", error_message=reason)
             return
-        rt.store.record_run(
-            Run(
-                id=str(uuid.uuid4()),
-                connection_id=_text(fields.get("connection_id")),
-                entity_type=_text(fields.get("entity_type")),
-                status=RunStatus.FAILED,
-                started_at=utc_now(),
-                finished_at=utc_now(),
-                request_id=_text(fields.get("request_id")),
-                error_kind="poison",
-                error_message=reason,
-            )
-        )
+        rt.store.record_run(_ended_run(fields, RunStatus.FAILED, "poison", reason))
     except Exception:
         log.exception("could not record the dead-lettered job")
+
+
+def _ended_run(fields: dict[str, object], status: RunStatus, kind: str, message: str) -> Run:
+    """A run that ended before it began (rejected, dead-lettered), for the history."""
+    now = utc_now()
+    return Run(
+        id=str(uuid.uuid4()),
+        connection_id=_text(fields.get("connection_id")),
+        entity_type=_text(fields.get("entity_type")),
+        status=status,
+        started_at=now,
+        finished_at=now,
+        request_id=_text(fields.get("request_id")),
+        error_kind=kind,
+        error_message=message,
+    )
 
 
 def _text(value: object) -> str | None:
