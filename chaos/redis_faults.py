@@ -6,7 +6,9 @@ breakers, pauses, leases, delivery counts *and the broker's queues* are gone.
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime
 
 from chaos.common import apply_audit, describe, pages_of
 from chaos.harness import CaseResult, default_settings, log, stack, succeeded
@@ -82,13 +84,13 @@ def outage(*, seconds: float = 20.0) -> CaseResult:
         wait_for(lambda: pages_of(s, request) >= 6, 120, "pages", worker)
         mark = len(worker.log())
         s.redis.freeze()
+        frozen_at = time.time()
         result.injected = 1
         log(f"redis down for {seconds:g}s")
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and worker.alive():
             time.sleep(0.5)
         stayed_up = worker.alive()
-        said = [line for line in worker.log()[mark:].splitlines() if "redis" in line.lower()]
         while time.monotonic() < deadline:
             time.sleep(0.5)
         s.redis.thaw()
@@ -96,6 +98,7 @@ def outage(*, seconds: float = 20.0) -> CaseResult:
         runs = s.wait_request(request, ENTITIES, 60)
         final_request = s.client().sync_connection("ro")
         final = s.wait_request(final_request, ENTITIES, 180) or []
+        said = _said_during(worker.log()[mark:], frozen_at, frozen_at + seconds)
         audit = s.audit("ro", token, ENTITIES)
         apply_audit(result, audit)
         result.survived = (
@@ -104,16 +107,36 @@ def outage(*, seconds: float = 20.0) -> CaseResult:
         result.outcome = (
             "worker "
             + ("stayed up" if stayed_up else "DIED at the outage (restarted by the harness)")
-            + f", {len(said)} log lines about Redis; "
-            f"interrupted run: {describe(runs) if runs else 'never finished'}; "
+            + (
+                f", said Redis was unreachable {said[0][0]:.1f} s into the outage"
+                f" ({len(said)} log lines during it); "
+                if said
+                else ", said NOTHING about Redis during the outage; "
+            )
+            + f"interrupted run: {describe(runs) if runs else 'never finished'}; "
             f"a later sync {'succeeded' if succeeded(final) else 'FAILED'}"
         )
         _death_notes(result, s.deaths)
         if runs is None:
             result.notes.append(_stuck_notes(s))
         if said:
-            result.notes.append(f"first outage log line: {said[0][:300]}")
+            result.notes.append(f"first outage log line: {said[0][1][:300]}")
     return result
+
+
+def _said_during(log_text: str, start: float, end: float) -> list[tuple[float, str]]:
+    """(seconds into the outage, line) of each worker log line about Redis inside it."""
+    said = []
+    for line in log_text.splitlines():
+        if "redis" not in line.lower():
+            continue
+        try:
+            at = datetime.fromisoformat(json.loads(line)["ts"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue  # not one of our JSON lines (the banner)
+        if start <= at <= end:
+            said.append((at - start, line))
+    return said
 
 
 def _death_notes(result: CaseResult, deaths: list[str]) -> None:

@@ -42,10 +42,12 @@ from worker.runner import (
     run_step,
 )
 from worker.runtime import Runtime, runtime
+from worker.task_base import SyncTask
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
 # task id, so the task takes its own lease back.
 _RETRY = {
+    "base": SyncTask,
     "autoretry_for": (StoreError, CoordinationError),
     "retry_backoff": 2,
     "retry_backoff_max": 60,

@@ -29,7 +29,8 @@ BEAT_SCHEDULE = {
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured for long, resumable, at-least-once sync work."""
     app = Celery("entity_sync", broker=settings.effective_broker_url, include=TASK_MODULES)
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    transport = broker_transport_options(settings)
+    redis_broker = settings.effective_broker_url.startswith(("redis://", "rediss://"))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -56,8 +57,34 @@ def create_app(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
+        # Celery's consumer and kombu's Redis channel, fixed to survive a broker
+        # restart under running tasks (worker/broker_loss.py).
+        worker_consumer="worker.broker_loss:Consumer",
     )
+    if redis_broker:
+        app.conf.broker_transport = "worker.broker_loss:Transport"
     return app
+
+
+# Broker socket limits (seconds). kombu polls Redis with a 1 s BRPOP, so a read
+# that takes longer than this means the server is gone or frozen: the consumer
+# then says so and reconnects, instead of waiting on the socket for ever.
+BROKER_SOCKET_TIMEOUT_S = 5.0
+BROKER_CONNECT_TIMEOUT_S = 5.0
+BROKER_HEALTH_CHECK_S = 25
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Visibility timeout for every broker; socket timeouts for a Redis one."""
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        options |= {
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
+            "socket_keepalive": True,
+            "health_check_interval": BROKER_HEALTH_CHECK_S,
+        }
+    return options
 
 
 app = create_app(get_settings())

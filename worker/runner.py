@@ -17,6 +17,7 @@ from typing import Any
 
 from worker.errors import (
     Blocked,
+    CoordinationError,
     Deferred,
     Halted,
     Kind,
@@ -100,8 +101,14 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
         return _park(rt, job, run_id, me, waiting, job.resume_from)
     try:
         result = _slice(rt, job, connection, run_id, me)
-    finally:
+    except CoordinationError:
+        # Redis is failing: freeing the slot would wait out a second timeout
+        # before the outage is even logged. The slot expires with its TTL.
+        raise
+    except BaseException:
         rt.limits.release_slot(connection.id, me)
+        raise
+    rt.limits.release_slot(connection.id, me)
     return _conclude(rt, job, run_id, me, result)
 
 

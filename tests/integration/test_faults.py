@@ -33,6 +33,14 @@ def test_a_redis_restart_mid_sync_loses_no_record() -> None:
     assert "a later sync succeeded" in result.outcome, result
 
 
+def test_a_frozen_redis_is_logged_within_seconds_and_the_run_resumes() -> None:
+    result = redis_faults.outage(seconds=15)
+    assert "worker stayed up, said Redis was unreachable" in result.outcome, result
+    assert "Redis unreachable" in result.notes[-1], result
+    assert (result.records_lost, result.stale, result.duplicates) == (0, 0, 0), result
+    assert result.survived, result
+
+
 def test_an_unreachable_broker_gives_the_client_a_clear_error_within_seconds() -> None:
     result = broker.run()
     assert result.injected == 3

@@ -1,0 +1,39 @@
+"""The base class of the sync tasks: an outage of our own infrastructure is logged
+before the task publishes its retry.
+
+Celery logs a retry only after the retry message is published, and publishing
+is exactly what hangs or fails while Redis is down (it is the broker too). So
+the warning that says which dependency is down comes first, and an operator
+sees the outage in the log within seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from worker.errors import CoordinationError, StoreError
+from worker.logs import log
+
+_WHAT_IS_DOWN = {CoordinationError: "Redis unreachable", StoreError: "store unreachable"}
+
+
+class SyncTask(Task):  # type: ignore[misc]
+    """A Celery task that names the outage it retries for."""
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        exc = kwargs.get("exc")
+        for error_type, what in _WHAT_IS_DOWN.items():
+            if isinstance(exc, error_type):
+                log.warning(
+                    "%s: %s; task %s retries in %s s (attempt %d)",
+                    what,
+                    exc,
+                    self.name,
+                    kwargs.get("countdown", "?"),
+                    int(self.request.retries) + 1,
+                    extra={"task_id": self.request.id},
+                )
+                break
+        return super().retry(*args, **kwargs)
