@@ -324,6 +324,7 @@ def default_settings(**overrides: str) -> dict[str, str]:
     """Settings every case uses: short leases and visibility so recovery fits a run."""
     return {
         "ENTITY_SYNC_LEASE_TTL": "5",
+        "ENTITY_SYNC_STALLED_RUN_SECONDS": "8",
         "ENTITY_SYNC_VISIBILITY_TIMEOUT": "15",
         "ENTITY_SYNC_PAGES_PER_TASK": "3",
         **overrides,

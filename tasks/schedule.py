@@ -1,4 +1,4 @@
-"""Periodic work that celery beat sends: schedules, parked jobs, probes.
+"""Periodic work that celery beat sends: schedules, parked jobs, stalled runs, probes.
 
 One beat task enqueues what is due from the store (``worker.schedule``)
 rather than one beat entry per connection: the registry stays the only list
@@ -17,7 +17,7 @@ from typing import Any
 from worker import redis_keys
 from worker.app import app
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE
-from worker.recovery import probe, resume_parked
+from worker.recovery import probe, resend_stalled_runs, resume_parked
 from worker.runtime import runtime
 from worker.schedule import schedule_due
 from worker.store import Connection
@@ -25,6 +25,7 @@ from worker.store import Connection
 SCHEDULE = "entity_sync.housekeeping.schedule"
 RESUME_PARKED = "entity_sync.housekeeping.resume_parked"
 PROBE = "entity_sync.housekeeping.probe"
+RESEND_STALLED = "entity_sync.housekeeping.resend_stalled"
 
 LOCK_TTL_MS = 10_000
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -70,6 +71,22 @@ def schedule_syncs() -> int:
 def resume_parked_jobs() -> int:
     """Send the parked sync jobs that are due."""
     return resume_parked(runtime(), _send)
+
+
+def _backlog(queue: str) -> int:
+    """Messages waiting in a broker queue (a queue the broker does not have holds none)."""
+    with app.connection_for_read() as connection:
+        try:
+            declared = connection.default_channel.queue_declare(queue=queue, passive=True)
+        except connection.channel_errors:
+            return 0
+        return int(declared.message_count)
+
+
+@app.task(name=RESEND_STALLED, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
+def resend_stalled() -> int:
+    """Send again the runs whose next task the broker lost."""
+    return resend_stalled_runs(runtime(), _send, _backlog)
 
 
 @app.task(name=PROBE, ignore_result=True, queue=HOUSEKEEPING_QUEUE)

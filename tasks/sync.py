@@ -7,6 +7,7 @@ capped backoff; upstream failures are recorded on the run.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Task
@@ -42,7 +43,9 @@ from worker.runner import (
     run_step,
 )
 from worker.runtime import Runtime, runtime
+from worker.store import Run, RunStatus
 from worker.task_base import SyncTask
+from worker.timeutil import utc_now
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
 # task id, so the task takes its own lease back.
@@ -60,6 +63,7 @@ _RETRY = {
 def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Fan out one sync_entity task per entity type of a connection."""
     rt = runtime()
+    task_id = str(self.request.id)
     if _poisoned(self, rt, SYNC_CONNECTION, args, kwargs):
         return {"outcome": "dead-lettered"}
     try:
@@ -71,23 +75,46 @@ def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if unknown:
             raise PayloadError(f"connection {connection.id!r} does not sync {', '.join(unknown)}")
     except (PayloadError, UnknownConnection) as exc:
-        record_rejection(rt, SYNC_CONNECTION, kwargs or (args[0] if args else None), exc)
+        record_rejection(
+            rt, SYNC_CONNECTION, kwargs or (args[0] if args else None), exc, task_id=task_id
+        )
         return {"outcome": "rejected", "detail": str(exc)}
     with bound(connection_id=connection.id, task_id=self.request.id):
-        for entity in types:
-            first_sync = rt.store.get_cursor(connection.id, entity) is None
+        runs = [_queued_run(rt, job, connection.id, entity) for entity in types]
+        # Recorded before sending: a message the broker loses leaves a queued
+        # run that housekeeping finds and sends again (worker/recovery.py).
+        rt.store.queue_runs(runs)
+        for run in runs:
             app.send_task(
                 SYNC_ENTITY,
                 kwargs={
                     "connection_id": connection.id,
-                    "entity_type": entity,
+                    "entity_type": run.entity_type,
                     "full": job.full,
                     "request_id": job.request_id,
                     "trigger": job.trigger,
                 },
-                queue=sync_queue(trigger=job.trigger, full=job.full, first_sync=first_sync),
+                task_id=run.id,  # the first task's id is its run's id
+                queue=run.queue,
             )
     return {"outcome": "fanned_out", "entity_types": types}
+
+
+def _queued_run(rt: Runtime, job: SyncConnectionJob, connection_id: str, entity: str) -> Run:
+    first_sync = rt.store.get_cursor(connection_id, entity) is None
+    now = utc_now()
+    return Run(
+        id=str(uuid.uuid4()),
+        connection_id=connection_id,
+        entity_type=entity,
+        status=RunStatus.QUEUED,
+        started_at=now,
+        heartbeat_at=now,
+        request_id=job.request_id,
+        trigger=job.trigger,
+        full=job.full,
+        queue=sync_queue(trigger=job.trigger, full=job.full, first_sync=first_sync),
+    )
 
 
 @app.task(name=SYNC_ENTITY, bind=True, **_RETRY)
@@ -123,7 +150,9 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                 )
             return step.summary()
     except (PayloadError, UnknownConnection) as exc:
-        record_rejection(rt, SYNC_ENTITY, kwargs or (args[0] if args else None), exc)
+        record_rejection(
+            rt, SYNC_ENTITY, kwargs or (args[0] if args else None), exc, task_id=task_id
+        )
         return {"outcome": "rejected", "detail": str(exc)}
 
 
@@ -156,8 +185,9 @@ def _poisoned(
     task: Task, rt: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> bool:
     """Count this delivery; dead-letter the job when it came back too often."""
-    deliveries = count_delivery(rt.redis, str(task.request.id), int(task.request.retries))
+    task_id = str(task.request.id)
+    deliveries = count_delivery(rt.redis, task_id, int(task.request.retries))
     if deliveries <= rt.settings.max_deliveries:
         return False
-    dead_letter(rt, name, kwargs or (args[0] if args else None), deliveries)
+    dead_letter(rt, name, kwargs or (args[0] if args else None), deliveries, task_id=task_id)
     return True

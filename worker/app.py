@@ -21,6 +21,7 @@ TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify"]
 BEAT_SCHEDULE = {
     "schedule-syncs": {"task": "entity_sync.housekeeping.schedule", "schedule": 1.0},
     "resume-parked-jobs": {"task": "entity_sync.housekeeping.resume_parked", "schedule": 1.0},
+    "resend-stalled-runs": {"task": "entity_sync.housekeeping.resend_stalled", "schedule": 10.0},
     "probe-halted-and-blocked": {"task": "entity_sync.housekeeping.probe", "schedule": 30.0},
     "sweep-outbox": {"task": "entity_sync.housekeeping.sweep_outbox", "schedule": 5.0},
 }

@@ -63,6 +63,7 @@ class Leases:
     """Acquire, renew, hand over and release pair leases in Redis."""
 
     def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
+        self._client = client
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._acquire: Any = client.register_script(_ACQUIRE)
         self._handover: Any = client.register_script(_HANDOVER)
@@ -86,6 +87,12 @@ class Leases:
         moved = _guarded(lambda: self._handover(keys=[key], args=[holder, successor, self._ttl_ms]))
         if not moved:
             raise LeaseLost(f"lease of {connection_id}/{entity_type} is no longer ours")
+
+    def holder(self, connection_id: str, entity_type: str) -> str | None:
+        """Who holds the pair's lease now (None: nobody)."""
+        key = lease_key(connection_id, entity_type)
+        current: Any = _guarded(lambda: self._client.get(key))
+        return current.decode() if isinstance(current, bytes) else current
 
     def release(self, connection_id: str, entity_type: str, holder: str) -> None:
         """Let go of our lease (no-op if it is not ours any more)."""

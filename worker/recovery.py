@@ -1,4 +1,5 @@
-"""Periodic recovery: resume parked jobs, re-probe halted connections and blocked types.
+"""Periodic recovery: resume parked jobs and stalled runs, re-probe halted connections
+and blocked types.
 
 Plain functions the housekeeping tasks call; each is idempotent, so two
 schedulers running them at once cost some work and change nothing.
@@ -18,18 +19,20 @@ from worker.connection_limits import apply_limits
 from worker.errors import EntitySyncError
 from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.guard import StateChange
-from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE
+from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
 from worker.logs import connection_log, log
 from worker.preflight import forget_preflight
 from worker.relay import relay
 from worker.runtime import Runtime
-from worker.store import Connection
+from worker.store import Connection, Run, RunStatus
 from worker.timeutil import canonical, parse_instant
 
 Send = Callable[[str, dict[str, Any], str], object]  # (task name, payload, queue)
+Backlog = Callable[[str], int]  # messages waiting in a broker queue
 
 CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
 HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
+MAX_RECOVERIES = 5  # a run whose task keeps vanishing is failed, not re-sent for ever
 
 
 def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
@@ -43,6 +46,78 @@ def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
         queue = BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE
         send(SYNC_ENTITY, payload, queue)
     return len(jobs)
+
+
+def resend_stalled_runs(rt: Runtime, send: Send, backlog: Backlog, *, limit: int = 200) -> int:
+    """Send again every run whose next task was lost; returns how many were sent.
+
+    A run is stalled when no task of it started, committed a page or holds its
+    pair's lease for ``stalled_run_seconds``: its message died with the broker
+    (a Redis restarted empty, a worker killed inside kombu's pop-to-unacked
+    window). A queued run (written by the fan-out before it sent the message)
+    only counts while its queue is empty: in a backlog, the message may simply
+    still be waiting its turn. The run resumes from its saved cursor, where its
+    last committed page left it, so nothing is skipped.
+    """
+    now = datetime.now(UTC)
+    quiet_since = canonical(now - timedelta(seconds=rt.settings.stalled_run_seconds))
+    waiting: dict[str, int] = {}
+    sent = 0
+    for run in rt.store.stalled_runs(quiet_since=quiet_since, limit=limit):
+        if not run.connection_id or not run.entity_type:
+            continue
+        queue = run.queue or (BACKFILL_QUEUE if run.full else SYNC_QUEUE)
+        if run.status == RunStatus.QUEUED:
+            if queue not in waiting:
+                waiting[queue] = backlog(queue)
+            if waiting[queue]:
+                continue
+        if rt.leases.holder(run.connection_id, run.entity_type) is not None:
+            continue  # a task of this run (or of another) is alive
+        if not rt.store.claim_stalled_run(run.id, quiet_since=quiet_since):
+            continue  # it moved meanwhile, or another scheduler took it
+        if run.recoveries >= MAX_RECOVERIES:
+            _give_up(rt, run)
+            continue
+        send(SYNC_ENTITY, _resumed_job(run).model_dump(mode="json"), queue)
+        connection_log.warning(
+            "%s run %s of %s/%s had no task for %g s (lost by the broker?): sent again "
+            "from its saved cursor",
+            run.status,
+            run.id,
+            run.connection_id,
+            run.entity_type,
+            rt.settings.stalled_run_seconds,
+            extra={"connection_id": run.connection_id, "run_id": run.id},
+        )
+        sent += 1
+    return sent
+
+
+def _resumed_job(run: Run) -> SyncEntityJob:
+    return SyncEntityJob.model_validate(
+        {
+            "connection_id": run.connection_id,
+            "entity_type": run.entity_type,
+            "run_id": run.id,
+            "request_id": run.request_id,
+            "full": run.full,
+            "trigger": "recovery",
+        }
+    )
+
+
+def _give_up(rt: Runtime, run: Run) -> None:
+    reason = f"its task was lost {run.recoveries} times in a row: given up (the next sync resumes)"
+    rt.store.finish_run(run.id, RunStatus.FAILED, error_kind="lost", error_message=reason)
+    connection_log.error(
+        "run %s of %s/%s failed: %s",
+        run.id,
+        run.connection_id,
+        run.entity_type,
+        reason,
+        extra={"connection_id": run.connection_id, "run_id": run.id},
+    )
 
 
 def resume_connection(rt: Runtime, connection_id: str, reason: str) -> bool:

@@ -93,8 +93,13 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
     me = holder_of(run_id, task_id)
     holder = rt.leases.acquire(connection.id, entity, me)
     if holder != me:
-        return _skip(rt, job, holder)
-    _open_run(rt, job, run_id)
+        return _skip(rt, job, holder, run_id)
+    ended = _open_run(rt, job, run_id)
+    if ended is not None:
+        # A second copy of a run's task (redelivered, or sent again after it
+        # looked lost) arriving after the run ended: nothing left to do.
+        rt.leases.release(connection.id, entity, me)
+        return Step(StepOutcome.SKIPPED, run_id, detail=f"run already {ended}")
     if not rt.limits.acquire_slot(connection.id, me, ttl_s=rt.settings.lease_ttl):
         # Every slot of this connection is busy: other connections get the workers.
         waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
@@ -112,8 +117,17 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
     return _conclude(rt, job, run_id, me, result)
 
 
-def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> None:
-    if rt.store.get_run(run_id) is None:
+_OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.DEFERRED)
+
+
+def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> str | None:
+    """Start or rejoin the run; returns its status instead when it already ended."""
+    existing = rt.store.get_run(run_id)
+    if existing is not None and existing.status not in _OPEN:
+        return existing.status
+    if existing is not None and existing.status == RunStatus.QUEUED:
+        rt.store.begin_queued_run(existing)
+    if existing is None:
         rt.store.start_run(
             Run(
                 id=run_id,
@@ -127,6 +141,7 @@ def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> None:
             )
         )
     rt.store.touch_run(run_id, job.connection_id, job.entity_type.value)
+    return None
 
 
 def _slice(
@@ -281,8 +296,11 @@ def _token(rt: Runtime, connection: Connection) -> str:
     return rt.secrets.decrypt(connection.token_ciphertext)
 
 
-def _skip(rt: Runtime, job: SyncEntityJob, holder: str) -> Step:
+def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
     running_run = holder.split("/", 1)[0]
+    message = f"already running as run {running_run}"
+    if rt.store.skip_queued_run(run_id, coalesced_into=running_run, message=message):
+        return Step(StepOutcome.SKIPPED, run_id, detail=message)
     skipped = Run(
         id=str(uuid.uuid4()),
         connection_id=job.connection_id,
@@ -294,24 +312,28 @@ def _skip(rt: Runtime, job: SyncEntityJob, holder: str) -> Step:
         trigger=job.trigger,
         full=job.full,
         coalesced_into=running_run,
-        error_message=f"already running as run {running_run}",
+        error_message=message,
     )
     rt.store.record_run(skipped)
     return Step(StepOutcome.SKIPPED, skipped.id, detail=skipped.error_message)
 
 
-def record_rejection(rt: Runtime, task_name: str, payload: object, error: Exception) -> None:
+def record_rejection(
+    rt: Runtime, task_name: str, payload: object, error: Exception, *, task_id: str
+) -> None:
     """Put a rejected job in the run history and the log (never raises)."""
     fields = payload if isinstance(payload, dict) else {}
     message = f"{task_name}: {error}"[:2000]
     log.error("job rejected: %s", message, extra={"task_name": task_name})
     try:
-        rt.store.record_run(_ended_run(fields, RunStatus.REJECTED, Kind.BAD_REQUEST.value, message))
+        _close_or_record(rt, fields, task_id, RunStatus.REJECTED, Kind.BAD_REQUEST.value, message)
     except Exception:
         log.exception("could not record the rejected job in the run history")
 
 
-def dead_letter(rt: Runtime, task_name: str, payload: object, deliveries: int) -> None:
+def dead_letter(
+    rt: Runtime, task_name: str, payload: object, deliveries: int, *, task_id: str
+) -> None:
     """Stop a poison job: record why in the run history and the log (never raises)."""
     fields = payload if isinstance(payload, dict) else {}
     reason = (
@@ -319,14 +341,27 @@ def dead_letter(rt: Runtime, task_name: str, payload: object, deliveries: int) -
         f"(it crashes its worker?): dead-lettered"
     )
     log.error(reason, extra={"task_name": task_name, "payload": _safe_fields(fields)})
-    run_id = fields.get("run_id")
     try:
-        if isinstance(run_id, str) and rt.store.get_run(run_id):
-            rt.store.finish_run(run_id, RunStatus.FAILED, error_kind="poison", error_message=reason)
-            return
-        rt.store.record_run(_ended_run(fields, RunStatus.FAILED, "poison", reason))
+        _close_or_record(rt, fields, task_id, RunStatus.FAILED, "poison", reason)
     except Exception:
         log.exception("could not record the dead-lettered job")
+
+
+def _close_or_record(
+    rt: Runtime,
+    fields: dict[str, object],
+    task_id: str,
+    status: RunStatus,
+    kind: str,
+    message: str,
+) -> None:
+    """End the job's open run (a continuation's, or the queued one a fan-out wrote,
+    whose id is the task id) with this outcome, or record a run that ended at once."""
+    run_id = fields.get("run_id")
+    run_id = run_id if isinstance(run_id, str) else task_id
+    if rt.store.finish_run(run_id, status, error_kind=kind, error_message=message):
+        return
+    rt.store.record_run(_ended_run(fields, status, kind, message))
 
 
 def _ended_run(fields: dict[str, object], status: RunStatus, kind: str, message: str) -> Run:

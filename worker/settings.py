@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -62,6 +62,10 @@ class Settings(BaseSettings):
 
     # Coordination.
     lease_ttl: PositiveSeconds = 300.0
+    # A running run with no task start, page or lease for this long lost its
+    # next task (a broker restarted empty, a crash in kombu's pop-to-unacked
+    # window): housekeeping sends it again from its saved cursor.
+    stalled_run_seconds: PositiveSeconds = 900.0
     visibility_timeout: PositiveSeconds = 3600.0
 
     # Breakers (worker.breaker): trip on a failure rate over a window once
@@ -175,12 +179,23 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _stalled_after_lease(self) -> Settings:
+        if self.stalled_run_seconds <= self.lease_ttl:
+            raise ValueError(
+                f"{ENV_PREFIX}STALLED_RUN_SECONDS ({self.stalled_run_seconds:g}) must be greater "
+                f"than {ENV_PREFIX}LEASE_TTL ({self.lease_ttl:g}): a run between two tasks "
+                "would be sent twice"
+            )
+        return self
+
 
 def _explain(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"])
-        lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        # A check across fields has no location: its message names the variables.
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}" if field else error["msg"])
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

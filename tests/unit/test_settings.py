@@ -35,6 +35,17 @@ def test_each_wrong_value_names_its_variable(
     assert variable in str(caught.value)
 
 
+def test_a_stalled_run_check_shorter_than_the_lease_names_both_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENTITY_SYNC_LEASE_TTL", "600")
+    monkeypatch.setenv("ENTITY_SYNC_STALLED_RUN_SECONDS", "300")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "ENTITY_SYNC_STALLED_RUN_SECONDS (300)" in str(caught.value)
+    assert "ENTITY_SYNC_LEASE_TTL (600)" in str(caught.value)
+
+
 def test_defaults_and_good_values(monkeypatch: pytest.MonkeyPatch) -> None:
     key = generate_key()
     monkeypatch.setenv("ENTITY_SYNC_SECRET_KEY", f"{generate_key()},{key}")

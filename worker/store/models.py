@@ -10,6 +10,7 @@ from typing import Any
 class RunStatus(StrEnum):
     """Where a run of one (connection, entity type) stands."""
 
+    QUEUED = "queued"  # sent by a fan-out; no task of it has started yet
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -95,6 +96,9 @@ class Run:
     error_kind: str | None = None
     error_message: str | None = None
     coalesced_into: str | None = None
+    heartbeat_at: str | None = None  # when it was queued, or its last task start or page
+    queue: str | None = None  # the broker queue its tasks go to
+    recoveries: int = 0  # times re-sent after its task was lost
 
 
 @dataclass(frozen=True)

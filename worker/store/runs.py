@@ -20,7 +20,8 @@ from worker.timeutil import utc_now
 
 _RUN_COLUMNS = (
     "id, connection_id, entity_type, status, started_at, request_id, trigger, is_full, "
-    "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into"
+    "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into, "
+    "heartbeat_at, queue, recoveries"
 )
 
 _UPSERT_RECORD = """
@@ -63,11 +64,39 @@ class SyncStore(RegistryStore):
         """Record a run as started; a full run forgets the cursor in the same step."""
         with self._write() as tx:
             _insert_run(tx, run)
-            if run.full and run.connection_id and run.entity_type:
-                tx.execute(
-                    "DELETE FROM cursors WHERE connection_id = ? AND entity_type = ?",
-                    (run.connection_id, run.entity_type),
-                )
+            _forget_cursor_if_full(tx, run)
+
+    @translated
+    def queue_runs(self, runs: Sequence[Run]) -> None:
+        """Record the runs a fan-out is about to send (status queued), in one step.
+
+        A queued run whose message the broker loses is found by
+        ``stalled_runs`` and sent again; a message never recorded could not be.
+        """
+        with self._write() as tx:
+            for run in runs:
+                _insert_run(tx, run)
+
+    @translated
+    def begin_queued_run(self, run: Run) -> None:
+        """The first task of a queued run starts it; a full run forgets the cursor."""
+        with self._write() as tx:
+            started = tx.execute(
+                "UPDATE runs SET status = 'running' WHERE id = ? AND status = 'queued'", (run.id,)
+            ).rowcount
+            if started:
+                _forget_cursor_if_full(tx, run)
+
+    @translated
+    def skip_queued_run(self, run_id: str, *, coalesced_into: str, message: str) -> bool:
+        """Close a queued run as skipped (its pair was busy); False if it was not queued."""
+        with self._write() as tx:
+            skipped: int = tx.execute(
+                "UPDATE runs SET status = 'skipped', finished_at = ?, coalesced_into = ?, "
+                "error_message = ? WHERE id = ? AND status = 'queued'",
+                (utc_now(), coalesced_into, message, run_id),
+            ).rowcount
+        return skipped == 1
 
     @translated
     def record_run(self, run: Run) -> None:
@@ -80,9 +109,9 @@ class SyncStore(RegistryStore):
         """A task starts work on this run: count it, and unpark the run if it was parked."""
         with self._write() as tx:
             tx.execute(
-                "UPDATE runs SET tasks = tasks + 1, status = CASE WHEN status = 'deferred' "
-                "THEN 'running' ELSE status END WHERE id = ?",
-                (run_id,),
+                "UPDATE runs SET tasks = tasks + 1, heartbeat_at = ?, status = CASE "
+                "WHEN status = 'deferred' THEN 'running' ELSE status END WHERE id = ?",
+                (utc_now(), run_id),
             )
             tx.execute(
                 "DELETE FROM parked_jobs WHERE connection_id = ? AND entity_type = ? "
@@ -98,14 +127,15 @@ class SyncStore(RegistryStore):
         *,
         error_kind: str | None = None,
         error_message: str | None = None,
-    ) -> None:
-        """Close a run with its outcome (only a run that is still open)."""
+    ) -> bool:
+        """Close a run with its outcome; False when it was not open (or not there)."""
         with self._write() as tx:
-            tx.execute(
+            closed: int = tx.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, error_kind = ?, error_message = ? "
-                "WHERE id = ? AND status IN ('running', 'deferred')",
+                "WHERE id = ? AND status IN ('queued', 'running', 'deferred')",
                 (status.value, utc_now(), error_kind, error_message, run_id),
-            )
+            ).rowcount
+        return closed == 1
 
     @translated
     def get_run(self, run_id: str) -> Run | None:
@@ -131,6 +161,28 @@ class SyncStore(RegistryStore):
             f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY started_at DESC LIMIT ?", params
         )
         return [_run(row) for row in rows]
+
+    @translated
+    def stalled_runs(self, *, quiet_since: str, limit: int) -> list[Run]:
+        """Runs queued or running whose last sign of life is older than ``quiet_since``."""
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') "
+            "AND COALESCE(heartbeat_at, started_at) < ? ORDER BY started_at LIMIT ?",
+            (quiet_since, limit),
+        )
+        return [_run(row) for row in rows]
+
+    @translated
+    def claim_stalled_run(self, run_id: str, *, quiet_since: str) -> bool:
+        """Count one recovery of a stalled run; False if it moved or another sender took it."""
+        with self._write() as tx:
+            claimed: int = tx.execute(
+                "UPDATE runs SET heartbeat_at = ?, recoveries = recoveries + 1 "
+                "WHERE id = ? AND status IN ('queued', 'running') "
+                "AND COALESCE(heartbeat_at, started_at) < ?",
+                (utc_now(), run_id, quiet_since),
+            ).rowcount
+        return claimed == 1
 
     # -- records and cursors -----------------------------------------------------
 
@@ -167,19 +219,20 @@ class SyncStore(RegistryStore):
             tx.execute(_SET_CURSOR, (conn_id, entity, commit.cursor, now))
             tx.execute(
                 "UPDATE runs SET pages = pages + 1, records = records + ?, "
-                "quarantined = quarantined + ? WHERE id = ?",
-                (len(commit.records), len(commit.quarantined), commit.run_id),
+                "quarantined = quarantined + ?, heartbeat_at = ? WHERE id = ?",
+                (len(commit.records), len(commit.quarantined), now, commit.run_id),
             )
 
     @translated
     def busy_connections(self, *, started_after: str) -> set[str]:
-        """Connections with a run still going (running or parked) that began after a time.
+        """Connections with a run still going (queued, running or parked) begun after a time.
 
         The cut-off keeps a run whose last task was lost (a flushed broker)
         from blocking its connection's schedule for ever.
         """
         rows = self._read(
-            "SELECT DISTINCT connection_id FROM runs WHERE status IN ('running', 'deferred') "
+            "SELECT DISTINCT connection_id FROM runs "
+            "WHERE status IN ('queued', 'running', 'deferred') "
             "AND started_at > ?",
             (started_after,),
         )
@@ -276,7 +329,7 @@ class SyncStore(RegistryStore):
 
 def _insert_run(tx: Tx, run: Run) -> None:
     tx.execute(
-        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             run.id,
             run.connection_id,
@@ -294,8 +347,20 @@ def _insert_run(tx: Tx, run: Run) -> None:
             run.error_kind,
             run.error_message,
             run.coalesced_into,
+            run.heartbeat_at,
+            run.queue,
+            run.recoveries,
         ),
     )
+
+
+def _forget_cursor_if_full(tx: Tx, run: Run) -> None:
+    """A full run reads everything again: it starts without a cursor."""
+    if run.full and run.connection_id and run.entity_type:
+        tx.execute(
+            "DELETE FROM cursors WHERE connection_id = ? AND entity_type = ?",
+            (run.connection_id, run.entity_type),
+        )
 
 
 def _run(row: Sequence[Any]) -> Run:
@@ -316,4 +381,7 @@ def _run(row: Sequence[Any]) -> Run:
         error_kind=row[13],
         error_message=row[14],
         coalesced_into=row[15],
+        heartbeat_at=row[16],
+        queue=row[17],
+        recoveries=int(row[18] or 0),
     )

@@ -141,4 +141,14 @@ MIGRATIONS[2] = (
     "CREATE INDEX events_by_connection ON events (connection_id, seq)",
 )
 
+# Version 3: a run's heartbeat (when it was queued, its last task start or
+# committed page) and queue, so a run whose next task was lost with the broker
+# can be found and sent again.
+MIGRATIONS[3] = (
+    "ALTER TABLE runs ADD COLUMN heartbeat_at TEXT",
+    "ALTER TABLE runs ADD COLUMN queue TEXT",
+    "ALTER TABLE runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX runs_by_status ON runs (status, heartbeat_at)",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -1,0 +1,152 @@
+"""Runs whose next task the broker lost are sent again from their saved cursor.
+
+Real Redis (leases) and real SQLite and PostgreSQL stores; ``send`` records
+what housekeeping would enqueue. The end-to-end case (a Redis restarted
+empty under a real worker) is in test_faults.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support import REDIS_URL
+from worker.jobs import BACKFILL_QUEUE, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
+from worker.recovery import MAX_RECOVERIES, resend_stalled_runs
+from worker.runner import StepOutcome, holder_of, run_step
+from worker.runtime import Runtime
+from worker.settings import Settings
+from worker.store import Connection, Run, RunStatus
+from worker.timeutil import canonical, utc_now
+
+pytestmark = pytest.mark.integration
+
+Sent = list[tuple[str, dict[str, Any], str]]
+
+
+@pytest.fixture
+def rt(store_url: str, test_redis: redis.Redis) -> Iterator[Runtime]:
+    settings = Settings(
+        redis_url=REDIS_URL, store_url=store_url, lease_ttl=5, stalled_run_seconds=60
+    )
+    runtime = Runtime(settings=settings)
+    runtime.store.add_connection(Connection(id="c1", name="Acme", entity_types=("assets", "sites")))
+    yield runtime
+    runtime.store.drop_connection()
+
+
+def _ago(seconds: float) -> str:
+    return canonical(datetime.now(UTC) - timedelta(seconds=seconds))
+
+
+def _run(run_id: str, *, started: str, full: bool = False, **fields: Any) -> Run:
+    defaults: dict[str, Any] = {
+        "connection_id": "c1",
+        "entity_type": "assets",
+        "status": RunStatus.RUNNING,
+        "request_id": "req-1",
+        "trigger": "manual",
+    }
+    return Run(id=run_id, started_at=started, full=full, **(defaults | fields))
+
+
+def _running(rt: Runtime, run_id: str, *, started: str, full: bool = False) -> None:
+    rt.store.start_run(_run(run_id, started=started, full=full))
+
+
+def _resend(rt: Runtime, backlog: dict[str, int] | None = None) -> Sent:
+    sent: Sent = []
+    resend_stalled_runs(
+        rt,
+        lambda name, payload, queue: sent.append((name, payload, queue)),
+        lambda queue: (backlog or {}).get(queue, 0),
+    )
+    return sent
+
+
+def test_a_run_quiet_for_longer_than_the_limit_is_sent_again_once(rt: Runtime) -> None:
+    _running(rt, "run-old", started=_ago(3600))
+    sent = _resend(rt)
+    assert len(sent) == 1
+    name, payload, queue = sent[0]
+    job = SyncEntityJob.model_validate(payload)
+    assert (name, queue) == (SYNC_ENTITY, SYNC_QUEUE)
+    assert (job.run_id, job.connection_id, job.entity_type.value) == ("run-old", "c1", "assets")
+    assert (job.trigger, job.request_id, job.resume_from) == ("recovery", "req-1", None)
+    # Sending it counts as a sign of life: the next pass leaves it alone.
+    assert _resend(rt) == []
+    run = rt.store.get_run("run-old")
+    assert run is not None and run.recoveries == 1 and run.status == RunStatus.RUNNING
+
+
+def test_a_full_run_goes_back_to_the_backfill_queue(rt: Runtime) -> None:
+    _running(rt, "run-full", started=_ago(3600), full=True)
+    [(_, payload, queue)] = _resend(rt)
+    assert queue == BACKFILL_QUEUE and payload["full"] is True
+
+
+def test_a_run_with_a_recent_page_or_a_held_lease_is_left_alone(rt: Runtime) -> None:
+    _running(rt, "run-busy", started=_ago(3600))
+    rt.store.touch_run("run-busy", "c1", "assets")  # a task started just now
+    assert _resend(rt) == []
+
+    _running(rt, "run-leased", started=_ago(3600))
+    rt.store.start_run(
+        Run(
+            id="run-sites",
+            connection_id="c1",
+            entity_type="sites",
+            status=RunStatus.RUNNING,
+            started_at=_ago(3600),
+        )
+    )
+    rt.leases.acquire("c1", "sites", holder_of("run-sites", "task-waiting-in-the-queue"))
+    sent = _resend(rt)
+    assert [payload["run_id"] for _, payload, _ in sent] == ["run-leased"]
+
+
+def test_a_queued_run_is_sent_again_only_when_its_queue_is_empty(rt: Runtime) -> None:
+    queued = _run(
+        "run-queued",
+        started=_ago(3600),
+        status=RunStatus.QUEUED,
+        heartbeat_at=_ago(3600),
+        queue="sync_manual",
+    )
+    rt.store.queue_runs([queued])
+    # Other messages wait in its queue: its own may simply not have had its turn.
+    assert _resend(rt, backlog={"sync_manual": 40}) == []
+    [(_, payload, queue)] = _resend(rt, backlog={"sync": 40})
+    assert (payload["run_id"], queue) == ("run-queued", "sync_manual")
+
+
+def test_a_run_whose_task_keeps_vanishing_is_failed_as_lost(rt: Runtime) -> None:
+    _running(rt, "run-lost", started=_ago(3600))
+    for attempt in range(MAX_RECOVERIES):
+        assert len(_resend(rt)) == 1, attempt
+        _make_quiet(rt, "run-lost")
+    assert _resend(rt) == []
+    run = rt.store.get_run("run-lost")
+    assert run is not None and run.status == RunStatus.FAILED and run.error_kind == "lost"
+    assert f"lost {MAX_RECOVERIES} times" in (run.error_message or "")
+
+
+def test_a_copy_of_a_task_arriving_after_its_run_ended_stands_down(rt: Runtime) -> None:
+    _running(rt, "run-done", started=utc_now())
+    rt.store.finish_run("run-done", RunStatus.SUCCEEDED)
+    job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-done")
+    step = run_step(rt, job, task_id="late-copy")
+    assert step.outcome is StepOutcome.SKIPPED and step.detail == "run already succeeded"
+    assert rt.leases.holder("c1", "assets") is None  # the pair is free for the next run
+    run = rt.store.get_run("run-done")
+    assert run is not None and run.tasks == 0  # nothing ran
+
+
+def _make_quiet(rt: Runtime, run_id: str) -> None:
+    """Age the run's heartbeat past the limit, as if its sent task vanished too."""
+    with rt.store._write() as tx:  # test-only shortcut: no public way to turn back time
+        tx.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (_ago(3600), run_id))
