@@ -30,7 +30,13 @@ def run(*, connections: int = 200, timeout: float = 900) -> CaseResult:
         scale=f"{connections} connections x {len(ENTITIES)} entity types"
         + (" (shortened; --long: 1,000 / 5,000)" if connections < 1000 else ""),
     )
-    settings = default_settings(ENTITY_SYNC_LEASE_TTL="60", ENTITY_SYNC_VISIBILITY_TIMEOUT="600")
+    # Jobs wait in line for a minute and more here: leases and the stalled-run
+    # check are set well above that, as production's are above its queue waits.
+    settings = default_settings(
+        ENTITY_SYNC_LEASE_TTL="60",
+        ENTITY_SYNC_STALLED_RUN_SECONDS="120",
+        ENTITY_SYNC_VISIBILITY_TIMEOUT="600",
+    )
     with stack(**settings) as s:
         tokens = {}
         for n in range(connections):
