@@ -163,7 +163,7 @@ def _store_families(totals: Totals) -> list[Family]:
         pages.add(page_count, connection=connection_id, entity_type=entity_type)
         written.add(record_count, connection=connection_id, entity_type=entity_type)
     active = Family(
-        "entity_sync_runs_active", "gauge", "Runs going (running) or parked (deferred) now."
+        "entity_sync_runs_active", "gauge", "Runs queued, running or parked (deferred) now."
     )
     for total in totals.active_runs:
         active.add(

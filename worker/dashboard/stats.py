@@ -13,7 +13,7 @@ from worker.store import SqlStore
 from worker.store.base import translated
 
 # A run row becomes terminal once and stays so; only these statuses are
-# counted as ever-growing totals (running and deferred come and go).
+# counted as ever-growing totals (queued, running and deferred come and go).
 TERMINAL = ("succeeded", "failed", "skipped", "rejected")
 
 
@@ -64,7 +64,7 @@ class Totals:
     """What the store's history adds up to."""
 
     runs: tuple[RunTotal, ...]
-    active_runs: tuple[RunTotal, ...]  # running or deferred right now
+    active_runs: tuple[RunTotal, ...]  # queued, running or deferred right now
     failures: tuple[FailureTotal, ...]
     transitions: tuple[TransitionTotal, ...]
     events: tuple[EventTotal, ...]
