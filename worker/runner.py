@@ -342,9 +342,28 @@ def dead_letter(
     )
     log.error(reason, extra={"task_name": task_name, "payload": _safe_fields(fields)})
     try:
+        successor = _run_goes_on_without(rt, fields, task_id)
+        if successor is not None:
+            # A stale copy: the run was sent again (stalled-run check) and goes
+            # on in another task. Failing the run would strand that task's work.
+            log.warning("the run of the dead-lettered job goes on in task %s", successor)
+            return
         _close_or_record(rt, fields, task_id, RunStatus.FAILED, "poison", reason)
     except Exception:
         log.exception("could not record the dead-lettered job")
+
+
+def _run_goes_on_without(rt: Runtime, fields: dict[str, object], task_id: str) -> str | None:
+    """The other task of the same run that holds the pair's lease now, if any."""
+    connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
+    if not isinstance(connection_id, str) or not isinstance(entity_type, str):
+        return None
+    run_id = _run_id_of(fields, task_id)
+    holder = rt.leases.holder(connection_id, entity_type)
+    if holder is None or holder == holder_of(run_id, task_id):
+        return None
+    held_by_run, _, held_by_task = holder.partition("/")
+    return held_by_task if held_by_run == run_id else None
 
 
 def _close_or_record(
@@ -355,13 +374,20 @@ def _close_or_record(
     kind: str,
     message: str,
 ) -> None:
-    """End the job's open run (a continuation's, or the queued one a fan-out wrote,
-    whose id is the task id) with this outcome, or record a run that ended at once."""
-    run_id = fields.get("run_id")
-    run_id = run_id if isinstance(run_id, str) else task_id
-    if rt.store.finish_run(run_id, status, error_kind=kind, error_message=message):
+    """End the job's run (a continuation's, or the queued one a fan-out wrote, whose
+    id is the task id) with this outcome if it is open; record a run that ended at
+    once when the job had none."""
+    run_id = _run_id_of(fields, task_id)
+    if rt.store.get_run(run_id) is not None:
+        rt.store.finish_run(run_id, status, error_kind=kind, error_message=message)
         return
     rt.store.record_run(_ended_run(fields, status, kind, message))
+
+
+def _run_id_of(fields: dict[str, object], task_id: str) -> str:
+    """A continuation names its run; a run's first task has the run's id."""
+    run_id = fields.get("run_id")
+    return run_id if isinstance(run_id, str) else task_id
 
 
 def _ended_run(fields: dict[str, object], status: RunStatus, kind: str, message: str) -> Run:

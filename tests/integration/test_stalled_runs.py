@@ -17,7 +17,7 @@ import redis
 from tests.support import REDIS_URL
 from worker.jobs import BACKFILL_QUEUE, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
 from worker.recovery import MAX_RECOVERIES, resend_stalled_runs
-from worker.runner import StepOutcome, holder_of, run_step
+from worker.runner import StepOutcome, dead_letter, holder_of, run_step
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Connection, Run, RunStatus
@@ -144,6 +144,22 @@ def test_a_copy_of_a_task_arriving_after_its_run_ended_stands_down(rt: Runtime) 
     assert rt.leases.holder("c1", "assets") is None  # the pair is free for the next run
     run = rt.store.get_run("run-done")
     assert run is not None and run.tasks == 0  # nothing ran
+
+
+def test_a_poison_copy_of_a_run_sent_again_does_not_fail_the_run(rt: Runtime) -> None:
+    _running(rt, "run-resent", started=_ago(3600))
+    payload = {"connection_id": "c1", "entity_type": "assets", "run_id": "run-resent"}
+    # The stalled-run check sent the run again; that task holds the pair now.
+    rt.leases.acquire("c1", "assets", holder_of("run-resent", "task-sent-again"))
+    dead_letter(rt, "entity_sync.sync_entity", payload, 6, task_id="old-copy")
+    run = rt.store.get_run("run-resent")
+    assert run is not None and run.status == RunStatus.RUNNING
+
+    # With no other task of the run alive, the poison job ends its run.
+    rt.leases.release("c1", "assets", holder_of("run-resent", "task-sent-again"))
+    dead_letter(rt, "entity_sync.sync_entity", payload, 6, task_id="old-copy")
+    run = rt.store.get_run("run-resent")
+    assert run is not None and (run.status, run.error_kind) == (RunStatus.FAILED, "poison")
 
 
 def _make_quiet(rt: Runtime, run_id: str) -> None:
