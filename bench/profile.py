@@ -24,7 +24,7 @@ from bench.common import (
     timed_sync,
 )
 from bench.report import Section, Table
-from bench.throughput import ENTITY_TYPES, Shape, warm
+from bench.throughput import traced_shape, warm
 from worker.sandbox.testing import running_sandbox
 
 # (category, substring of the file path or function) in order: first match wins.
@@ -80,11 +80,7 @@ def summarise(path: Path) -> tuple[float, Counter[str], Counter[str]]:
 
 
 def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
-    shape = (
-        Shape(connections=2, entity_types=ENTITY_TYPES[:2], records=1_000)
-        if quick
-        else Shape(connections=4, entity_types=ENTITY_TYPES, records=2_500)
-    )
+    shape = traced_shape(quick=quick)
     section = Section(
         "profile",
         "Where the worker's time goes (pyinstrument)",

@@ -32,7 +32,7 @@ from bench.common import (
     wait_runs,
 )
 from bench.report import Section, Table
-from bench.throughput import ENTITY_TYPES, Shape, warm
+from bench.throughput import traced_shape, warm
 from worker.sandbox.testing import running_sandbox
 
 
@@ -58,11 +58,7 @@ def _counts(path: Path) -> dict[str, dict[str, int]]:
 
 
 def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
-    shape = (
-        Shape(connections=2, entity_types=ENTITY_TYPES[:2], records=1_000)
-        if quick
-        else Shape(connections=4, entity_types=ENTITY_TYPES, records=2_500)
-    )
+    shape = traced_shape(quick=quick)
     section = Section(
         "redis_cost",
         "5. Redis cost per upstream request",

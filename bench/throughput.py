@@ -67,6 +67,13 @@ class Shape:
         }
 
 
+def traced_shape(*, quick: bool) -> Shape:
+    """The data set of the instrumented runs (profile, Redis cost): small enough to trace."""
+    if quick:
+        return Shape(connections=2, entity_types=ENTITY_TYPES[:2], records=1_000)
+    return Shape(connections=4, entity_types=ENTITY_TYPES, records=2_500)
+
+
 @dataclass
 class LimitOutcome:
     seconds: float
