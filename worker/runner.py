@@ -123,23 +123,25 @@ _OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.DEFERRED)
 def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> str | None:
     """Start or rejoin the run; returns its status instead when it already ended."""
     existing = rt.store.get_run(run_id)
-    if existing is not None and existing.status not in _OPEN:
-        return existing.status
-    if existing is not None and existing.status == RunStatus.QUEUED:
-        rt.store.begin_queued_run(existing)
     if existing is None:
+        now = utc_now()
         rt.store.start_run(
             Run(
                 id=run_id,
                 connection_id=job.connection_id,
                 entity_type=job.entity_type.value,
                 status=RunStatus.RUNNING,
-                started_at=utc_now(),
+                started_at=now,
+                heartbeat_at=now,
+                tasks=1,  # this one
                 request_id=job.request_id,
                 trigger=job.trigger,
                 full=job.full,
             )
         )
+        return None
+    if existing.status not in _OPEN:
+        return existing.status
     rt.store.touch_run(run_id, job.connection_id, job.entity_type.value)
     return None
 

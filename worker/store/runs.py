@@ -78,16 +78,6 @@ class SyncStore(RegistryStore):
                 _insert_run(tx, run)
 
     @translated
-    def begin_queued_run(self, run: Run) -> None:
-        """The first task of a queued run starts it; a full run forgets the cursor."""
-        with self._write() as tx:
-            started = tx.execute(
-                "UPDATE runs SET status = 'running' WHERE id = ? AND status = 'queued'", (run.id,)
-            ).rowcount
-            if started:
-                _forget_cursor_if_full(tx, run)
-
-    @translated
     def skip_queued_run(self, run_id: str, *, coalesced_into: str, message: str) -> bool:
         """Close a queued run as skipped (its pair was busy); False if it was not queued."""
         with self._write() as tx:
@@ -106,11 +96,18 @@ class SyncStore(RegistryStore):
 
     @translated
     def touch_run(self, run_id: str, connection_id: str, entity_type: str) -> None:
-        """A task starts work on this run: count it, and unpark the run if it was parked."""
+        """A task starts work on this run: count it, and start it if it was queued or
+        parked. A full run that was queued forgets the cursor as it starts."""
         with self._write() as tx:
             tx.execute(
+                "DELETE FROM cursors WHERE connection_id = ? AND entity_type = ? AND EXISTS "
+                "(SELECT 1 FROM runs WHERE id = ? AND status = 'queued' AND is_full = ?)",
+                (connection_id, entity_type, run_id, True),
+            )
+            tx.execute(
                 "UPDATE runs SET tasks = tasks + 1, heartbeat_at = ?, status = CASE "
-                "WHEN status = 'deferred' THEN 'running' ELSE status END WHERE id = ?",
+                "WHEN status IN ('queued', 'deferred') THEN 'running' ELSE status END "
+                "WHERE id = ?",
                 (utc_now(), run_id),
             )
             tx.execute(
@@ -127,15 +124,14 @@ class SyncStore(RegistryStore):
         *,
         error_kind: str | None = None,
         error_message: str | None = None,
-    ) -> bool:
-        """Close a run with its outcome; False when it was not open (or not there)."""
+    ) -> None:
+        """Close a run with its outcome (only a run that is still open)."""
         with self._write() as tx:
-            closed: int = tx.execute(
+            tx.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, error_kind = ?, error_message = ? "
                 "WHERE id = ? AND status IN ('queued', 'running', 'deferred')",
                 (status.value, utc_now(), error_kind, error_message, run_id),
-            ).rowcount
-        return closed == 1
+            )
 
     @translated
     def get_run(self, run_id: str) -> Run | None:
