@@ -55,7 +55,7 @@ def schedule_due(
     )
     decisions = []
     for connection in connections:
-        interval = connection.sync_interval_s or default_interval_s
+        interval = int(connection.sync_interval(default_interval_s))
         slot = current_slot(connection.id, interval, now)
         outcome = "skipped: previous run still going" if connection.id in busy else "enqueued"
         if not store.claim_slot(connection.id, slot, outcome):

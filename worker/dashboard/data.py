@@ -97,14 +97,6 @@ class Grid:
         return body
 
 
-def interval_of(connection: Connection, default_s: float) -> float:
-    """The connection's own sync interval where it has one, else the default."""
-    # getattr: the per-connection interval belongs to the scheduler's part of
-    # the model; a store without it still gets a dashboard.
-    own = getattr(connection, "sync_interval_s", None)
-    return float(own) if isinstance(own, int | float) and own > 0 else default_s
-
-
 def build_grid(
     store: SqlStore,
     breaker: Breaker | None,
@@ -138,7 +130,7 @@ def build_grid(
         ConnectionRow(
             id=c.id,
             name=c.name,
-            interval_s=interval_of(c, default_interval_s),
+            interval_s=c.sync_interval(default_interval_s),
             cells=tuple(by_connection[c.id]),
         )
         for c in connections
@@ -183,7 +175,7 @@ def _cell(
 ) -> Cell:
     since = row.last_success_at or connection.created_at or None
     lag = max(0.0, (moment - parse_instant(since)).total_seconds()) if since else None
-    interval = interval_of(connection, default_interval_s)
+    interval = connection.sync_interval(default_interval_s)
     return Cell(
         connection_id=row.connection_id,
         entity_type=row.entity_type,

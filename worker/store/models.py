@@ -44,6 +44,10 @@ class Connection:
     webhook_secret_ciphertext: str | None = field(default=None, repr=False)
     sync_interval_s: int | None = None  # None: ENTITY_SYNC_SYNC_INTERVAL_SECONDS
 
+    def sync_interval(self, default_s: float) -> float:
+        """How often it syncs: its own interval where it has one, else the default."""
+        return float(self.sync_interval_s or default_s)
+
 
 @dataclass(frozen=True)
 class RecordRow:
