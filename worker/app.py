@@ -31,7 +31,6 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app configured for long, resumable, at-least-once sync work."""
     app = Celery("entity_sync", broker=settings.effective_broker_url, include=TASK_MODULES)
     transport = broker_transport_options(settings)
-    redis_broker = settings.effective_broker_url.startswith(("redis://", "rediss://"))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -62,7 +61,7 @@ def create_app(settings: Settings) -> Celery:
         # restart under running tasks (worker/broker_loss.py).
         worker_consumer="worker.broker_loss:Consumer",
     )
-    if redis_broker:
+    if _redis_broker(settings):
         app.conf.broker_transport = "worker.broker_loss:Transport"
     return app
 
@@ -75,10 +74,14 @@ BROKER_CONNECT_TIMEOUT_S = 5.0
 BROKER_HEALTH_CHECK_S = 25
 
 
+def _redis_broker(settings: Settings) -> bool:
+    return settings.effective_broker_url.startswith(("redis://", "rediss://"))
+
+
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """Visibility timeout for every broker; socket timeouts for a Redis one."""
     options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
-    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+    if _redis_broker(settings):
         options |= {
             "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
             "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
