@@ -79,7 +79,7 @@ def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             rt, SYNC_CONNECTION, kwargs or (args[0] if args else None), exc, task_id=task_id
         )
         return {"outcome": "rejected", "detail": str(exc)}
-    with bound(connection_id=connection.id, task_id=self.request.id):
+    with bound(connection_id=connection.id, task_id=task_id):
         runs = [_queued_run(rt, job, connection.id, entity) for entity in types]
         # Recorded before sending: a message the broker loses leaves a queued
         # run that housekeeping finds and sends again (worker/recovery.py).
