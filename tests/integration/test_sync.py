@@ -152,7 +152,15 @@ def test_sigkill_mid_sync_loses_and_duplicates_nothing(
 ) -> None:
     token = _token()
     sandbox.put_connection(token, {"seed": 21, "sizes": {"assets": 3000}, "latency_ms": 25})
-    env = _env(store_url, sandbox, ENTITY_SYNC_PAGES_PER_TASK="3", ENTITY_SYNC_LEASE_TTL="5")
+    # A kill between handing the lease over and sending the successor loses
+    # the continuation; the stalled-run check sends the run again (8 s here).
+    env = _env(
+        store_url,
+        sandbox,
+        ENTITY_SYNC_PAGES_PER_TASK="3",
+        ENTITY_SYNC_LEASE_TTL="5",
+        ENTITY_SYNC_STALLED_RUN_SECONDS="8",
+    )
     env.add_connection("crashy", token, ("assets",))
     store = env.store()
     worker = WorkerProcess(env, tmp_path / "w1.log", pool="prefork", concurrency=2).start()
