@@ -300,6 +300,13 @@ def _token(rt: Runtime, connection: Connection) -> str:
 
 def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
     running_run = holder.split("/", 1)[0]
+    if running_run == run_id:
+        # A stale copy of this run's task (redelivered after its slice was
+        # handed on, or sent again by the stalled-run check): the run goes on
+        # in the task holding the lease. Recording anything here would end
+        # the very run that is still going.
+        log.info("a later task of run %s holds the pair: this copy stands down", run_id)
+        return Step(StepOutcome.SKIPPED, run_id, detail="a later task of this run holds the pair")
     message = f"already running as run {running_run}"
     if rt.store.skip_queued_run(run_id, coalesced_into=running_run, message=message):
         return Step(StepOutcome.SKIPPED, run_id, detail=message)

@@ -146,6 +146,21 @@ def test_a_copy_of_a_task_arriving_after_its_run_ended_stands_down(rt: Runtime) 
     assert run is not None and run.tasks == 0  # nothing ran
 
 
+def test_a_stale_copy_of_a_run_still_going_leaves_the_run_alone(rt: Runtime) -> None:
+    # A queued run whose first task holds the pair but has not started the
+    # run yet, and a copy of its task sent again by the stalled-run check.
+    rt.store.queue_runs([_run("run-q", started=utc_now(), status=RunStatus.QUEUED)])
+    rt.leases.acquire("c1", "assets", holder_of("run-q", "first-task"))
+    job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-q")
+    step = run_step(rt, job, task_id="sent-again")
+    assert step.outcome is StepOutcome.SKIPPED
+    assert step.detail == "a later task of this run holds the pair"
+    run = rt.store.get_run("run-q")
+    assert run is not None and run.status == RunStatus.QUEUED  # not skipped into itself
+    assert [r.id for r in rt.store.runs_for_request("req-1")] == ["run-q"]  # no extra row
+    assert rt.leases.holder("c1", "assets") == holder_of("run-q", "first-task")
+
+
 def test_a_poison_copy_of_a_run_sent_again_does_not_fail_the_run(rt: Runtime) -> None:
     _running(rt, "run-resent", started=_ago(3600))
     payload = {"connection_id": "c1", "entity_type": "assets", "run_id": "run-resent"}
