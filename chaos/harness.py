@@ -131,9 +131,6 @@ class ChaosWorker(WorkerProcess):
             f.seek(self._ready_mark)
             return b"ready." in f.read()
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def rss_bytes(self) -> int:
         """Resident memory of the worker and its pool children."""
         if not self.alive():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import redis
 
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
-from worker.store import Connection, SqlStore, open_store
+from worker.status import wait_for_request
+from worker.store import Connection, Run, SqlStore, open_store
 
 REDIS_URL = os.environ.get("ENTITY_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 POSTGRES_URL = os.environ.get(
@@ -152,6 +154,7 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.beat = beat  # embedded celery beat: resumes parked jobs, probes
         self.queues = "sync_manual,sync,backfill,notify,housekeeping"
+        self.name = f"test-{uuid.uuid4().hex[:6]}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -160,7 +163,7 @@ class WorkerProcess:
             sys.executable, "-m", "celery", "-A", "worker", "worker",
             f"--pool={self.pool}", f"--concurrency={self.concurrency}",
             "-Q", self.queues, "--without-gossip", "--without-mingle",
-            "--loglevel=INFO", f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
+            "--loglevel=INFO", f"--hostname={self.name}@%h",
         ]  # fmt: skip
         if self.beat:
             schedule = self.log_path.with_suffix(".beat-schedule")
@@ -174,14 +177,37 @@ class WorkerProcess:
             start_new_session=True,
         )
         wait_for(lambda: b"ready." in self.log_path.read_bytes(), 60, "worker ready", self)
+        _STARTED.append(self)
         return self
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def child_pids(self) -> list[int]:
+        """Every child process of the worker: the pool, and the embedded beat if any."""
         assert self.proc is not None
         out = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
         ).stdout
         return [int(pid) for pid in out.split()]
+
+    def pool_pids(self) -> list[int]:
+        """The prefork pool's child processes, as the worker itself reports them.
+
+        Asked over Celery's remote control rather than read from ``ps``: the
+        embedded beat is a child process too, and killing it would stop the
+        periodic recovery a kill test relies on.
+        """
+        from celery import Celery
+
+        node = f"{self.name}@{socket.gethostname()}"  # what ``%h`` expands to
+        probe = Celery(broker=self.env.vars["ENTITY_SYNC_REDIS_URL"])
+        try:
+            replies = probe.control.inspect([node], timeout=10, limit=1).stats() or {}
+        finally:
+            probe.close()
+        assert node in replies, f"worker {node} did not answer the stats request"
+        return [int(pid) for pid in replies[node]["pool"]["processes"]]
 
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool children)."""
@@ -199,6 +225,29 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+_STARTED: list[WorkerProcess] = []  # for failure reports: whose log to show
+
+
+def wait_for_runs(
+    store: SqlStore, request_id: str, entity_types: Sequence[str], *, timeout_s: float
+) -> list[Run]:
+    """``wait_for_request``, failing with the request's runs and the live workers' logs."""
+    try:
+        return wait_for_request(store, request_id, entity_types, timeout_s=timeout_s)
+    except TimeoutError as exc:
+        runs = "\n".join(
+            f"  run {r.id} {r.entity_type} {r.status} pages={r.pages} tasks={r.tasks}"
+            f" coalesced_into={r.coalesced_into} error={r.error_message}"
+            for r in store.runs_for_request(request_id)
+        )
+        logs = "\n".join(
+            f"--- {w.log_path.name} (last 4000 chars)\n{w.log()[-4000:]}"
+            for w in _STARTED
+            if w.alive()
+        )
+        raise AssertionError(f"{exc}\nruns:\n{runs}\n{logs}") from exc
 
 
 def wait_for(

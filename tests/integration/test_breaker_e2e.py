@@ -26,14 +26,13 @@ from tests.integration.test_scenarios import (
     own_redis_db,
     request_log,
 )
-from tests.support import Env, WorkerProcess, wait_for
+from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.connection_limits import apply_limits
 from worker.entities import ALL_ENTITY_TYPES
 from worker.runtime import Runtime
 from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox
-from worker.status import wait_for_request
 from worker.store import Connection, RunStatus, TransitionRecord
 from worker.timeutil import parse_instant
 
@@ -200,7 +199,7 @@ def test_no_request_inside_a_retry_after_window_across_workers(
     sandbox.put_connection(token, {"seed": 9, "default_size": 60, "scenarios": [scenario]})
     client = EntitySyncClient(env.vars["ENTITY_SYNC_REDIS_URL"])
     request_id = client.sync_connection("limited")
-    runs = wait_for_request(env.store(), request_id, types, timeout_s=150)
+    runs = wait_for_runs(env.store(), request_id, types, timeout_s=150)
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * len(types)
     stats = sandbox.token_stats(token)
     requests = stats["requests"]

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for
+from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.events import EventReason, EventType, build_event
 from worker.jobs import SYNC_ENTITY
 from worker.sandbox.testing import SandboxHandle, running_sandbox
-from worker.status import wait_for_request
 from worker.store import RunStatus
 
 pytestmark = pytest.mark.integration
@@ -169,7 +168,7 @@ def test_set_token_after_a_halt_recovers_and_loses_nothing(
         worker_factory.append(worker)
         client = EntitySyncClient(env.vars["ENTITY_SYNC_REDIS_URL"])
         store = env.store()
-        runs = wait_for_request(
+        runs = wait_for_runs(
             store, client.sync_connection("acme"), ["assets", "sites"], timeout_s=60
         )
         assert RunStatus.FAILED in [r.status for r in runs]
@@ -186,7 +185,7 @@ def test_set_token_after_a_halt_recovers_and_loses_nothing(
         assert "resumed" in result.stdout
         wait_for(lambda: receiver.of_type("connection.recovered"), 30, "recovered", worker)
         request_id = result.stdout.split("(request ")[1].rstrip(")\n")
-        runs = wait_for_request(store, request_id, ["assets", "sites"], timeout_s=60)
+        runs = wait_for_runs(store, request_id, ["assets", "sites"], timeout_s=60)
         assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 2
         for entity in ("assets", "sites"):
             truth = {r["key"]: r for r in sandbox.truth(new_token, entity)}

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Env, WorkerProcess, wait_for
+from tests.support import ROOT, Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.jobs import SYNC_QUEUE
 from worker.sandbox.testing import running_sandbox
-from worker.status import wait_for_request
 from worker.store import Connection, RunStatus
 from worker.timeutil import parse_instant
 
@@ -101,7 +100,7 @@ def test_a_backfill_does_not_delay_a_manual_sync_beyond_one_task(
             lambda: sum(r.pages for r in store.recent_runs()) >= 20, 60, "the backfill", worker
         )
         enqueued = time.time()
-        [run] = wait_for_request(store, client.sync_connection("manual"), ["assets"], timeout_s=60)
+        [run] = wait_for_runs(store, client.sync_connection("manual"), ["assets"], timeout_s=60)
         assert run.status == RunStatus.SUCCEEDED
         waited = parse_instant(run.started_at).timestamp() - enqueued
         durations = [

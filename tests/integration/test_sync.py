@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import Env, WorkerProcess, wait_for
+from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.jobs import SYNC_ENTITY
 from worker.sandbox.testing import SandboxHandle, running_sandbox
-from worker.status import wait_for_request
 from worker.store import Run, RunStatus, SqlStore
 from worker.timeutil import canonical_instant
 
@@ -41,7 +40,7 @@ def _sync(env: Env, connection_id: str, *, full: bool = False, timeout: float = 
     store = env.store()
     entity_types = store.get_connection(connection_id).entity_types
     request_id = client.sync_connection(connection_id, full=full)
-    return wait_for_request(store, request_id, entity_types, timeout_s=timeout)
+    return wait_for_runs(store, request_id, entity_types, timeout_s=timeout)
 
 
 def assert_store_equals_upstream(
@@ -135,7 +134,7 @@ def test_two_requests_for_one_pair_make_one_run(
     client = EntitySyncClient(env.vars["ENTITY_SYNC_REDIS_URL"])
     requests = [client.sync_connection("twice") for _ in range(2)]
     store = env.store()
-    results = [wait_for_request(store, r, ["assets"], timeout_s=120) for r in requests]
+    results = [wait_for_runs(store, r, ["assets"], timeout_s=120) for r in requests]
     assert results[0][0].id == results[1][0].id, "both requests resolve to the same run"
     all_runs = [run for r in requests for run in store.runs_for_request(r)]
     statuses = sorted(run.status for run in all_runs)
@@ -171,12 +170,12 @@ def test_sigkill_mid_sync_loses_and_duplicates_nothing(
     #    same run finishes by itself.
     request = client.sync_connection("crashy")
     wait_for(lambda: _pages(store, request) >= 4, 60, "a few pages", worker)
-    for pid in worker.child_pids():
+    for pid in worker.pool_pids():
         import os
         import signal
 
         os.kill(pid, signal.SIGKILL)
-    [run] = wait_for_request(store, request, ["assets"], timeout_s=120)
+    [run] = wait_for_runs(store, request, ["assets"], timeout_s=120)
     assert run.status == RunStatus.SUCCEEDED
 
     # 2. Kill the whole worker mid-run, start a new one, sync again.

@@ -20,10 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, Env, WebhookReceiver, WorkerProcess, wait_for
+from tests.support import ROOT, Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.sandbox.testing import running_sandbox
-from worker.status import wait_for_request
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +86,7 @@ def test_the_token_appears_nowhere(
             worker = WorkerProcess(env, tmp_path / "worker.log").start()
             worker_factory.append(worker)
             client = EntitySyncClient(env.vars["ENTITY_SYNC_REDIS_URL"])
-            runs = wait_for_request(
+            runs = wait_for_runs(
                 env.store(), client.sync_connection("canary"), ["assets", "sites"], timeout_s=60
             )
             assert any(r.error_kind == "auth" for r in runs), "the run must fail on the 401"
