@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from worker.dashboard.data import Grid
-from worker.dashboard.stats import Totals
+from worker.store.totals import Totals
 from worker.timeutil import parse_instant
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -26,9 +26,9 @@ from worker.breaker import Breaker
 from worker.dashboard import metrics
 from worker.dashboard.data import Grid, build_grid
 from worker.dashboard.page import CONTENT_SECURITY_POLICY, PAGE
-from worker.dashboard.stats import Totals, store_totals
 from worker.errors import EntitySyncError
 from worker.store import SqlStore
+from worker.store.totals import Totals
 
 log = logging.getLogger("entity_sync.dashboard")
 
@@ -69,7 +69,7 @@ class Dashboard:
                     grid = build_grid(
                         self.store, self.breaker, default_interval_s=self.default_interval_s
                     )
-                    self._snapshot = (grid, store_totals(self.store))
+                    self._snapshot = (grid, self.store.totals())
                     self._built_at = time.monotonic()
                 finally:
                     # Each request runs on its own thread; don't leave one
