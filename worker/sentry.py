@@ -8,6 +8,8 @@ through ``scrub`` on its way out:
 - expected outcomes are dropped: a job meeting an open breaker, a pause, a
   halt or a block (``Deferred``, ``Halted``, ``Blocked``), a transient failure
   that will retry (``RetryLater``) and Celery's own Retry/Ignore/Reject;
+- one repeating problem sends at most a few events a minute from a process
+  (``sentry_throttle``): a flood of bad jobs cannot use up the quota;
 - secrets are redacted wherever they sit: values under keys that name a
   secret, ``Bearer``/``Basic`` credentials, Fernet ciphertexts, and every
   value passed to ``register_secret`` (decrypted tokens and webhook secrets).
@@ -44,6 +46,7 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from worker.errors import Blocked, Deferred, Halted, RetryLater, Scope, UpstreamError
 from worker.logs import context, log
+from worker.sentry_throttle import RepeatThrottle, kind_of
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Breadcrumb, BreadcrumbHint, Event, Hint
@@ -82,6 +85,7 @@ _TAG_MAX = 200  # Sentry's limit on a tag value
 
 HEARTBEAT_EVERY_S = 60.0
 _initialized_dsn: str | None = None
+_throttle = RepeatThrottle()
 
 
 # -- set-up -----------------------------------------------------------------------
@@ -98,7 +102,7 @@ def init_sentry(
     ``transport`` replaces the HTTP transport (tests capture envelopes with it).
     ``beat_schedule`` is the app's schedule, for the cron monitors.
     """
-    global _initialized_dsn
+    global _initialized_dsn, _throttle
     if settings.sentry_dsn is None:
         return False
     dsn = settings.sentry_dsn.get_secret_value()
@@ -109,6 +113,7 @@ def init_sentry(
             for part in secret.get_secret_value().split(","):
                 register_secret(part.strip())
     too_frequent, heartbeats = beat_monitors(beat_schedule or {})
+    _throttle = RepeatThrottle()
     sentry_sdk.init(
         dsn=dsn,
         transport=transport,
@@ -307,13 +312,23 @@ def register_secret(value: str | None) -> None:
 
 
 def scrub(event: Event, hint: Hint) -> Event | None:
-    """``before_send``: drop expected outcomes, fill tags, redact secrets everywhere."""
+    """``before_send``: drop expected outcomes and floods, fill tags, redact secrets."""
     if event.get("type") != "check_in":
         if _is_expected(event, hint):
+            return None
+        if event.get("type") != "transaction" and not _admitted(event):
             return None
         _fill_tags(event, hint)
     scrubbed: Event = _scrub_value(event)
     return scrubbed
+
+
+def _admitted(event: Event) -> bool:
+    """Pass the throttle; an admitted event says how many like it were dropped."""
+    dropped = _throttle.admit(kind_of(event))
+    if dropped:
+        event.setdefault("extra", {})["dropped_repeats"] = dropped
+    return dropped is not None
 
 
 def scrub_breadcrumb(crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadcrumb | None:

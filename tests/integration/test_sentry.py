@@ -44,6 +44,7 @@ from worker.jobs import SYNC_ENTITY
 from worker.logs import bound, connection_log, log
 from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox, generate_key
+from worker.sentry_throttle import EVENTS_PER_KIND
 from worker.settings import Settings
 from worker.store import open_store
 from worker.transitions import TransitionRecorder
@@ -281,6 +282,19 @@ def test_connection_log_warnings_stay_in_the_log_and_errors_carry_bound_context(
     assert event["tags"]["connection_id"] == "acme"
     assert event["tags"]["entity_type"] == "assets"
     assert event["tags"]["task_id"] == "t-1"
+
+
+def test_a_flood_of_one_problem_sends_a_few_events_and_counts_the_rest(
+    captured: CapturingTransport,
+) -> None:
+    for n in range(25):
+        log.error("job rejected: %s", f"entity_sync.sync_entity: bad payload {n}")
+    log.error("store unreachable: %s", "connection refused")  # another problem still goes out
+    events = _flush(captured).items("event")
+    rejected = [e for e in events if e["logentry"]["message"].startswith("job rejected")]
+    assert len(rejected) == EVENTS_PER_KIND
+    assert [e["logentry"]["message"] for e in events][-1].startswith("store unreachable")
+    assert all("dropped_repeats" not in e.get("extra", {}) for e in events)
 
 
 # -- secrets --------------------------------------------------------------------------
