@@ -74,6 +74,12 @@ def holder_of(run_id: str, task_id: str) -> str:
     return f"{run_id}/{task_id}"
 
 
+def _parse_holder(holder: str) -> tuple[str, str]:
+    """The (run id, task id) a lease holder string names."""
+    run_id, _, task_id = holder.partition("/")
+    return run_id, task_id
+
+
 def connection_for(rt: Runtime, job: SyncEntityJob) -> Connection:
     """The job's connection, checking the entity type is one it syncs."""
     connection = rt.store.get_connection(job.connection_id)
@@ -299,7 +305,7 @@ def _token(rt: Runtime, connection: Connection) -> str:
 
 
 def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
-    running_run = holder.split("/", 1)[0]
+    running_run, _ = _parse_holder(holder)
     if running_run == run_id:
         # A stale copy of this run's task (redelivered after its slice was
         # handed on, or sent again by the stalled-run check): the run goes on
@@ -371,7 +377,7 @@ def _run_goes_on_without(rt: Runtime, fields: dict[str, object], task_id: str) -
     holder = rt.leases.holder(connection_id, entity_type)
     if holder is None or holder == holder_of(run_id, task_id):
         return None
-    held_by_run, _, held_by_task = holder.partition("/")
+    held_by_run, held_by_task = _parse_holder(holder)
     return held_by_task if held_by_run == run_id else None
 
 
