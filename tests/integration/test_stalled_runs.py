@@ -20,7 +20,7 @@ from worker.recovery import MAX_RECOVERIES, resend_stalled_runs
 from worker.runner import StepOutcome, dead_letter, holder_of, run_step
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.store import Connection, Run, RunStatus
+from worker.store import Connection, PageCommit, Run, RunStatus
 from worker.timeutil import canonical, utc_now
 
 pytestmark = pytest.mark.integration
@@ -133,6 +133,19 @@ def test_a_run_whose_task_keeps_vanishing_is_failed_as_lost(rt: Runtime) -> None
     run = rt.store.get_run("run-lost")
     assert run is not None and run.status == RunStatus.FAILED and run.error_kind == "lost"
     assert f"lost {MAX_RECOVERIES} times" in (run.error_message or "")
+
+
+def test_a_run_that_makes_progress_between_losses_is_not_given_up(rt: Runtime) -> None:
+    _running(rt, "run-long", started=_ago(3600))
+    for _ in range(MAX_RECOVERIES):
+        assert len(_resend(rt)) == 1
+        _make_quiet(rt, "run-long")
+    # The re-sent task commits a page before its successor is lost again.
+    rt.store.commit_page(PageCommit("c1", "assets", "run-long", (), (), "2026-01-01T00:00:00Z"))
+    _make_quiet(rt, "run-long")
+    assert len(_resend(rt)) == 1
+    run = rt.store.get_run("run-long")
+    assert run is not None and (run.status, run.recoveries) == (RunStatus.RUNNING, 1)
 
 
 def test_a_copy_of_a_task_arriving_after_its_run_ended_stands_down(rt: Runtime) -> None:

@@ -213,9 +213,10 @@ class SyncStore(RegistryStore):
                 ],
             )
             tx.execute(_SET_CURSOR, (conn_id, entity, commit.cursor, now))
+            # A committed page is progress: the count of recoveries in a row restarts.
             tx.execute(
                 "UPDATE runs SET pages = pages + 1, records = records + ?, "
-                "quarantined = quarantined + ?, heartbeat_at = ? WHERE id = ?",
+                "quarantined = quarantined + ?, heartbeat_at = ?, recoveries = 0 WHERE id = ?",
                 (len(commit.records), len(commit.quarantined), now, commit.run_id),
             )
 
