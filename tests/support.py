@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +24,46 @@ from worker.settings import Settings
 from worker.status import wait_for_request
 from worker.store import Connection, Run, SqlStore, open_store
 
-REDIS_URL = os.environ.get("ENTITY_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+def _private_redis_url() -> str:
+    """A ``redis-server`` of this test run's own on a free port, stopped when the run ends.
+
+    Why: two test runs on one machine (a developer's and a helper's, or CI's)
+    that flush the same Redis database break each other's breakers and queues.
+    The URL goes into the environment, so worker subprocesses and nested
+    test helpers reuse this server instead of starting their own. Without the
+    binary, the machine's shared Redis (database 13) is the fallback.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "redis://127.0.0.1:6379/13"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--protected-mode", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    atexit.register(server.terminate)
+    url = f"redis://127.0.0.1:{port}/13"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(
+                    f"the test run's own redis-server did not start on {port}"
+                ) from None
+            time.sleep(0.05)
+    os.environ["ENTITY_SYNC_TEST_REDIS_URL"] = url
+    return url
+
+
+REDIS_URL = os.environ.get("ENTITY_SYNC_TEST_REDIS_URL") or _private_redis_url()
 POSTGRES_URL = os.environ.get(
     "ENTITY_SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

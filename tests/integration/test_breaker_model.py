@@ -19,7 +19,6 @@ import math
 import os
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -33,6 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests.support import SCRIPTS_REDIS_URL
 from worker.breaker import (
     Admission,
     Breaker,
@@ -48,11 +48,7 @@ from worker.limits import RatePolicy
 pytestmark = pytest.mark.integration
 
 # DB 15 on the test Redis: these tests flush it, and only it.
-REDIS_URL = urlunsplit(
-    urlsplit(os.environ.get("ENTITY_SYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))._replace(
-        path="/15"
-    )
-)
+REDIS_URL = SCRIPTS_REDIS_URL
 ENTITIES = ("a", "b")
 # "a" twice: more calls hit the same entity breaker, so it trips and recovers.
 ENTITY_CHOICES = st.sampled_from([None, "a", "a", "b"])
