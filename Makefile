@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/entity-sync demo
 
 test: install
+	$(PY) scripts/ensure_test_services.py
 	$(PY) -m pytest -q
 
 test-fast: install
