@@ -335,6 +335,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         default_interval_s=float(settings.sync_interval_seconds),
         host=args.host or settings.dashboard_host,
         port=args.port or settings.dashboard_port,
+        loopback_names_only=args.loopback_names_only,
     )
     return EXIT_OK
 
@@ -447,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = command("dashboard", cmd_dashboard, "serve the read-only health dashboard")
     dashboard.add_argument("--host", help="default: ENTITY_SYNC_DASHBOARD_HOST (127.0.0.1)")
     dashboard.add_argument("--port", type=int, help="default: ENTITY_SYNC_DASHBOARD_PORT (8901)")
+    dashboard.add_argument(
+        "--loopback-names-only",
+        action="store_true",
+        help="answer only requests whose Host is a loopback name, whatever --host "
+        "(a container whose port is published on 127.0.0.1 only)",
+    )
 
     command("demo", cmd_demo, "sandbox + worker + real syncs + status table")
     return parser

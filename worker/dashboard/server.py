@@ -83,10 +83,14 @@ class DashboardServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, dashboard: Dashboard) -> None:
+    def __init__(
+        self, host: str, port: int, dashboard: Dashboard, *, loopback_names_only: bool = False
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.dashboard = dashboard
-        self.loopback = is_loopback(host)
+        # Loopback-bound, or told it is reached through a port published on
+        # loopback only (a container): refuse Host headers naming other hosts.
+        self.loopback = is_loopback(host) or loopback_names_only
         super().__init__((host.strip("[]"), port), Handler)
 
     @property
@@ -215,10 +219,23 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     out: TextIO = sys.stderr,
+    loopback_names_only: bool = False,
 ) -> None:
-    """Serve the dashboard until interrupted, saying where (and warning when exposed)."""
-    server = DashboardServer(host, port, Dashboard(store, breaker, default_interval_s))
-    if not server.loopback:
+    """Serve the dashboard until interrupted, saying where (and warning when exposed).
+
+    ``loopback_names_only``: bound to every address of a container whose port
+    is published on the host's loopback only; requests must still name a
+    loopback host, as they must when the dashboard itself is bound to loopback.
+    """
+    dashboard = Dashboard(store, breaker, default_interval_s)
+    server = DashboardServer(host, port, dashboard, loopback_names_only=loopback_names_only)
+    if loopback_names_only and not is_loopback(host):
+        print(
+            f"the dashboard is bound to {host} and answers only requests naming a loopback "
+            "host: publish its port on 127.0.0.1 only (docker-compose.yml does).",
+            file=out,
+        )
+    elif not server.loopback:
         print(
             f"WARNING: the dashboard is bound to {host}, not to loopback: anyone who can "
             "reach this port can read every connection's status and last errors (there is "
