@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery, signals
 
 from worker import logs
+from worker.errors import ConfigError
 from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
 from worker.sentry import init_sentry
 from worker.settings import Settings, get_settings
@@ -101,7 +103,14 @@ def _configure_logging(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _check_ready(**_: Any) -> None:
-    check_ready(get_settings())
+    try:
+        check_ready(get_settings())
+    except ConfigError as exc:
+        # Celery logs and swallows an exception from a worker_init handler,
+        # before logging is set up: the worker would start and fail every job.
+        # A wrong setting (a missing secret key in a container) stops it here.
+        print(f"entity-sync worker cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from exc
 
 
 @signals.celeryd_init.connect
