@@ -16,12 +16,14 @@ import http.client
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,25 @@ def test_dockerfile_caches_dependencies_runs_as_non_root_and_bakes_no_credential
         if line.strip() and not line.startswith("#")
     ]
     assert ignored[0] == "*", ".dockerignore: an allow-list (no .venv, .git, var/ in the context)"
+
+
+def test_the_dependency_layer_installs_every_dependency_of_pyproject(tmp_path: Path) -> None:
+    """The Dockerfile's first RUN reads pyproject.toml alone; run it with pip replaced by echo."""
+    text = DOCKERFILE.read_text().replace("\\\n", "")
+    run = next(line for line in text.splitlines() if line.startswith("RUN python -c"))
+    code = shlex.split(run.removeprefix("RUN "))[2]
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path)
+    printed = subprocess.run(
+        [sys.executable, "-c", code.replace("subprocess.check_call(", "print(*")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["flower"]]
+    assert printed[1:4] == ["-m", "pip", "install"]
+    assert printed[4:] == wanted
 
 
 # -- the services, run as their containers would ------------------------------------------
