@@ -6,8 +6,8 @@
 - The tests start a ``redis-server`` of their own (tests/support.py), so the
   binary must be on PATH, unless ENTITY_SYNC_TEST_REDIS_URL names a Redis,
   which must then answer.
-- Headless Chromium for the dashboard tests ($CHROMIUM, /usr/bin/chromium or
-  ``chromium`` on PATH).
+- Headless Chromium for the dashboard tests ($CHROMIUM, else ``chromium`` on
+  PATH, which Debian's package puts in /usr/bin).
 
 Where a binary is missing and this runs as root on a machine with apt-get,
 Debian's package is installed (``redis-server``, ``chromium``); otherwise, or
@@ -146,10 +146,7 @@ def find_chromium() -> str | None:
     named = os.environ.get("CHROMIUM")
     if named:
         return named if os.access(named, os.X_OK) else None
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return shutil.which("chromium")  # Debian's package: /usr/bin/chromium
 
 
 def ensure_chromium(apt: Apt) -> str | None:
@@ -161,8 +158,7 @@ def ensure_chromium(apt: Apt) -> str | None:
     if apt.install("chromium") and find_chromium():
         return None
     return (
-        "the dashboard tests need headless Chromium, and none was found "
-        "(/usr/bin/chromium, `chromium` on PATH).\n"
+        "the dashboard tests need headless Chromium, and there is no `chromium` on PATH.\n"
         "  Install it (Debian: `apt-get install chromium`), or set CHROMIUM to a Chromium binary."
     )
 

@@ -160,3 +160,39 @@ def test_starts_a_stopped_local_cluster_on_the_test_port(tmp_path: Path) -> None
     assert started.read_text().split() == ["--skip-systemctl-redirect", "15", "main", "start"]
     assert "PostgreSQL 15/main is stopped; starting it" in done.stdout
     assert done.returncode == 0, done.stderr
+
+
+def test_installs_what_is_missing_with_apt_get_as_root(tmp_path: Path) -> None:
+    """As root with apt-get: one update, then Debian's redis-server and chromium.
+
+    apt-get is a stand-in on PATH that records its calls and "installs" a
+    package by putting an executable of that name next to itself.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fake = bin_dir / "apt-get"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        'if [ "$1" = install ]; then\n'
+        "  for last; do :; done\n"
+        f"  binary={bin_dir}/$last\n"
+        '  printf "#!/bin/sh\\n" > "$binary"; /bin/chmod +x "$binary"\n'
+        "fi\n"
+    )
+    fake.chmod(0o755)
+    env = base_env() | {"PATH": str(bin_dir)}  # no redis-server, no chromium
+    done = run(env)
+    if os.geteuid() != 0:
+        assert done.returncode == 1
+        assert "installed automatically only as root" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines() == [
+        "update -qq",
+        "install -y -qq --no-install-recommends redis-server",
+        "install -y -qq --no-install-recommends chromium",
+    ]
+    assert "installing Debian's redis-server" in done.stdout
+    assert "installing Debian's chromium" in done.stdout
