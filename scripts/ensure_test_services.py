@@ -56,7 +56,7 @@ class Apt:
             subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
             self.updated = True
         done = subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+            ["apt-get", "install", "-y", "-qq", package],
             env=env,
             check=False,
         )

@@ -191,8 +191,8 @@ def test_installs_what_is_missing_with_apt_get_as_root(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert calls.read_text().splitlines() == [
         "update -qq",
-        "install -y -qq --no-install-recommends redis-server",
-        "install -y -qq --no-install-recommends chromium",
+        "install -y -qq redis-server",
+        "install -y -qq chromium",
     ]
     assert "installing Debian's redis-server" in done.stdout
     assert "installing Debian's chromium" in done.stdout
