@@ -17,6 +17,14 @@ from pathlib import Path
 from worker.entities import ALL_ENTITY_TYPES
 from worker.errors import ConfigError, EntitySyncError, UnknownConnection, UnknownEvent
 from worker.jobs import is_valid_connection_id
+from worker.operator_input import (
+    InvalidInput,
+    check_http_url,
+    check_interval,
+    check_limits,
+    clean_secret,
+    decode_secret_bytes,
+)
 from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings, get_settings
@@ -35,16 +43,45 @@ def _store(settings: Settings) -> SqlStore:
     return open_store(settings.store_url)
 
 
-def _read_token(args: argparse.Namespace) -> str:
+def _read_secret(args: argparse.Namespace, what: str = "token") -> str:
+    """A token or secret from ``--token-file`` or stdin, as UTF-8 (a BOM allowed), checked.
+
+    Bytes, not the locale's text: a file saved by a Windows editor starts with
+    a BOM and must read the same as any other. Messages never show the value.
+    """
     if args.token_file:
-        token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        try:
+            raw = Path(args.token_file).read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UsageError(f"--token-file: cannot read {args.token_file}: {reason}") from None
     else:
         if sys.stdin.isatty():
-            print("token (input hidden is not supported; paste and press Enter):", file=sys.stderr)
-        token = sys.stdin.readline().strip()
-    if not token:
-        raise UsageError("no token given (pipe it on stdin or use --token-file)")
-    return token
+            prompt = f"{what} (input hidden is not supported; paste and press Enter):"
+            print(prompt, file=sys.stderr)
+        raw = sys.stdin.buffer.readline()
+    return clean_secret(decode_secret_bytes(raw, what=what), what=what)
+
+
+def _read_token(args: argparse.Namespace) -> str:
+    return _read_secret(args, "token")
+
+
+def _upstream_url(url: str | None) -> str | None:
+    """A per-connection API URL under the rule of ENTITY_SYNC_UPSTREAM_URL; warns on http."""
+    if url is None:
+        return None
+    try:
+        checked = check_http_url(url, what="--upstream-url")
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    if checked.lower().startswith("http://"):
+        print(
+            "warning: --upstream-url is plain http: the token travels unencrypted "
+            "(use https outside a trusted network)",
+            file=sys.stderr,
+        )
+    return checked
 
 
 # -- connections ------------------------------------------------------------------
@@ -70,6 +107,7 @@ def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
     if not is_valid_connection_id(args.id):
         raise UsageError("a connection id is 1-128 letters, digits, '.', '_' or '-'")
     webhook_url = _webhook_url(args.webhook_url, settings)
+    upstream_url = _upstream_url(args.upstream_url)
     box = SecretBox.from_settings(settings)
     token = _read_token(args) if (args.token_file or args.token_stdin) else None
     _store(settings).add_connection(
@@ -77,7 +115,7 @@ def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
             id=args.id,
             name=args.name or args.id,
             entity_types=tuple(args.entity or ENTITY_CHOICES),
-            upstream_url=args.upstream_url,
+            upstream_url=upstream_url,
             webhook_url=webhook_url,
             token_ciphertext=box.encrypt(token) if token else None,
         )
@@ -117,8 +155,14 @@ def cmd_connections_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connections_remove(args: argparse.Namespace, settings: Settings) -> int:
-    _store(settings).remove_connection(args.id)
-    print(f"connection {args.id} removed with everything synced for it")
+    from worker.removal import remove_connection
+
+    deleted = remove_connection(_store(settings), Runtime(settings=settings).redis, args.id)
+    print(
+        f"connection {args.id} removed with everything kept for it "
+        f"({deleted['records']} records, {deleted['runs']} runs, "
+        f"{deleted['redis_keys']} Redis keys)"
+    )
     return EXIT_OK
 
 
@@ -145,19 +189,47 @@ def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> i
 
 
 def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from worker.timeutil import canonical
+
     store = _store(settings)
-    store.get_connection(args.id)
+    connection = store.get_connection(args.id)
     url = _webhook_url(args.url, settings)
-    secret = None
+    window = settings.webhook_secret_rotation_seconds
+    if args.rotation_seconds is not None:
+        if not 0 <= args.rotation_seconds <= 30 * 86_400:
+            raise UsageError("--rotation-seconds must be 0..2592000 (30 days)")
+        window = args.rotation_seconds
+    secret = until = None
+    note = ""
     if args.secret_stdin:
-        secret = SecretBox.from_settings(settings).encrypt(_read_token(args))
-    store.set_webhook(args.id, url=url, secret_ciphertext=secret)
-    print(f"webhook of {args.id}: {url}" + (" (own signing secret)" if secret else ""))
+        box = SecretBox.from_settings(settings)
+        plaintext = _read_secret(args, "webhook secret")
+        before = (
+            box.decrypt(connection.webhook_secret_ciphertext)
+            if connection.webhook_secret_ciphertext
+            else (settings.webhook_secret.get_secret_value() if settings.webhook_secret else None)
+        )
+        secret = box.encrypt(plaintext)
+        note = " (own signing secret)"
+        if before is not None and before != plaintext and window > 0:
+            until = canonical(datetime.now(UTC) + timedelta(seconds=window))
+            note = f" (own signing secret; the previous one also signs until {until})"
+        elif before == plaintext and connection.webhook_secret_previous_until:
+            until = connection.webhook_secret_previous_until  # the same secret: no new window
+            secret = None
+    store.set_webhook(args.id, url=url, secret_ciphertext=secret, previous_until=until)
+    print(f"webhook of {args.id}: {url}{note}")
     return EXIT_OK
 
 
 def cmd_connections_interval(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
+    try:
+        check_interval(args.seconds)
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
     store.set_interval(args.id, args.seconds)
     shown = (
         f"{args.seconds}s" if args.seconds else f"the default ({settings.sync_interval_seconds}s)"
@@ -180,12 +252,16 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_connections_limits(args: argparse.Namespace, settings: Settings) -> int:
     from worker.connection_limits import apply_limits
 
+    try:
+        values = check_limits(args.rate, args.burst, args.max_concurrency)
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
     store = _store(settings)
     store.set_limits(
         args.id,
-        rate_per_second=args.rate,
-        rate_burst=args.burst,
-        max_concurrency=args.max_concurrency,
+        rate_per_second=values.rate_per_second,
+        rate_burst=values.rate_burst,
+        max_concurrency=values.max_concurrency,
     )
     connection = store.get_connection(args.id)
     apply_limits(Runtime(settings=settings).limits, [connection])
@@ -306,15 +382,47 @@ def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     box = SecretBox.from_settings(settings)
     store = _store(settings)
-    connections = store.list_connections()
-    tokens = {c.id: box.rotate(c.token_ciphertext) for c in connections if c.token_ciphertext}
-    secrets = {
-        c.id: box.rotate(c.webhook_secret_ciphertext)
-        for c in connections
-        if c.webhook_secret_ciphertext
-    }
-    store.replace_ciphertexts(tokens=tokens, webhook_secrets=secrets)
-    print(f"re-encrypted {len(tokens)} token(s) and {len(secrets)} webhook secret(s)")
+    done: dict[str, int] = {"tokens": 0, "secrets": 0}
+    # Each ciphertext is swapped only where it is still the one read (a
+    # compare-and-set): a set-token landing in between wins, and its
+    # connection is read and rotated again in the next round.
+    pending: set[str] | None = None
+    for _ in range(5):
+        connections = [c for c in store.list_connections() if pending is None or c.id in pending]
+        tokens = {
+            c.id: (c.token_ciphertext, box.rotate(c.token_ciphertext))
+            for c in connections
+            if c.token_ciphertext
+        }
+        secrets = {
+            c.id: (c.webhook_secret_ciphertext, box.rotate(c.webhook_secret_ciphertext))
+            for c in connections
+            if c.webhook_secret_ciphertext
+        }
+        previous = {
+            c.id: (
+                c.webhook_secret_previous_ciphertext,
+                box.rotate(c.webhook_secret_previous_ciphertext),
+            )
+            for c in connections
+            if c.webhook_secret_previous_ciphertext
+        }
+        changed = set(
+            store.replace_ciphertexts(
+                tokens=tokens, webhook_secrets=secrets, previous_webhook_secrets=previous
+            )
+        )
+        done["tokens"] += len(set(tokens) - changed)
+        done["secrets"] += len(set(secrets) - changed)
+        if not changed:
+            break
+        pending = changed
+    else:
+        raise EntitySyncError(
+            f"secrets of {', '.join(sorted(pending or ()))} kept changing during the rotation: "
+            "run rotate-key again"
+        )
+    print(f"re-encrypted {done['tokens']} token(s) and {done['secrets']} webhook secret(s)")
     return EXIT_OK
 
 
@@ -391,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument(
         "--secret-stdin", action="store_true", help="read this connection's signing secret"
     )
+    hook.add_argument(
+        "--rotation-seconds",
+        type=int,
+        help="how long the replaced secret still signs next to the new one "
+        "(default: ENTITY_SYNC_WEBHOOK_SECRET_ROTATION_SECONDS; 0: stop at once)",
+    )
     hook.set_defaults(token_file=None)
     interval = command(
         "interval", cmd_connections_interval, "how often it syncs on schedule", conn_commands
@@ -465,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         return int(args.handler(args, settings))
-    except (ConfigError, UnknownConnection, UnknownEvent, UsageError) as exc:
+    except (ConfigError, UnknownConnection, UnknownEvent, UsageError, InvalidInput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EntitySyncError as exc:

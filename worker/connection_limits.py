@@ -3,7 +3,9 @@
 The store holds the durable copy (principle 1); Redis holds the copy the
 admission script reads. ``apply_limits`` copies one to the other, and the
 housekeeping probe re-applies every connection's, so a flushed Redis forgets
-them for one probe interval at most.
+them for one probe interval at most. A stored value out of range (written
+before the CLI checked it, or by hand) falls back to the default for its own
+connection and is logged: it never stops the others' limits or probes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from worker.limits import Limits
+from worker.logs import connection_log
+from worker.operator_input import usable_limits
 from worker.store import Connection
 
 
@@ -18,11 +22,27 @@ def apply_limits(limits: Limits, connections: Iterable[Connection]) -> int:
     """Write each connection's overrides to Redis; returns how many were written."""
     written = 0
     for connection in connections:
-        limits.set_connection_limits(
-            connection.id,
-            rate_per_s=connection.rate_per_second,
-            burst=connection.rate_burst,
-            max_concurrency=connection.max_concurrency,
+        values, problems = usable_limits(
+            connection.rate_per_second, connection.rate_burst, connection.max_concurrency
         )
+        if problems:
+            connection_log.warning(
+                "stored limits out of range, the default applies instead: %s",
+                ", ".join(problems),
+                extra={"connection_id": connection.id},
+            )
+        try:
+            limits.set_connection_limits(
+                connection.id,
+                rate_per_s=values.rate_per_second,
+                burst=values.rate_burst,
+                max_concurrency=values.max_concurrency,
+            )
+        except ValueError as exc:
+            # One connection's limits must not keep the others' from being applied.
+            connection_log.warning(
+                "limits not applied: %s", exc, extra={"connection_id": connection.id}
+            )
+            continue
         written += 1
     return written

@@ -133,6 +133,12 @@ def notify_lease(connection_id: str) -> str:
     return f"{tag(connection_id)}:notify"
 
 
+def connection_pattern(connection_id: str) -> str:
+    """A SCAN pattern matching every key of one connection (all share its tag)."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in tag(connection_id))
+    return escaped + "*"
+
+
 SCHEDULER_LOCK = "entity_sync:scheduler:lock"  # the one active scheduler
 
 

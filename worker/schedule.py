@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from worker.errors import StoreError
+from worker.logs import connection_log
 from worker.store import Connection, SqlStore
 from worker.timeutil import canonical
 
@@ -58,7 +60,18 @@ def schedule_due(
         interval = int(connection.sync_interval(default_interval_s))
         slot = current_slot(connection.id, interval, now)
         outcome = "skipped: previous run still going" if connection.id in busy else "enqueued"
-        if not store.claim_slot(connection.id, slot, outcome):
+        try:
+            if not store.claim_slot(connection.id, slot, outcome):
+                continue
+        except StoreError as exc:
+            # One connection's row must never cost the connections after it
+            # their slot: log it, and go on with the next.
+            connection_log.error(
+                "schedule: slot %d not claimed: %s",
+                slot,
+                exc,
+                extra={"connection_id": connection.id},
+            )
             continue
         if outcome == "enqueued":
             enqueue(connection)

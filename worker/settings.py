@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from functools import lru_cache
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.operator_input import InvalidInput, check_http_url
 
 ENV_PREFIX = "ENTITY_SYNC_"
 
@@ -93,6 +95,11 @@ class Settings(BaseSettings):
 
     # Webhooks (worker.notifier): signed with the connection's secret, else this one.
     webhook_secret: SecretStr | None = None
+    # Rotating the global secret: the previous one signs next to it until then.
+    webhook_secret_previous: SecretStr | None = None
+    webhook_secret_previous_until: datetime | None = None
+    # `connections set-webhook --secret-stdin`: how long the replaced secret still signs.
+    webhook_secret_rotation_seconds: Annotated[int, Field(ge=0, le=30 * 86_400)] = 86_400
     webhook_default_url: str | None = None
     webhook_allow_http: bool = False  # local development only
     webhook_allow_private: bool = False  # loopback/private targets: local development only
@@ -149,10 +156,18 @@ class Settings(BaseSettings):
     @field_validator("upstream_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return value.rstrip("/")
+        try:
+            return check_http_url(value, what="the URL")
+        except InvalidInput:
+            # The same rule as `connections add --upstream-url` (worker/operator_input.py).
+            raise ValueError("must be an http:// or https:// URL with a host") from None
+
+    @field_validator("webhook_secret_previous_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must be an instant with its offset, e.g. 2026-12-01T00:00:00Z")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -178,6 +193,20 @@ class Settings(BaseSettings):
                     "(generate one with `entity-sync keygen`)"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _rotation_has_an_end(self) -> Settings:
+        if self.webhook_secret_previous is not None and self.webhook_secret_previous_until is None:
+            raise ValueError(
+                f"{ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS is set without "
+                f"{ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS_UNTIL: say until when the previous "
+                "secret still signs (an instant such as 2026-12-01T00:00:00Z)"
+            )
+        if self.webhook_secret_previous is not None and self.webhook_secret is None:
+            raise ValueError(
+                f"{ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS is set without {ENV_PREFIX}WEBHOOK_SECRET"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stalled_after_lease(self) -> Settings:

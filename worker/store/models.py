@@ -43,10 +43,19 @@ class Connection:
     max_concurrency: int | None = None
     webhook_secret_ciphertext: str | None = field(default=None, repr=False)
     sync_interval_s: int | None = None  # None: ENTITY_SYNC_SYNC_INTERVAL_SECONDS
+    # The secret replaced last, still signing next to the current one until then.
+    webhook_secret_previous_ciphertext: str | None = field(default=None, repr=False)
+    webhook_secret_previous_until: str | None = None
 
     def sync_interval(self, default_s: float) -> float:
-        """How often it syncs: its own interval where it has one, else the default."""
-        return float(self.sync_interval_s or default_s)
+        """How often it syncs: its own interval where it has a usable one, else the default.
+
+        A stored interval out of range (zero, negative: written before the CLI
+        checked it) would put the connection in a slot it can never leave.
+        """
+        from worker.operator_input import usable_interval
+
+        return float(usable_interval(self.sync_interval_s) or default_s)
 
 
 @dataclass(frozen=True)

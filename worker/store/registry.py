@@ -15,7 +15,8 @@ from worker.timeutil import utc_now
 _CONNECTION_COLUMNS = (
     "id, name, entity_types, upstream_url, webhook_url, token_ciphertext, token_version, "
     "created_at, updated_at, rate_per_second, rate_burst, max_concurrency, "
-    "webhook_secret_ciphertext, sync_interval_s"
+    "webhook_secret_ciphertext, sync_interval_s, webhook_secret_previous_ciphertext, "
+    "webhook_secret_previous_until"
 )
 
 
@@ -34,7 +35,7 @@ class RegistryStore(StoreBase):
                 raise ConnectionExists(f"connection {connection.id!r} already exists")
             tx.execute(
                 f"INSERT INTO connections ({_CONNECTION_COLUMNS}) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     connection.id,
                     connection.name,
@@ -50,6 +51,8 @@ class RegistryStore(StoreBase):
                     connection.max_concurrency,
                     connection.webhook_secret_ciphertext,
                     connection.sync_interval_s,
+                    connection.webhook_secret_previous_ciphertext,
+                    connection.webhook_secret_previous_until,
                 ),
             )
 
@@ -98,10 +101,32 @@ class RegistryStore(StoreBase):
 
     @translated
     def set_webhook(
-        self, connection_id: str, *, url: str | None, secret_ciphertext: str | None
+        self,
+        connection_id: str,
+        *,
+        url: str | None,
+        secret_ciphertext: str | None,
+        previous_until: str | None = None,
     ) -> None:
-        """Set where a connection's events go, and (optionally) its own signing secret."""
+        """Set where a connection's events go, and (optionally) its own signing secret.
+
+        With a new secret and ``previous_until``, the secret it replaces keeps
+        signing next to it until that instant (a rotation window); without
+        ``previous_until`` the replaced secret stops signing at once. Only
+        the latest replaced secret is kept.
+        """
         with self._write() as tx:
+            if secret_ciphertext is not None:
+                tx.execute(
+                    "UPDATE connections SET webhook_secret_previous_ciphertext = CASE WHEN ? = 1 "
+                    "THEN webhook_secret_ciphertext ELSE NULL END, "
+                    "webhook_secret_previous_until = ? WHERE id = ?",
+                    (
+                        1 if previous_until is not None else 0,
+                        previous_until,
+                        connection_id,
+                    ),
+                )
             updated = tx.execute(
                 "UPDATE connections SET webhook_url = ?, webhook_secret_ciphertext = "
                 "COALESCE(?, webhook_secret_ciphertext), updated_at = ? WHERE id = ?",
@@ -112,14 +137,25 @@ class RegistryStore(StoreBase):
 
     @translated
     def set_interval(self, connection_id: str, seconds: int | None) -> None:
-        """Set (None: clear) how often a connection is synced on schedule."""
+        """Set (None: clear) how often a connection is synced on schedule.
+
+        Slots are numbered per interval, so the last claimed slot of the old
+        interval means nothing for the new one (a longer interval has smaller
+        slot numbers, and would wait until it passed the old number): it is
+        forgotten, and the next tick claims the new interval's current slot.
+        """
         with self._write() as tx:
-            updated = tx.execute(
+            rows = tx.execute(
+                "SELECT sync_interval_s FROM connections WHERE id = ?", (connection_id,)
+            ).fetchall()
+            if not rows:
+                raise UnknownConnection(f"unknown connection {connection_id!r}")
+            if rows[0][0] != seconds:
+                tx.execute("UPDATE connections SET last_slot = NULL WHERE id = ?", (connection_id,))
+            tx.execute(
                 "UPDATE connections SET sync_interval_s = ?, updated_at = ? WHERE id = ?",
                 (seconds, utc_now(), connection_id),
-            ).rowcount
-            if not updated:
-                raise UnknownConnection(f"unknown connection {connection_id!r}")
+            )
 
     @translated
     def claim_slot(self, connection_id: str, slot: int, outcome: str) -> bool:
@@ -144,9 +180,17 @@ class RegistryStore(StoreBase):
                 return False
             # Slots passed while no scheduler ran (late, or down) are not sent
             # in a burst: this one sync covers them, and the log says so.
-            missed = range(max(previous + 1, slot - MAX_MERGED_SLOTS), slot) if previous else ()
+            missed = (
+                range(max(previous + 1, slot - MAX_MERGED_SLOTS), slot)
+                if previous is not None
+                else ()
+            )
+            # A slot number may already be in the log when the interval changed
+            # (slots are numbered per interval): the newest outcome replaces it.
             tx.executemany(
-                "INSERT INTO schedule_log (connection_id, slot, outcome, at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO schedule_log (connection_id, slot, outcome, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (connection_id, slot) DO UPDATE SET outcome = excluded.outcome, "
+                "at = excluded.at",
                 [(connection_id, s, f"merged into {slot}", now) for s in missed]
                 + [(connection_id, slot, outcome, now)],
             )
@@ -200,22 +244,47 @@ class RegistryStore(StoreBase):
 
     @translated
     def replace_ciphertexts(
-        self, *, tokens: dict[str, str], webhook_secrets: dict[str, str]
-    ) -> None:
-        """Swap stored ciphertexts in one transaction (key rotation; same secrets)."""
+        self,
+        *,
+        tokens: dict[str, tuple[str, str]],
+        webhook_secrets: dict[str, tuple[str, str]],
+        previous_webhook_secrets: dict[str, tuple[str, str]] | None = None,
+    ) -> list[str]:
+        """Swap stored ciphertexts (key rotation, same secrets) where they did not change.
+
+        Each value is ``(expected, replacement)``: the replacement is written
+        only while the column still holds ``expected`` (a compare-and-set), so
+        a ``set-token`` that landed after the caller read the old ciphertext
+        wins instead of being reverted. Returns the ids of the connections
+        where something was left alone because it changed meanwhile.
+        """
+        changed: set[str] = set()
+        columns = (
+            ("token_ciphertext", tokens),
+            ("webhook_secret_ciphertext", webhook_secrets),
+            ("webhook_secret_previous_ciphertext", previous_webhook_secrets or {}),
+        )
         with self._write() as tx:
-            tx.executemany(
-                "UPDATE connections SET token_ciphertext = ? WHERE id = ?",
-                [(text, connection_id) for connection_id, text in tokens.items()],
-            )
-            tx.executemany(
-                "UPDATE connections SET webhook_secret_ciphertext = ? WHERE id = ?",
-                [(text, connection_id) for connection_id, text in webhook_secrets.items()],
-            )
+            for column, swaps in columns:
+                for connection_id, (expected, replacement) in swaps.items():
+                    if not tx.execute(
+                        f"UPDATE connections SET {column} = ? WHERE id = ? AND {column} = ?",
+                        (replacement, connection_id, expected),
+                    ).rowcount:
+                        changed.add(connection_id)
+        return sorted(changed)
 
     @translated
-    def remove_connection(self, connection_id: str) -> None:
-        """Delete a connection and everything synced for it."""
+    def remove_connection(self, connection_id: str) -> dict[str, int]:
+        """Delete a connection and everything kept for it; rows deleted per table.
+
+        No history is kept under its id: a connection added again with the
+        same id must start clean. Old runs would count as "still going" for the
+        scheduler, old events as the subject's latest (so the outbox would skip
+        the new connection's first event), old log rows would collide with its
+        slots. The removal itself is logged by the caller instead.
+        """
+        deleted: dict[str, int] = {}
         with self._write() as tx:
             for table in (
                 "records",
@@ -224,11 +293,15 @@ class RegistryStore(StoreBase):
                 "parked_jobs",
                 "transitions",
                 "events",
+                "schedule_log",
+                "runs",
             ):
-                tx.execute(f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,))
-            tx.execute("DELETE FROM runs WHERE connection_id = ?", (connection_id,))
+                deleted[table] = tx.execute(
+                    f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,)
+                ).rowcount
             if not tx.execute("DELETE FROM connections WHERE id = ?", (connection_id,)).rowcount:
                 raise UnknownConnection(f"unknown connection {connection_id!r}")
+        return deleted
 
 
 def _connection(row: Sequence[Any]) -> Connection:
@@ -247,4 +320,6 @@ def _connection(row: Sequence[Any]) -> Connection:
         max_concurrency=row[11],
         webhook_secret_ciphertext=row[12],
         sync_interval_s=row[13],
+        webhook_secret_previous_ciphertext=row[14],
+        webhook_secret_previous_until=row[15],
     )

@@ -151,4 +151,12 @@ MIGRATIONS[3] = (
     "CREATE INDEX runs_by_status ON runs (status, heartbeat_at)",
 )
 
+# Version 6: webhook secret rotation. While a connection's secret is replaced,
+# the previous one (encrypted like the current) signs each delivery too, until
+# the instant in ``webhook_secret_previous_until``.
+MIGRATIONS[6] = (
+    "ALTER TABLE connections ADD COLUMN webhook_secret_previous_ciphertext TEXT",
+    "ALTER TABLE connections ADD COLUMN webhook_secret_previous_until TEXT",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)
