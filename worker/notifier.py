@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,7 +38,8 @@ class Attempt:
     retryable: bool = True  # False: retrying cannot help until the configuration changes
 
 
-Send = Callable[[str, str, Event], Attempt]  # (url, secret, event) -> outcome
+# (url, signing secrets: the current first, then one still in its rotation window, event)
+Send = Callable[[str, Sequence[str], Event], Attempt]
 
 NOTIFY_LEASE_S = 120.0
 
@@ -90,17 +91,17 @@ def _deliver(
 ) -> DeliveryReport:
     delivered = failed = dead = 0
     url = connection.webhook_url or settings.webhook_default_url
-    secret = _secret(secrets, settings, connection)
     for event in store.pending_events(connection.id):
         now = datetime.now(UTC)
         if parse_instant(event.next_attempt_at) > now:
             break  # not due yet; those behind it wait to keep the order
-        if not url or not secret:
+        keys = signing_secrets(secrets, settings, connection, now=now)
+        if not url or not keys:
             missing = "webhook URL" if not url else "webhook secret"
             _mark(store, event, EventStatus.DEAD, now, error=f"no {missing} configured")
             dead += 1
             continue
-        attempt = send(url, secret, event)
+        attempt = send(url, keys, event)
         if attempt.delivered:
             _mark(store, event, EventStatus.DELIVERED, now)
             delivered += 1
@@ -136,10 +137,33 @@ def _deliver(
     return DeliveryReport(delivered=delivered, failed=failed, dead=dead)
 
 
-def _secret(secrets: SecretBox, settings: Settings, connection: Connection) -> str | None:
+def signing_secrets(
+    secrets: SecretBox, settings: Settings, connection: Connection, *, now: datetime
+) -> list[str]:
+    """The secrets that sign a delivery now: the current one first, then the previous
+    one while its rotation window lasts (empty: no secret configured).
+
+    A connection's own secret wins over ENTITY_SYNC_WEBHOOK_SECRET. A connection
+    that got its first own secret has no previous ciphertext: during its
+    window the global secret it was signed with until then is the previous one.
+    """
+    global_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     if connection.webhook_secret_ciphertext:
-        return secrets.decrypt(connection.webhook_secret_ciphertext)
-    return settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        keys = [secrets.decrypt(connection.webhook_secret_ciphertext)]
+        until = connection.webhook_secret_previous_until
+        if until is not None and parse_instant(until) > now:
+            if connection.webhook_secret_previous_ciphertext:
+                keys.append(secrets.decrypt(connection.webhook_secret_previous_ciphertext))
+            elif global_secret:
+                keys.append(global_secret)
+    elif global_secret:
+        keys = [global_secret]
+        until_at = settings.webhook_secret_previous_until
+        if settings.webhook_secret_previous is not None and until_at is not None and until_at > now:
+            keys.append(settings.webhook_secret_previous.get_secret_value())
+    else:
+        return []
+    return [key for n, key in enumerate(keys) if key and key not in keys[:n]]
 
 
 def _mark(
@@ -163,11 +187,12 @@ def _mark(
 def webhook_sender(client: WebhookClient) -> Send:
     """The real Send: sign the event now and POST it once."""
 
-    def send(url: str, secret: str, event: Event) -> Attempt:
+    def send(url: str, secrets: Sequence[str], event: Event) -> Attempt:
         result = deliver(
             client,
             url,
-            secret=secret,
+            secret=secrets[0],
+            previous_secrets=secrets[1:],
             event_id=event.id,
             event_type=event.type,
             body=event.body_json.encode(),
