@@ -108,7 +108,7 @@ def init_sentry(
     dsn = settings.sentry_dsn.get_secret_value()
     if transport is None and _initialized_dsn == dsn and sentry_sdk.is_initialized():
         return True  # worker_init and beat_init in one process, or a forked child
-    for secret in (settings.webhook_secret, settings.secret_key):
+    for secret in (settings.webhook_secret, settings.webhook_secret_previous, settings.secret_key):
         if secret is not None:
             for part in secret.get_secret_value().split(","):
                 register_secret(part.strip())
