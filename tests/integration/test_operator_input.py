@@ -31,6 +31,7 @@ from worker.store import (
     SqlStore,
     TransitionRecord,
 )
+from worker.store.registry import CONNECTION_TABLES
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,7 @@ def test_one_connection_failing_its_claim_does_not_stop_the_tick(store_url: str)
     # A log row the claim will collide with on a store without the upsert.
     slot = current_slot("a", 900, now)
     assert store.claim_slot("a", slot - 5, "enqueued")
-    with store._write() as tx:  # noqa: SLF001 - an inconsistent row, as an old version left it
+    with store._write() as tx:  # an inconsistent row, as an old version left it
         tx.execute("UPDATE connections SET last_slot = NULL WHERE id = 'a'")
         tx.execute(
             "INSERT INTO schedule_log (connection_id, slot, outcome, at) VALUES ('a', ?, 'x', 'y')",
@@ -229,24 +230,34 @@ def _fill(env: Env, store: SqlStore, client: redis.Redis, cid: str) -> None:
     client.set(redis_keys.preflight(cid), "{}")
 
 
-_TABLES = (
-    "records",
-    "cursors",
-    "quarantine",
-    "parked_jobs",
-    "transitions",
-    "events",
-    "schedule_log",
-    "runs",
-)
+_TABLES = CONNECTION_TABLES
+
+
+def test_remove_knows_every_table_that_holds_a_connections_rows(store_url: str) -> None:
+    store = _env(store_url).store()
+    if store.dialect.name == "sqlite":
+        tables = [r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        holding = {
+            t
+            for t in tables
+            if any(c[1] == "connection_id" for c in store._read(f"PRAGMA table_info({t})"))
+        }
+    else:
+        holding = {
+            r[0]
+            for r in store._read(
+                "SELECT table_name FROM information_schema.columns "
+                "WHERE column_name = 'connection_id' AND table_schema = current_schema()"
+            )
+        }
+    assert holding == set(CONNECTION_TABLES), "add the new table to CONNECTION_TABLES"
 
 
 def _rows(store: SqlStore, cid: str) -> dict[str, int]:
     counts = {
-        t: len(store._read(f"SELECT 1 FROM {t} WHERE connection_id = ?", (cid,)))  # noqa: SLF001
-        for t in _TABLES
+        t: len(store._read(f"SELECT 1 FROM {t} WHERE connection_id = ?", (cid,))) for t in _TABLES
     }
-    counts["connections"] = len(store._read("SELECT 1 FROM connections WHERE id = ?", (cid,)))  # noqa: SLF001
+    counts["connections"] = len(store._read("SELECT 1 FROM connections WHERE id = ?", (cid,)))
     return counts
 
 

@@ -22,6 +22,19 @@ _CONNECTION_COLUMNS = (
 
 MAX_MERGED_SLOTS = 100  # how many passed slots one claim logs as merged
 
+# Every table with rows of one connection: `remove` deletes from each
+# (tests/integration/test_operator_input.py checks that none is missing).
+CONNECTION_TABLES = (
+    "records",
+    "cursors",
+    "quarantine",
+    "parked_jobs",
+    "transitions",
+    "events",
+    "schedule_log",
+    "runs",
+)
+
 
 class RegistryStore(StoreBase):
     """Connections: add, read, change, remove."""
@@ -286,16 +299,7 @@ class RegistryStore(StoreBase):
         """
         deleted: dict[str, int] = {}
         with self._write() as tx:
-            for table in (
-                "records",
-                "cursors",
-                "quarantine",
-                "parked_jobs",
-                "transitions",
-                "events",
-                "schedule_log",
-                "runs",
-            ):
+            for table in CONNECTION_TABLES:
                 deleted[table] = tx.execute(
                     f"DELETE FROM {table} WHERE connection_id = ?", (connection_id,)
                 ).rowcount
