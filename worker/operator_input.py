@@ -148,7 +148,7 @@ def clean_secret(raw: str, *, what: str) -> str:
             kind = f"a non-ASCII character (U+{ord(ch):04X})"
         raise InvalidInput(
             f"the {what} holds {kind} at position {position}; only visible ASCII "
-            "characters can travel in an HTTP header (the value is not shown)"
+            "characters are accepted, as an HTTP header carries them (the value is not shown)"
         )
     return value
 
