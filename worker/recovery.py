@@ -21,6 +21,7 @@ from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.guard import StateChange
 from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
 from worker.logs import connection_log, log
+from worker.operator_input import clean_secret
 from worker.preflight import forget_preflight
 from worker.relay import relay
 from worker.runtime import Runtime
@@ -181,7 +182,9 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
     # A halted connection admits nothing, so this one call bypasses the guard
     # on purpose: it is the single slow probe the halt allows.
     try:
-        token = rt.secrets.decrypt(connection.token_ciphertext)
+        # A token stored before the CLI checked tokens may hold a BOM (dropped
+        # here) or a character no header carries (an InvalidInput, never echoed).
+        token = clean_secret(rt.secrets.decrypt(connection.token_ciphertext), what="token")
         status = rt.upstream.status(connection.upstream_url or rt.settings.upstream_url, token)
     except EntitySyncError as exc:
         connection_log.info(

@@ -440,3 +440,22 @@ def test_rotate_key_command_rotates_again_what_changed_meanwhile(
     assert len(calls) == 2
     current = store.get_connection("c").token_ciphertext
     assert current and SecretBox(new).decrypt(current) == "set-meanwhile"
+
+
+def test_a_token_stored_before_the_checks_does_not_stop_the_halted_probes(
+    store_url: str, test_redis: redis.Redis
+) -> None:
+    env = _env(store_url)
+    box = SecretBox(env.vars["ENTITY_SYNC_SECRET_KEY"])
+    store = env.store()
+    for cid, token in (("a-zero-width", "tok\u200ben-zq9k"), ("b-fine", "token-b")):
+        store.add_connection(
+            Connection(
+                id=cid, name=cid, entity_types=("assets",), token_ciphertext=box.encrypt(token)
+            )
+        )
+    rt = Runtime(settings=env.settings())
+    for cid in ("a-zero-width", "b-fine"):
+        rt.breaker.halt(cid, "401")
+    counts = probe(rt, lambda *a: None)  # raised UnicodeEncodeError for everyone before
+    assert counts["halted_probed"] == 2
