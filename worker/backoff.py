@@ -86,7 +86,7 @@ def retry_delay(
 ) -> float:
     """Return the full-jitter delay, but never less than ``retry_after``.
 
-    The server's Retry-After is authoritative (UPSTREAM_API.md), so it is a floor
+    The server's Retry-After is authoritative (docs/upstream-api.md), so it is a floor
     under our own backoff; our ``cap`` does not shorten it (``parse_retry_after``
     already clamped it to the configured maximum).
     """

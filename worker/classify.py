@@ -1,7 +1,7 @@
 """Outcome -> verdict: what went wrong, how far it reaches, and what to do.
 
 Pure: no I/O, no clock. Every failure is classified on two axes (principle 3
-of ARCHITECTURE.md): its *kind* (from the exception, see ``worker.errors``) and
+of docs/design.md): its *kind* (from the exception, see ``worker.errors``) and
 its *scope* (one record, one entity type, the whole connection). One rule
 table maps (kind, scope) to one action, and only ``action_for`` reads it:
 
@@ -171,7 +171,7 @@ def _index(rules: tuple[Rule, ...]) -> Mapping[tuple[Kind, Scope], Action]:
 _TABLE = _index(RULES)
 
 # Kinds that say the upstream is unhealthy and so count towards a breaker trip
-# (PITFALLS: timeouts, 5xx, connection errors; not 4xx, 429 or cancellations).
+# (docs/design.md, pitfalls: timeouts, 5xx, connection errors; not 4xx, 429 or cancellations).
 _COUNTING_KINDS = frozenset({Kind.UNAVAILABLE, Kind.BAD_DATA})
 # Actions after which the same work may succeed later without anyone acting.
 _TRANSIENT_ACTIONS = frozenset({Action.RETRY, Action.PAUSE, Action.OPEN_BREAKER, Action.DEFER})
@@ -280,7 +280,7 @@ def error_for_status(
     retry_after: float | None = None,
     request_id: str | None = None,
 ) -> UpstreamError:
-    """Return the exception for an HTTP error status (UPSTREAM_API.md's table).
+    """Return the exception for an HTTP error status (the error table of docs/upstream-api.md).
 
     The status decides, not ``code``: a proxy's HTML 502 has no code at all.
     Unknown 4xx are BadRequest (our request), except 408 which is a timeout

@@ -1,4 +1,4 @@
-"""The HTTP client for the unified API (UPSTREAM_API.md), and its only user of httpx.
+"""The HTTP client for the unified API (docs/upstream-api.md), and its only user of httpx.
 
 Every response and every transport exception is mapped here, at the edge, to
 the project's own UpstreamError tree: the rest of the worker never sees httpx.

@@ -57,7 +57,7 @@ UPSTREAM_CLASSES: list[type[UpstreamError]] = [
 ]
 
 
-# --- UPSTREAM_API.md's error table, one test per row -------------------------
+# --- docs/upstream-api.md's error table, one test per row --------------------
 # (status, code, exception, kind, scope on a list page, action, counts_as_failure)
 ERROR_TABLE = [
     (400, "INVALID_REQUEST", BadRequest, Kind.BAD_REQUEST, Scope.ENTITY_TYPE, Action.FAIL, False),

@@ -1,6 +1,6 @@
 """The Pager against an in-memory model of the list contract, mutated between requests.
 
-The model answers like UPSTREAM_API.md: pages computed per request from the
+The model answers like docs/upstream-api.md: pages computed per request from the
 current data, ascending updatedAt, ties in any order. Hypothesis mutates it
 between requests (updates move records to the end, bulk imports create large
 tie groups) and checks that a run plus one incremental run loses nothing.

@@ -1,4 +1,4 @@
-"""The sandbox: a simulated unified API (UPSTREAM_API.md) with named fault scenarios.
+"""The sandbox: a simulated unified API (docs/upstream-api.md) with named fault scenarios.
 
 Run it with ``python -m worker.sandbox --port 8900 --preset demo``; tests use
 ``worker.sandbox.testing.running_sandbox``. See ``README.md`` for the config

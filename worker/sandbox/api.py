@@ -1,4 +1,4 @@
-"""The unified API as UPSTREAM_API.md specifies it: status and entity lists.
+"""The unified API as docs/upstream-api.md specifies it: status and entity lists.
 
 ``handle_api`` turns one parsed request into a ``Response``; the HTTP layer
 only sends it. Order of checks: token, route, scenarios, parameters, data.
