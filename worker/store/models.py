@@ -63,9 +63,12 @@ class RecordRow:
     """One upstream record ready to upsert."""
 
     key: str
-    data_json: str  # the record exactly as received, unknown fields included
+    data_json: str  # the record as received, unknown fields included (see ``raw``)
     updated_at: str  # canonical UTC text (worker.timeutil)
     deleted_at: str | None
+    # The exact text as received where data_json had to escape it (NUL, NaN...;
+    # docs/records.md), else None: data_json is then the record as received.
+    raw: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ class StoredRecord:
     updated_at: str
     deleted_at: str | None
     synced_at: str
+    raw: str | None = None  # the exact text where ``data`` holds an escaped form
 
 
 @dataclass(frozen=True)

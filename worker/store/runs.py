@@ -26,10 +26,11 @@ _RUN_COLUMNS = (
 
 _UPSERT_RECORD = """
 INSERT INTO records (connection_id, entity_type, key, data, source_updated_at, deleted_at,
-                     synced_at)
-VALUES (?, ?, ?, {json_param}, ?, ?, ?)
+                     synced_at, raw)
+VALUES (?, ?, ?, {json_param}, ?, ?, ?, ?)
 ON CONFLICT (connection_id, entity_type, key) DO UPDATE SET
     data = excluded.data,
+    raw = excluded.raw,
     source_updated_at = excluded.source_updated_at,
     deleted_at = excluded.deleted_at,
     synced_at = excluded.synced_at
@@ -191,7 +192,7 @@ class SyncStore(RegistryStore):
             tx.executemany(
                 _UPSERT_RECORD,
                 [
-                    (conn_id, entity, r.key, r.data_json, r.updated_at, r.deleted_at, now)
+                    (conn_id, entity, r.key, r.data_json, r.updated_at, r.deleted_at, now, r.raw)
                     for r in commit.records
                 ],
             )
@@ -248,7 +249,7 @@ class SyncStore(RegistryStore):
     def records(self, connection_id: str, entity_type: str) -> list[StoredRecord]:
         """Every stored record of one pair, deleted ones included, by key."""
         rows = self._read(
-            "SELECT key, data, source_updated_at, deleted_at, synced_at FROM records "
+            "SELECT key, data, source_updated_at, deleted_at, synced_at, raw FROM records "
             "WHERE connection_id = ? AND entity_type = ? ORDER BY key",
             (connection_id, entity_type),
         )
@@ -259,6 +260,7 @@ class SyncStore(RegistryStore):
                 updated_at=row[2],
                 deleted_at=row[3],
                 synced_at=row[4],
+                raw=row[5],
             )
             for row in rows
         ]

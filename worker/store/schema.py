@@ -151,6 +151,11 @@ MIGRATIONS[3] = (
     "CREATE INDEX runs_by_status ON runs (status, heartbeat_at)",
 )
 
+# Version 4: a record's exact text beside ``data`` where ``data`` holds an
+# escaped form: PostgreSQL's jsonb holds neither NUL nor NaN, and neither
+# store's JSON holds a lone surrogate (docs/records.md). NULL: ``data`` is exact.
+MIGRATIONS[4] = ("ALTER TABLE records ADD COLUMN raw TEXT",)
+
 # Version 6: webhook secret rotation. While a connection's secret is replaced,
 # the previous one (encrypted like the current) signs each delivery too, until
 # the instant in ``webhook_secret_previous_until``.
