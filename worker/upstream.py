@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from worker.backoff import parse_retry_after
 from worker.classify import error_for_status
 from worker.errors import BadResponse, Unavailable, UpstreamError
+from worker.pagebody import BodyError, parse_list_body
 from worker.settings import Settings
 
 MAX_RETRY_AFTER_S = 3600.0  # clamp: a wild Retry-After must not park a connection for days
@@ -36,15 +37,6 @@ class Meta(BaseModel):
     last_page: int | None = None
     per_page: int | None = None
     total: int | None = None
-
-
-class ListEnvelope(BaseModel):
-    """A list page. Records stay raw: one bad record must not sink the page."""
-
-    model_config = ConfigDict(extra="allow")
-
-    data: list[Any]
-    meta: Meta | None = None
 
 
 class IntegrationStatus(BaseModel):
@@ -91,7 +83,7 @@ class PageQuery:
 
 @dataclass(frozen=True)
 class Page:
-    """One list page as received: raw records, meta, and the server's clock."""
+    """One list page as received: records (``pagebody.BodyRecord``), meta, the server's clock."""
 
     records: list[Any]
     meta: Meta
@@ -134,13 +126,17 @@ class UpstreamClient:
         """GET /api/eam/{entity_type} for one page."""
         url = f"{base_url}/api/eam/{entity_type}"
         body, headers = self._get(url, token, params=query.params())
+        # Record by record (worker.pagebody): one bad record must not sink the page.
         try:
-            envelope = ListEnvelope.model_validate_json(body)
+            parsed = parse_list_body(body)
+            meta = Meta() if parsed.meta is None else Meta.model_validate(parsed.meta)
+        except BodyError as exc:
+            raise BadResponse(f"list page breaks the contract: {exc}") from None
         except ValidationError as exc:
-            raise BadResponse(f"list page breaks the contract: {_first_error(exc)}") from None
+            raise BadResponse(f"list page breaks the contract: meta.{_first_error(exc)}") from None
         return Page(
-            records=envelope.data,
-            meta=envelope.meta or Meta(),
+            records=list(parsed.records),
+            meta=meta,
             server_time=_server_time(headers.get("date")),
         )
 
