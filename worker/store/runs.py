@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from worker.store.base import Tx, translated
@@ -23,6 +24,9 @@ _RUN_COLUMNS = (
     "finished_at, pages, records, quarantined, tasks, error_kind, error_message, coalesced_into, "
     "heartbeat_at, queue, recoveries"
 )
+
+# Integers past int()'s 4,300 digits come back as Decimal instead of failing the read.
+_READ_JSON = json.JSONDecoder(parse_int=lambda s: int(s) if len(s) <= 4000 else Decimal(s))
 
 _UPSERT_RECORD = """
 INSERT INTO records (connection_id, entity_type, key, data, source_updated_at, deleted_at,
@@ -249,14 +253,16 @@ class SyncStore(RegistryStore):
     def records(self, connection_id: str, entity_type: str) -> list[StoredRecord]:
         """Every stored record of one pair, deleted ones included, by key."""
         rows = self._read(
-            "SELECT key, data, source_updated_at, deleted_at, synced_at, raw FROM records "
+            # As text, read here: jsonb's own loader fails on integers of 4,300+ digits.
+            "SELECT key, CAST(data AS TEXT), source_updated_at, deleted_at, synced_at, raw "
+            "FROM records "
             "WHERE connection_id = ? AND entity_type = ? ORDER BY key",
             (connection_id, entity_type),
         )
         return [
             StoredRecord(
                 key=row[0],
-                data=json.loads(row[1]) if isinstance(row[1], str) else row[1],
+                data=_READ_JSON.decode(row[1]),
                 updated_at=row[2],
                 deleted_at=row[3],
                 synced_at=row[4],
