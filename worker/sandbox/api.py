@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from worker.entities import EntityType
+from worker.sandbox import hostile
 from worker.sandbox.clock import parse_instant
 from worker.sandbox.connection import Connection, ListQuery
 from worker.sandbox.responses import HTML, Response, error_response, json_response
@@ -177,7 +178,12 @@ def _data(
         else:
             broken["updatedAt"] = "not-a-timestamp"
         records = [*records[:middle], broken, *records[middle + 1 :]]
-    return json_response(200, envelope(req, pairs, query, records, page.total))
+    body = envelope(req, pairs, query, records, page.total)
+    odd = conn.spec.hostile
+    if odd is not None:
+        classes = tuple(odd.classes) if odd.classes else None
+        return Response(200, hostile.render(body, conn.spec.seed, every=odd.every, classes=classes))
+    return json_response(200, body)
 
 
 def parse_list_query(params: Mapping[str, str]) -> ListQuery:

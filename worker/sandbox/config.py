@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.entities import EntityType
 from worker.sandbox.clock import format_instant, parse_instant, to_us
+from worker.sandbox.hostile import CLASSES
 
 ScenarioName = Literal[
     "offline",
@@ -102,6 +103,21 @@ class MutationSpec(MutationBatch):
     every_seconds: float | None = Field(default=None, gt=0)
 
 
+class HostileSpec(_Model):
+    """Odd record contents mixed into good data (``hostile.py``): one record in ``every``."""
+
+    every: int = Field(default=10, ge=1)
+    classes: list[str] | None = None  # default: every class in hostile.CLASSES
+
+    @field_validator("classes")
+    @classmethod
+    def _known(cls, classes: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(classes or ()) - set(CLASSES))
+        if unknown or classes == []:
+            raise ValueError(f"unknown hostile classes {unknown}; known: {', '.join(CLASSES)}")
+        return classes
+
+
 class ConnectionSpec(_Model):
     """What one bearer token connects to: a company, its data and its faults."""
 
@@ -116,6 +132,7 @@ class ConnectionSpec(_Model):
     tie_order: TieOrder = "stable"
     mutation: MutationSpec | None = None
     scenarios: list[ScenarioSpec] = Field(default_factory=list)
+    hostile: HostileSpec | None = None
 
     @field_validator("sizes")
     @classmethod

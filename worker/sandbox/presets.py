@@ -96,6 +96,39 @@ def demo() -> dict[str, Any]:
     }
 
 
+def hostile() -> dict[str, Any]:
+    """Good data with one record in five holding what old ERP systems really hold.
+
+    Sizes stay below 300 per entity type: the generator's bulk import (120
+    records sharing one updatedAt, read in a tie scan) starts there.
+    """
+    return {
+        "connections": {
+            "hostile-mixed": {
+                "company_name": "Legacy Mill (AS/400 export)",
+                "provider": "maximo",
+                "seed": 21,
+                "default_size": 120,
+                "sizes": {"assets": 280, "work-orders": 250},
+                "hostile": {"every": 5},
+            },
+            "hostile-numbers": {
+                "company_name": "Python-era Plant",
+                "provider": "sap_pm",
+                "seed": 22,
+                "default_size": 80,
+                "hostile": {"every": 3, "classes": ["nan", "infinity", "huge_int", "past_double"]},
+            },
+            "hostile-clean-neighbour": {
+                "company_name": "Tidy Works",
+                "provider": "fiix",
+                "seed": 23,
+                "default_size": 150,
+            },
+        }
+    }
+
+
 def empty() -> dict[str, Any]:
     """No connections: configure everything through the control API."""
     return {"connections": {}}
@@ -104,6 +137,7 @@ def empty() -> dict[str, Any]:
 PRESETS: dict[str, PresetFactory] = {
     "demo": demo,
     "empty": empty,
+    "hostile": hostile,
 }
 
 
