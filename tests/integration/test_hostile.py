@@ -18,16 +18,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.odd_records import HostileAudit, audit_hostile
 from tests.support import Env, WorkerProcess, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.sandbox.hostile import CLASSES, KEYLESS, OUTCOME, odd_class
+from worker.sandbox.hostile import CLASSES
 from worker.sandbox.testing import SandboxHandle, running_sandbox
-from worker.store import RunStatus, SqlStore
-from worker.timeutil import NULL_DATE, canonical_instant
+from worker.store import RunStatus
 
 pytestmark = pytest.mark.integration
-
-ESCAPED = {"nul_text", "nul_byte", "nan", "infinity", "past_numeric", "lone_surrogate"}
 
 
 @pytest.fixture(scope="module")
@@ -77,60 +75,16 @@ def sync_and_check(
         assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * len(entities), [
             (r.entity_type, r.status, r.error_kind, r.error_message) for r in runs
         ]
-    seen: dict[str, int] = {}
+    total = HostileAudit()
     for entity in entities:
-        check_hostile(store, sandbox, hostile_id, hostile_token, entity, seed, every, classes, seen)
-        check_hostile(store, sandbox, clean_id, clean_token, entity, seed + 1, 0, None, {})
-    return seen
-
-
-def check_hostile(
-    store: SqlStore,
-    sandbox: SandboxHandle,
-    connection_id: str,
-    token: str,
-    entity: str,
-    seed: int,
-    every: int,
-    classes: tuple[str, ...] | None,
-    seen: dict[str, int],
-) -> None:
-    """Every record of one pair is stored as expected or quarantined with a reason."""
-    truth = {r["key"]: r for r in sandbox.truth(token, entity)}
-    stored = {r.key: r for r in store.records(connection_id, entity)}
-    quarantine = store.quarantined(connection_id, entity)
-    odd = {
-        key: odd_class(seed, key, every=every, classes=classes) if every else None for key in truth
-    }
-    for cls in odd.values():
-        if cls is not None:
-            seen[cls] = seen.get(cls, 0) + 1
-    expect_stored = {k for k, c in odd.items() if c is None or OUTCOME[c] == "stored"}
-    expect_keyed = sorted(
-        k
-        for k, c in odd.items()
-        if c is not None and OUTCOME[c] == "quarantined" and c not in KEYLESS
-    )
-    assert sorted(stored) == sorted(expect_stored), f"{connection_id} {entity}: stored keys"
-    assert sorted(k for k, _ in quarantine if k is not None) == expect_keyed
-    assert sum(k is None for k, _ in quarantine) == sum(c in KEYLESS for c in odd.values())
-    assert all(reason for _, reason in quarantine)
-    for key in expect_stored:
-        record, copy, cls = truth[key], stored[key], odd[key]
-        updated = canonical_instant(record["updatedAt"])
-        if cls is None:
-            assert copy.data == record and copy.raw is None, key
-        elif cls == "null_date_updated_at":
-            updated = NULL_DATE
-        elif cls == "year_below_1000":
-            updated = "0999-05-01T00:00:00.000000Z"
-        assert copy.updated_at == updated, (key, cls)
-        assert copy.deleted_at == (
-            canonical_instant(record["deletedAt"]) if record.get("deletedAt") else None
-        ), (key, cls)
-        assert (copy.raw is not None) == (cls in ESCAPED), (key, cls)
-        if cls is not None:
-            assert copy.data["key"] == key
+        odd = audit_hostile(
+            store, sandbox, hostile_id, hostile_token, entity, seed=seed, every=every,
+            classes=classes,
+        )  # fmt: skip
+        clean = audit_hostile(store, sandbox, clean_id, clean_token, entity, seed=0, every=None)
+        assert clean.clean and odd.clean, (clean.lost, clean.wrong, odd.lost, odd.wrong)
+        total.add(odd)
+    return dict(total.classes)
 
 
 def test_every_class_of_odd_record_is_stored_or_quarantined(
