@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from chaos import broker, kills, load, poison, postgres, redis_faults, webhooks
+from chaos import broker, hostile, kills, load, poison, postgres, redis_faults, webhooks
 from chaos.harness import CaseResult, log, timed
 from chaos.notes import NOTES
 
@@ -32,6 +32,7 @@ def cases(long: bool) -> dict[str, Callable[[], CaseResult]]:
         "broker": broker.run,
         "webhooks": lambda: webhooks.run(outage_s=600 if long else 20),
         "poison": lambda: poison.run(max_deliveries=5),
+        "hostile-data": lambda: hostile.run(connections=30 if long else 10),
         "load": lambda: load.run(connections=1000 if long else 200),
     }
 

@@ -287,3 +287,20 @@ def test_any_decoded_value_is_stored_as_text_both_stores_hold_or_quarantined(
     for q in bad:
         assert "\x00" not in q.raw_json
         q.raw_json.encode("utf-8")
+
+
+def test_a_key_the_store_cannot_hold_exactly_is_quarantined() -> None:
+    for key in (b"A\\u0000", b"A\\ud800"):
+        bad = _quarantined(b'{"key":"' + key + b'","updatedAt":"2026-11-20T08:00:00Z"}')
+        assert bad.reason == "record key holds NUL or a lone surrogate" and bad.key is None
+
+
+def test_control_characters_and_duplicate_fields_are_normalised() -> None:
+    row = _stored(b'{"key":"C-1","updatedAt":"2026-11-20T08:00:00Z","m":"a\tb","d":1,"d":2}')
+    assert json.loads(row.data_json) | {} == {
+        "key": "C-1",
+        "updatedAt": "2026-11-20T08:00:00Z",
+        "m": "a\tb",
+        "d": 2,
+    }
+    assert row.raw is None
