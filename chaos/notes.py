@@ -1,5 +1,7 @@
 """The fixed part of RELIABILITY.md: how to run it, what was shortened, what is not survived."""
 
+from pathlib import Path
+
 NOTES = """
 ## How to run
 
@@ -9,7 +11,7 @@ ten-minute webhook outage, 1,000 connections and 5,000 jobs; about 18 minutes),
 which is why they are behind the flag and not in CI's default job. `python -m
 chaos --only NAME` runs one case (`kills-sqlite`, `kills-postgres`,
 `redis-restart`, `redis-outage`, `postgres-restart`, `broker`, `webhooks`,
-`poison`, `load`); `CHAOS_KEEP=1` keeps each case's worker logs and store in
+`poison`, `load`, `hostile-data`); `CHAOS_KEEP=1` keeps each case's worker logs and store in
 `/tmp/chaos-*`. The exit status is 0 only when every fault was survived with
 nothing lost. `make test` runs the fast cases (`tests/integration/test_faults.py`:
 a kill at each of the four points, two Redis restarts, a 15 s frozen Redis, the
@@ -71,3 +73,9 @@ kills are random, so one message can be killed several times in a row, and its s
 delivery is dead-lettered as designed; the next sync converges. The row counts it as
 survived only when one message really was killed five times.
 """.strip()
+
+# The bad-input table (docs/records.md has the why) lives in a Markdown file of
+# its own, so that `make chaos` rewrites it with the rest of RELIABILITY.md.
+BAD_INPUT = Path(__file__).with_name("bad_input.md").read_text(encoding="utf-8")
+
+NOTES = NOTES + "\n\n" + BAD_INPUT.strip()
