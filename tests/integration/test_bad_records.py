@@ -8,15 +8,21 @@ holds is what the docs promise, the same on both backends.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from worker.pagebody import parse_list_body
 from worker.records import split_records
+from worker.settings import Settings
 from worker.store import Connection, PageCommit, Run, RunStatus, SqlStore, open_store
 from worker.timeutil import NULL_DATE, utc_now
+from worker.upstream import PageQuery, UpstreamClient
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +143,77 @@ def test_an_exact_update_clears_the_raw_text_of_an_escaped_one(store: SqlStore) 
     _commit(store, _body(b'{"key":"nan","updatedAt":"2026-11-21T00:00:00Z","cost":1.5}'))
     [record] = store.records("c1", "assets")
     assert record.data["cost"] == 1.5 and record.raw is None
+
+
+# -- issue 11's reproductions, through the APIs main already had ----------------
+# Each of these fails on main: the page is refused (BadResponse), check_record
+# raises OverflowError, or PostgreSQL refuses the commit.
+
+
+@contextmanager
+def serving(body: bytes) -> Iterator[str]:
+    """A local HTTP server answering every request with ``body`` as a list page."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("name", "stored"),
+    [
+        ("surrogate", True),
+        ("huge", True),
+        ("utf8", False),
+        ("deep", False),
+        ("nul", True),
+        ("nan", True),
+        ("sentinel", True),
+    ],
+)
+def test_one_odd_record_no_longer_rejects_its_page(
+    store: SqlStore, name: str, stored: bool
+) -> None:
+    good = b'{"key":"good",' + AT + b"}"
+    client = UpstreamClient(settings=Settings())
+    try:
+        with serving(_body(good, ODD[name])) as url:
+            page = client.list_page(url, "token", "assets", PageQuery())
+    finally:
+        client.close()
+    good_rows, bad_rows = split_records(page.records)
+    store.commit_page(PageCommit("c1", "assets", "run-1", tuple(good_rows), tuple(bad_rows), "x"))
+    keys = {r.key for r in store.records("c1", "assets")}
+    assert keys == ({"good", name} if stored else {"good"})
+    assert [k for k, _ in store.quarantined("c1", "assets")] == ([] if stored else [name])
+
+
+def test_nul_and_nan_records_decoded_elsewhere_commit_on_both_stores(store: SqlStore) -> None:
+    items = [
+        {"key": "nul", "updatedAt": "2026-11-20T08:00:00Z", "name": "Pump\x007"},
+        {"key": "nan", "updatedAt": "2026-11-20T08:00:00Z", "cost": float("nan")},
+        {"key": "sentinel", "updatedAt": "0001-01-01T00:00:00+01:00"},
+        {"key": "ancient", "updatedAt": "0999-05-01T00:00:00Z"},
+    ]
+    good, bad = split_records(items)
+    assert not bad
+    store.commit_page(PageCommit("c1", "assets", "run-1", tuple(good), (), "x"))
+    stored = {r.key: r for r in store.records("c1", "assets")}
+    assert stored["nul"].data["name"] == "Pump\ufffd7" and stored["nan"].data["cost"] is None
+    assert stored["sentinel"].updated_at == NULL_DATE
+    assert stored["ancient"].updated_at == "0999-05-01T00:00:00.000000Z"
