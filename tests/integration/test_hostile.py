@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tests.odd_records import HostileAudit, audit_hostile
 from tests.support import Env, WorkerProcess, wait_for_runs
 from worker.client import EntitySyncClient
+from worker.sandbox.config import parse_config
 from worker.sandbox.hostile import CLASSES
+from worker.sandbox.presets import preset
 from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.store import RunStatus
 
@@ -100,9 +103,8 @@ def test_every_class_of_odd_record_is_stored_or_quarantined(
 
 
 @settings(
-    max_examples=3,
+    max_examples=4,
     deadline=None,
-    derandomize=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
@@ -132,3 +134,10 @@ def test_random_mixes_of_odd_records_never_stop_a_sync(
         classes=tuple(classes),
         sizes={"work-orders": size},
     )
+
+
+def test_the_hostile_preset_loads_and_unknown_classes_are_refused() -> None:
+    config = preset("hostile")
+    assert any(spec.hostile is not None for spec in config.connections.values())
+    with pytest.raises(ValidationError, match="unknown hostile classes"):
+        parse_config({"connections": {"t": {"hostile": {"classes": ["nan", "gremlins"]}}}})
