@@ -64,8 +64,11 @@ def canonical_instant(value: object) -> str:
 
 
 def after(instant: str) -> str:
-    """The smallest canonical instant strictly later than ``instant``."""
-    return canonical(parse_instant(instant) + ONE_TICK)
+    """The smallest canonical instant strictly later than ``instant`` (ValueError past 9999)."""
+    try:
+        return canonical(parse_instant(instant) + ONE_TICK)
+    except OverflowError:
+        raise ValueError(f"no instant after {instant!r}") from None
 
 
 def utc_now() -> str:

@@ -12,7 +12,7 @@ from worker.pagebody import MAX_DEPTH, BodyError, parse_list_body
 from worker.records import split_records
 from worker.secrets import SecretBox, generate_key
 from worker.store import QuarantinedRecord, RecordRow
-from worker.timeutil import NULL_DATE, canonical_instant
+from worker.timeutil import NULL_DATE, after, canonical_instant
 
 
 def test_bad_records_are_set_aside_with_their_reason() -> None:
@@ -304,3 +304,10 @@ def test_control_characters_and_duplicate_fields_are_normalised() -> None:
         "d": 2,
     }
     assert row.raw is None
+
+
+def test_instant_helpers_raise_only_value_errors() -> None:
+    assert after(NULL_DATE) == "0001-01-01T00:00:00.000001Z"
+    assert after("0999-12-31T23:59:59.999999Z") == "1000-01-01T00:00:00.000000Z"
+    with pytest.raises(ValueError):
+        after("9999-12-31T23:59:59.999999Z")
