@@ -2,30 +2,46 @@
 
 Every response and every transport exception is mapped here, at the edge, to
 the project's own UpstreamError tree: the rest of the worker never sees httpx.
-Bodies are read with a size cap and a whole-request deadline, so neither a
-1 GB answer nor a server that trickles one byte a second can hold a worker.
+Bodies are read with a cap on their decoded size and a deadline over the whole
+request (connect, TLS, headers and body; see ``http_edge``), so neither a 1 GB
+answer, a gzip bomb, nor a server that trickles one byte a second can hold a
+worker. Error and status bodies are read to a small cap and parsed with
+bounded depth.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.backoff import parse_retry_after
 from worker.classify import error_for_status
-from worker.errors import BadResponse, Unavailable, UpstreamError
+from worker.errors import AuthFailed, BadResponse, Unavailable, UpstreamError
+from worker.http_edge import (
+    ACCEPT_ENCODING,
+    BodyTooLarge,
+    DeadlineBackend,
+    Decoder,
+    UndecodableBody,
+    Watchdog,
+    loads_bounded,
+)
 from worker.pagebody import BodyError, parse_list_body
 from worker.settings import Settings
 
 MAX_RETRY_AFTER_S = 3600.0  # clamp: a wild Retry-After must not park a connection for days
 STATUS_PATH = "/api/integrations/current"
+SMALL_BODY_BYTES = 64 * 1024  # error and status answers: a message, not a payload
+MAX_CLOCK_SKEW = timedelta(days=1)  # a Date header further off than this is not a clock
+
+_log = logging.getLogger("entity_sync.upstream")
 
 
 class Meta(BaseModel):
@@ -96,18 +112,23 @@ class UpstreamClient:
     def __init__(self, *, settings: Settings) -> None:
         self._max_bytes = settings.max_response_bytes
         self._deadline_s = settings.request_deadline
+        limits = httpx.Limits(
+            max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
+        )
         self._http = httpx.Client(
+            transport=_DeadlineTransport(limits),
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout,
                 read=settings.read_timeout,
                 write=settings.read_timeout,
                 pool=settings.connect_timeout,
             ),
-            limits=httpx.Limits(
-                max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
-            ),
             follow_redirects=False,
-            headers={"Accept": "application/json", "User-Agent": "entity-sync/0.1"},
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "User-Agent": "entity-sync/0.1",
+            },
         )
 
     def close(self) -> None:
@@ -116,7 +137,7 @@ class UpstreamClient:
 
     def status(self, base_url: str, token: str) -> IntegrationStatus:
         """GET /api/integrations/current."""
-        body, _ = self._get(base_url + STATUS_PATH, token, params={})
+        body, _ = self._get(base_url + STATUS_PATH, token, params={}, limit=SMALL_BODY_BYTES)
         try:
             return StatusEnvelope.model_validate_json(body).data
         except ValidationError as exc:
@@ -125,7 +146,7 @@ class UpstreamClient:
     def list_page(self, base_url: str, token: str, entity_type: str, query: PageQuery) -> Page:
         """GET /api/eam/{entity_type} for one page."""
         url = f"{base_url}/api/eam/{entity_type}"
-        body, headers = self._get(url, token, params=query.params())
+        body, headers = self._get(url, token, params=query.params(), limit=self._max_bytes)
         # Record by record (worker.pagebody): one bad record must not sink the page.
         try:
             parsed = parse_list_body(body)
@@ -141,60 +162,108 @@ class UpstreamClient:
         )
 
     def _get(
-        self, url: str, token: str, *, params: dict[str, str | int]
+        self, url: str, token: str, *, params: dict[str, str | int], limit: int
     ) -> tuple[bytes, httpx.Headers]:
-        deadline = time.monotonic() + self._deadline_s
+        authorization = _authorization(token)
+        watchdog = Watchdog(self._deadline_s)
         try:
-            with self._http.stream(
-                "GET", url, params=params, headers={"Authorization": f"Bearer {token}"}
-            ) as response:
-                body = self._read_capped(response, deadline)
+            with (
+                watchdog,
+                self._http.stream(
+                    "GET", url, params=params, headers={"Authorization": authorization}
+                ) as response,
+            ):
                 if response.status_code != 200:
+                    # Only the message matters: read a little, never refuse for size.
+                    body = self._read_capped(response, watchdog, SMALL_BODY_BYTES, cut=True)
                     raise _error_from_response(response, body)
-                return body, response.headers
+                return self._read_capped(response, watchdog, limit), response.headers
         except httpx.TimeoutException as exc:
-            raise Unavailable(f"timed out: {type(exc).__name__}") from exc
+            raise self._deadline_or(watchdog, f"timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             # Refused, reset, DNS, TLS and protocol errors: the far side is not
             # answering properly right now.
-            raise Unavailable(f"transport error: {type(exc).__name__}: {exc}") from exc
+            detail = f"transport error: {type(exc).__name__}: {exc}"
+            raise self._deadline_or(watchdog, detail) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"HTTP client error: {type(exc).__name__}: {exc}") from exc
 
-    def _read_capped(self, response: httpx.Response, deadline: float) -> bytes:
+    def _deadline_or(self, watchdog: Watchdog, detail: str) -> Unavailable:
+        if watchdog.expired:
+            return Unavailable(f"answer not complete within the {self._deadline_s:g}s deadline")
+        return Unavailable(detail)
+
+    def _read_capped(
+        self, response: httpx.Response, watchdog: Watchdog, limit: int, *, cut: bool = False
+    ) -> bytes:
+        """The decoded body, at most ``limit`` bytes on the wire and decoded; ``cut``
+        keeps the first ``limit`` bytes of a longer one instead of refusing it."""
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+        if not cut and declared and declared.isdigit() and int(declared) > limit:
             raise BadResponse(
-                f"answer of {declared} bytes exceeds the {self._max_bytes}-byte cap",
+                f"answer of {declared} bytes exceeds the {limit}-byte cap",
                 status=response.status_code,
             )
+        try:
+            decoder = Decoder(response.headers.get("content-encoding"), limit)
+        except UndecodableBody as exc:
+            raise BadResponse(str(exc), status=response.status_code) from None
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_raw():
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise BadResponse(
-                    f"answer exceeds the {self._max_bytes}-byte cap", status=response.status_code
-                )
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    f"answer not complete within the {self._deadline_s:g}s deadline",
-                    status=response.status_code,
-                )
-            chunks.append(chunk)
-        return _decoded(response, b"".join(chunks))
+        try:
+            for chunk in response.iter_raw():  # wire bytes: decoded here, under the cap
+                if watchdog.expired:
+                    raise Unavailable(
+                        f"answer not complete within the {self._deadline_s:g}s deadline",
+                        status=response.status_code,
+                    )
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"{size} bytes on the wire")
+                chunks.append(decoder.feed(chunk))
+            chunks.append(decoder.finish())
+        except BodyTooLarge as exc:
+            if cut:
+                return b"".join(chunks)[:limit]
+            raise BadResponse(
+                f"answer exceeds the {limit}-byte cap: {exc}", status=response.status_code
+            ) from None
+        except UndecodableBody as exc:
+            if cut:
+                return b"".join(chunks)
+            raise BadResponse(str(exc), status=response.status_code) from None
+        return b"".join(chunks)
 
 
-def _decoded(response: httpx.Response, raw: bytes) -> bytes:
-    # iter_raw skips content decoding so the cap counts wire bytes; decode now.
-    encoding = response.headers.get("content-encoding", "identity").lower()
-    if encoding in ("", "identity"):
-        return raw
-    try:
-        decoded = httpx.Response(200, headers={"content-encoding": encoding}, content=raw).read()
-    except httpx.DecodingError as exc:
-        raise BadResponse(f"cannot decode {encoding} body: {exc}") from None
-    return decoded
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport on httpcore's pool, with every socket step under the deadline."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=DeadlineBackend(),
+        )
+
+
+def _authorization(token: str) -> str:
+    """The Authorization header, or AuthFailed naming the problem but never the token.
+
+    An HTTP header carries visible ASCII only. A stored token with a BOM, a
+    zero-width space or a line break cannot be sent; letting httpx try raises a
+    UnicodeEncodeError whose text holds the whole header, token included.
+    """
+    bad = sorted({f"U+{ord(c):04X}" for c in token if not "\x21" <= c <= "\x7e"})
+    if bad or not token:
+        held = ", ".join(bad[:5]) if bad else "nothing"
+        raise AuthFailed(
+            f"the stored token cannot be sent in an HTTP header (it holds {held}): "
+            "replace it with `entity-sync connections set-token`"
+        )
+    return f"Bearer {token}"
 
 
 def _error_from_response(response: httpx.Response, body: bytes) -> UpstreamError:
@@ -209,8 +278,8 @@ def _error_from_response(response: httpx.Response, body: bytes) -> UpstreamError
 def _error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
     """(code, message, request_id) from the contract's error body, if it is one."""
     try:
-        parsed = json.loads(body)
-    except ValueError:  # HTML from a proxy, empty or truncated bodies
+        parsed = loads_bounded(body)
+    except ValueError:  # HTML from a proxy, empty, truncated, too deep or odd numbers
         return None, None, None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(error, dict):
@@ -224,14 +293,20 @@ def _error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
 
 
 def _server_time(date_header: str | None) -> datetime:
-    if date_header:
-        try:
-            parsed = parsedate_to_datetime(date_header)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
-    return datetime.now(UTC)
+    """The upstream's clock from its Date header; ours when it is missing or absurd."""
+    now = datetime.now(UTC)
+    if not date_header:
+        return now
+    try:
+        parsed = parsedate_to_datetime(date_header).astimezone(UTC)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        parsed = None  # unparseable, or a year at the calendar's edge
+    if parsed is None or abs(parsed - now) > MAX_CLOCK_SKEW:
+        _log.warning(
+            "ignoring the upstream's Date header %r: using our own clock", date_header[:64]
+        )
+        return now
+    return parsed
 
 
 def _first_error(exc: ValidationError) -> str:
