@@ -16,6 +16,10 @@ by one. The Pager never relies on page numbers across a changing list:
   a stable pass is complete. Ties in a new order on every request need more
   passes, never a skip; after ``max_tie_passes`` the run fails and the cursor
   stays at T, losing nothing.
+* **Bounded.** ``meta`` is checked before it steers anything (a negative
+  ``per_page`` would make every page "full"), a pass reads at most the pages
+  ``meta.total`` allows, and a page that repeats the previous one (an upstream
+  ignoring ``page``) ends the run as bad data instead of paging for ever.
 * **Settling.** The saved cursor passes T only once T is ``settle_s`` older
   than the upstream's clock (its Date header), so a writer still stamping T
   cannot add to a group already left behind. Until then the run reads on past
@@ -28,6 +32,7 @@ crash anywhere repeats work and never loses any.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -47,6 +52,19 @@ class _TieScan:
     total: int | None = None
     stable: bool = True
     seen: set[str] = field(default_factory=set)
+    last_keys: tuple[str, ...] = ()  # the previous page of this pass, to spot a repeat
+    max_total: int = 0  # the largest total announced in this pass
+
+
+def _check_meta(page: Page) -> None:
+    """Refuse a ``meta`` that would steer the pager wrong (UPSTREAM_API: per_page 1..100)."""
+    meta = page.meta
+    if meta.per_page is not None and meta.per_page < 1:
+        raise BadResponse(f"meta.per_page is {meta.per_page}: not a page size")
+    for name in ("total", "last_page", "current_page"):
+        value = getattr(meta, name)
+        if value is not None and value < 0:
+            raise BadResponse(f"meta.{name} is {value}: not a count")
 
 
 class Pager:
@@ -100,6 +118,7 @@ class Pager:
 
     def advance(self, page: Page, stored: list[RecordRow]) -> None:
         """Take in one page (and its storable records); move the cursor."""
+        _check_meta(page)
         full = len(page.records) >= min(self._per_page, page.meta.per_page or self._per_page)
         if self._tie is not None:
             self._advance_tie(self._tie, page, stored, full)
@@ -127,12 +146,34 @@ class Pager:
     def _advance_tie(self, tie: _TieScan, page: Page, stored: list[RecordRow], full: bool) -> None:
         total = page.meta.total
         if tie.page == 1:
-            tie.total, tie.stable = total, True
+            tie.total, tie.stable, tie.max_total = total, True, 0
         elif total != tie.total:
             tie.stable = False
-        tie.seen.update(record.key for record in stored)
+        keys = tuple(record.key for record in stored)
+        repeated = bool(keys) and tie.seen.issuperset(keys)
+        if tie.page > 1 and total is None and keys == tie.last_keys and keys:
+            # No total to bound the pass by: the same page twice is the only sign.
+            raise BadResponse(
+                f"page {tie.page} of the records sharing updatedAt {tie.at} repeats page "
+                f"{tie.page - 1}: the upstream ignores the page parameter"
+            )
+        tie.last_keys = keys
+        tie.max_total = max(tie.max_total, total or 0)
+        tie.seen.update(keys)
         last_page = page.meta.last_page
         if full and (last_page is None or tie.page < last_page):
+            # An honest full page N means at least N pages' worth of records.
+            size = min(self._per_page, page.meta.per_page or self._per_page)
+            if total is not None and tie.page > math.ceil(tie.max_total / size):
+                why = (
+                    "it repeats records already read: the upstream ignores the page parameter"
+                    if repeated
+                    else "the upstream's paging does not end"
+                )
+                raise BadResponse(
+                    f"meta.total says {tie.max_total} records share updatedAt {tie.at}, "
+                    f"yet page {tie.page} of them is full and {why}"
+                )
             tie.page += 1
             return
         # End of a pass over the group.
