@@ -61,7 +61,14 @@ class SyncEntityJob(_Job):
     @field_validator("resume_from")
     @classmethod
     def _instant(cls, value: str | None) -> str | None:
-        return None if value is None else canonical_instant(value)
+        if value is None:
+            return None
+        try:
+            return canonical_instant(value)
+        except OverflowError:
+            # A year at the calendar's edge with an offset: pydantic turns only
+            # ValueError into a validation error, so this one would crash the task.
+            raise ValueError(f"{value[:64]!r} is out of the range of instants") from None
 
 
 def payload_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
