@@ -188,8 +188,10 @@ class WorkerProcess:
         pool: str = "threads",
         concurrency: int = 4,
         beat: bool = True,
+        launcher: str = "celery",
     ) -> None:
         self.env = env
+        self.launcher = launcher  # a module run as ``-m``: celery, or a wrapper of it
         self.log_path = log_path
         self.pool = pool
         self.concurrency = concurrency
@@ -201,7 +203,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         command = [
-            sys.executable, "-m", "celery", "-A", "worker", "worker",
+            sys.executable, "-m", self.launcher, "-A", "worker", "worker",
             f"--pool={self.pool}", f"--concurrency={self.concurrency}",
             "-Q", self.queues, "--without-gossip", "--without-mingle",
             "--loglevel=INFO", f"--hostname={self.name}@%h",

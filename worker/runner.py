@@ -4,16 +4,28 @@ Plain functions the tasks call. A run of one (connection, entity type) may
 span several tasks: each holds the pair's lease (its holder is
 ``<run id>/<task id>``), syncs one bounded slice, and either closes the run
 or hands the lease to the task that continues it.
+
+Every run ends (principle 10): whatever a step raises that is not an outage
+of our own Redis or store (those retry), the run ends ``failed`` with kind
+``internal`` and a redacted message, its lease and slot are freed and one
+ERROR line (one Sentry event) says why. Ending it at the first occurrence is
+also what stops a poison job: nothing is left for housekeeping to send again
+into the same crash.
 """
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import psycopg
 
 from worker.errors import (
     Blocked,
@@ -24,6 +36,7 @@ from worker.errors import (
     PayloadError,
     RetryLater,
     SecretError,
+    StoreError,
     UpstreamError,
 )
 from worker.guard import Guard
@@ -31,6 +44,7 @@ from worker.jobs import SyncEntityJob
 from worker.logs import connection_log, log
 from worker.preflight import preflight
 from worker.runtime import Runtime
+from worker.sentry import scrub_text
 from worker.store import Connection, ParkedJob, Run, RunStatus
 from worker.sync import SliceResult, SliceTarget, sync_slice
 from worker.timeutil import utc_now
@@ -65,6 +79,8 @@ class Step:
         return {"outcome": self.outcome.value, "run_id": self.run_id, "detail": self.detail}
 
 
+INTERNAL = "internal"  # the error_kind of a run ended by something nobody classified
+MAX_MESSAGE_CHARS = 2000
 SLOT_WAIT_S = 2.0  # how long a job waits for a busy connection's concurrency slot
 MAX_COUNTDOWN_S = 60.0  # longer waits are parked in the store, not held as ETA tasks
 
@@ -100,6 +116,19 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
     holder = rt.leases.acquire(connection.id, entity, me)
     if holder != me:
         return _skip(rt, job, holder, run_id)
+    try:
+        return _held_step(rt, job, connection, run_id, me)
+    except Exception as exc:
+        if is_outage(exc):
+            raise  # our Redis or store is down: the task retries, the run goes on
+        return end_unexpectedly(rt, job, run_id, me, exc)
+
+
+def _held_step(
+    rt: Runtime, job: SyncEntityJob, connection: Connection, run_id: str, me: str
+) -> Step:
+    """The step, with the pair's lease held."""
+    entity = job.entity_type.value
     ended = _open_run(rt, job, run_id)
     if ended is not None:
         # A second copy of a run's task (redelivered, or sent again after it
@@ -241,10 +270,101 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
 def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseException) -> Step:
     """Close the run as failed with the error's kind, and free the pair."""
     kind = _kind_of(error)
-    rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=str(error))
+    message = redact(str(error))
+    rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=message)
     rt.leases.release(job.connection_id, job.entity_type.value, me)
-    connection_log.warning("run failed: %s", error, extra={"kind": kind, "run_id": run_id})
-    return Step(StepOutcome.FAILED, run_id, detail=str(error))
+    connection_log.warning("run failed: %s", message, extra={"kind": kind, "run_id": run_id})
+    return Step(StepOutcome.FAILED, run_id, detail=message)
+
+
+# Errors a database raises for what it was given, not for being down: sending
+# the same page again gets the same answer, so they end the run, not retry it.
+_REFUSALS: tuple[type[BaseException], ...] = (
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is our own Redis or store being unreachable (worth a retry)."""
+    if isinstance(exc, CoordinationError):
+        return True
+    return isinstance(exc, StoreError) and not isinstance(exc.__cause__, _REFUSALS)
+
+
+def end_unexpectedly(
+    rt: Runtime, job: SyncEntityJob, run_id: str, me: str, exc: BaseException
+) -> Step:
+    """End the run ``failed`` (kind ``internal``) for an error nobody classified."""
+    message = redact(f"unexpected {type(exc).__name__}: {exc}")
+    _report_unexpected(run_id, message, exc)
+    entity = job.entity_type.value
+    try:
+        rt.limits.release_slot(job.connection_id, me)
+    except Exception:
+        log.warning("could not free the connection slot (it expires with its TTL)")
+    holder = rt.leases.holder(job.connection_id, entity)
+    if holder not in (None, me):
+        # Another task took the pair meanwhile; if it is this run's, it goes on.
+        log.warning("the pair is held by %s now: run %s is left to it", holder, run_id)
+        return Step(StepOutcome.FAILED, run_id, detail=message)
+    try:
+        rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=INTERNAL, error_message=message)
+    finally:
+        # Even when the store cannot take the outcome now, the pair is free:
+        # housekeeping finds the quiet run and sends it again.
+        rt.leases.release(job.connection_id, entity, me)
+    connection_log.warning("run failed: %s", message, extra={"kind": INTERNAL, "run_id": run_id})
+    return Step(StepOutcome.FAILED, run_id, detail=message)
+
+
+def end_crashed_task(
+    rt: Runtime, fields: dict[str, object], task_id: str, exc: BaseException
+) -> None:
+    """A sync_entity task ended by an exception: end its run if nobody else carries it.
+
+    The last net under ``run_step``'s own: an error before the lease was taken,
+    or in the task after the step. The task's exception was reported already.
+    """
+    connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
+    if not isinstance(connection_id, str) or not isinstance(entity_type, str):
+        return
+    run_id = _run_id_of(fields, task_id)
+    run = rt.store.get_run(run_id)
+    if run is None or run.status not in _OPEN:
+        return
+    me = holder_of(run_id, task_id)
+    holder = rt.leases.holder(connection_id, entity_type)
+    if holder not in (None, me):
+        return  # another task holds the pair (a later task of this run, or another run)
+    message = redact(f"task crashed: {type(exc).__name__}: {exc}")
+    rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=INTERNAL, error_message=message)
+    rt.leases.release(connection_id, entity_type, me)
+    rt.limits.release_slot(connection_id, me)
+    connection_log.warning("run failed: %s", message, extra={"kind": INTERNAL, "run_id": run_id})
+
+
+def _report_unexpected(run_id: str, message: str, exc: BaseException) -> None:
+    """One ERROR line (and so one Sentry event), traceback included, secrets redacted."""
+    trace = redact("".join(traceback.format_exception(exc)), limit=20_000)
+    log.error(
+        "run ended by an unexpected error: %s",
+        message,
+        extra={"run_id": run_id, "error_kind": INTERNAL, "trace": trace},
+    )
+
+
+_BEARER = re.compile(r"(?i)\b(bearer)\s+\S+")
+
+
+def redact(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` without credentials or registered secrets, cut to ``limit`` characters."""
+    # scrub_text knows every decrypted token; the pattern also catches one it
+    # cannot (too short to register, or written with characters its own
+    # pattern does not expect, such as a BOM).
+    return _BEARER.sub(r"\1 [Filtered]", scrub_text(text))[:limit]
 
 
 def _kind_of(error: BaseException) -> str:

@@ -5,6 +5,10 @@ Celery logs a retry only after the retry message is published, and publishing
 is exactly what hangs or fails while Redis is down (it is the broker too). So
 the warning that says which dependency is down comes first, and an operator
 sees the outage in the log within seconds.
+
+And a sync task that ends by an exception anyway (raised before its run's
+lease was taken, or after its step) ends its run: ``on_failure`` closes it
+``failed`` so that no run stays ``running`` for want of a task.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from celery import Task
 
 from worker.errors import CoordinationError, StoreError
+from worker.jobs import SYNC_ENTITY, payload_of
 from worker.logs import log
 
 _WHAT_IS_DOWN = {CoordinationError: "Redis unreachable", StoreError: "store unreachable"}
@@ -37,3 +42,19 @@ class SyncTask(Task):  # type: ignore[misc]
                 )
                 break
         return super().retry(*args, **kwargs)
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        if self.name != SYNC_ENTITY:
+            return
+        from worker.runner import end_crashed_task, is_outage
+        from worker.runtime import runtime
+
+        if is_outage(exc):
+            return  # the run waits for housekeeping to send it again (worker/recovery.py)
+        try:
+            fields = payload_of(tuple(args or ()), dict(kwargs or {}))
+            end_crashed_task(runtime(), fields, str(task_id), exc)
+        except Exception:
+            log.warning("could not end the run of crashed task %s", task_id, exc_info=True)
