@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Retry
 
 from worker.app import app
 from worker.backoff import retry_delay
@@ -37,8 +38,10 @@ from worker.runner import (
     Step,
     StepOutcome,
     dead_letter,
+    end_crashed_task,
     fail_run,
     holder_of,
+    is_outage,
     record_rejection,
     run_step,
 )
@@ -154,6 +157,14 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             rt, SYNC_ENTITY, kwargs or (args[0] if args else None), exc, task_id=task_id
         )
         return {"outcome": "rejected", "detail": str(exc)}
+    except Exception as exc:
+        if isinstance(exc, Retry) or is_outage(exc):
+            raise
+        # Every run ends (worker/runner.py): raised outside the step, it ends here,
+        # redacted, rather than as a task failure whose text Celery logs verbatim.
+        fields = kwargs or (args[0] if args and isinstance(args[0], dict) else {})
+        end_crashed_task(rt, fields, task_id, exc)
+        return {"outcome": "failed", "detail": f"unexpected {type(exc).__name__}"}
 
 
 def _retry_or_fail(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> dict[str, Any]:

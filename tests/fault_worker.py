@@ -8,10 +8,12 @@ id to a step; every time a task of that connection reaches the step, it raises
 timestamp really raised). The message carries ``FAULT_WORKER_SECRET`` after
 ``Bearer``, to prove that what reaches the run history and the log is redacted.
 
-Steps: ``fetch`` (the HTTP request), ``parse`` (page to records), ``record_check``
-(one record), ``commit`` (the page's transaction), ``cursor`` (the pager moving
-the cursor), ``breaker`` (admission), ``event`` (recording a transition with
-its outbox event; give that connection a token the upstream refuses).
+Steps: ``start`` (before the run's lease is taken, outside the step: the
+task itself must end the run), ``fetch`` (the HTTP request), ``parse`` (page
+to records), ``record_check`` (one record), ``commit`` (the page's
+transaction), ``cursor`` (the pager moving the cursor), ``breaker``
+(admission), ``event`` (recording a transition with its outbox event; give
+that connection a token the upstream refuses).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-STEPS = ("fetch", "parse", "record_check", "commit", "cursor", "breaker", "event")
+STEPS = ("start", "fetch", "parse", "record_check", "commit", "cursor", "breaker", "event")
 
 
 def _faults() -> dict[str, str]:
@@ -57,12 +59,14 @@ def install() -> None:
     import worker.breaker
     import worker.paging
     import worker.records
+    import worker.runner
     import worker.sync
     import worker.transitions
     import worker.upstream
     from worker.store import runs
 
     faults = _faults()
+    _wrap(worker.runner, "connection_for", "start", faults)
     _wrap(worker.upstream.UpstreamClient, "_get", "fetch", faults)
     _wrap(worker.sync, "split_records", "parse", faults)
     _wrap(worker.records, "check_record", "record_check", faults)

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 import psycopg
+import redis
 
 from worker.errors import (
     Blocked,
@@ -289,8 +290,8 @@ _REFUSALS: tuple[type[BaseException], ...] = (
 
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` is our own Redis or store being unreachable (worth a retry)."""
-    if isinstance(exc, CoordinationError):
-        return True
+    if isinstance(exc, CoordinationError | redis.ConnectionError | redis.TimeoutError):
+        return True  # the second and third: a Redis call made without a wrapper
     return isinstance(exc, StoreError) and not isinstance(exc.__cause__, _REFUSALS)
 
 
@@ -321,17 +322,27 @@ def end_unexpectedly(
 
 
 def end_crashed_task(
-    rt: Runtime, fields: dict[str, object], task_id: str, exc: BaseException
+    rt: Runtime,
+    fields: dict[str, object],
+    task_id: str,
+    exc: BaseException,
+    *,
+    report: bool = True,
 ) -> None:
-    """A sync_entity task ended by an exception: end its run if nobody else carries it.
+    """A sync_entity task met an exception outside its step: end its run if nobody
+    else carries it (the queued run a fan-out wrote, or a continuation's).
 
-    The last net under ``run_step``'s own: an error before the lease was taken,
-    or in the task after the step. The task's exception was reported already.
+    The net under ``run_step``'s own: an error before the lease was taken, or
+    in the task after the step. ``report`` sends the one ERROR line; leave it
+    off where Celery reports the exception itself.
     """
     connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
+    run_id = _run_id_of(fields, task_id)
+    message = redact(f"task crashed: {type(exc).__name__}: {exc}")
+    if report:
+        _report_unexpected(run_id, message, exc)
     if not isinstance(connection_id, str) or not isinstance(entity_type, str):
         return
-    run_id = _run_id_of(fields, task_id)
     run = rt.store.get_run(run_id)
     if run is None or run.status not in _OPEN:
         return
@@ -339,10 +350,11 @@ def end_crashed_task(
     holder = rt.leases.holder(connection_id, entity_type)
     if holder not in (None, me):
         return  # another task holds the pair (a later task of this run, or another run)
-    message = redact(f"task crashed: {type(exc).__name__}: {exc}")
-    rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=INTERNAL, error_message=message)
-    rt.leases.release(connection_id, entity_type, me)
-    rt.limits.release_slot(connection_id, me)
+    try:
+        rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=INTERNAL, error_message=message)
+    finally:
+        rt.leases.release(connection_id, entity_type, me)
+        rt.limits.release_slot(connection_id, me)
     connection_log.warning("run failed: %s", message, extra={"kind": INTERNAL, "run_id": run_id})
 
 

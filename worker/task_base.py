@@ -55,6 +55,6 @@ class SyncTask(Task):  # type: ignore[misc]
             return  # the run waits for housekeeping to send it again (worker/recovery.py)
         try:
             fields = payload_of(tuple(args or ()), dict(kwargs or {}))
-            end_crashed_task(runtime(), fields, str(task_id), exc)
+            end_crashed_task(runtime(), fields, str(task_id), exc, report=False)
         except Exception:
             log.warning("could not end the run of crashed task %s", task_id, exc_info=True)
