@@ -9,7 +9,9 @@ timestamp really raised). The message carries ``FAULT_WORKER_SECRET`` after
 ``Bearer``, to prove that what reaches the run history and the log is redacted.
 
 Steps: ``start`` (before the run's lease is taken, outside the step: the
-task itself must end the run), ``fetch`` (the HTTP request), ``parse`` (page
+task itself must end the run), ``refusal`` (the database refuses the page's
+data, as PostgreSQL refuses a NUL character: a StoreError that is no outage),
+``fetch`` (the HTTP request), ``parse`` (page
 to records), ``record_check`` (one record), ``commit`` (the page's
 transaction), ``cursor`` (the pager moving the cursor), ``breaker``
 (admission), ``event`` (recording a transition with its outbox event; give
@@ -24,7 +26,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-STEPS = ("start", "fetch", "parse", "record_check", "commit", "cursor", "breaker", "event")
+STEPS = (
+    "start",
+    "refusal",
+    "fetch",
+    "parse",
+    "record_check",
+    "commit",
+    "cursor",
+    "breaker",
+    "event",
+)
 
 
 def _faults() -> dict[str, str]:
@@ -39,9 +51,17 @@ def _raise_if_armed(step: str, faults: dict[str, str]) -> None:
     from worker.logs import context
 
     connection_id = context().get("connection_id")
-    if faults.get(str(connection_id)) == step:
-        secret = os.environ.get("FAULT_WORKER_SECRET", "")
-        raise OverflowError(f"injected at {step} (Authorization: Bearer {secret})")
+    if faults.get(str(connection_id)) != step:
+        return
+    secret = os.environ.get("FAULT_WORKER_SECRET", "")
+    message = f"injected at {step} (Authorization: Bearer {secret})"
+    if step == "refusal":
+        import psycopg
+
+        from worker.errors import StoreError
+
+        raise StoreError(f"store: {message}") from psycopg.DataError(message)
+    raise OverflowError(message)
 
 
 def _wrap(owner: Any, name: str, step: str, faults: dict[str, str]) -> None:
@@ -71,6 +91,7 @@ def install() -> None:
     _wrap(worker.sync, "split_records", "parse", faults)
     _wrap(worker.records, "check_record", "record_check", faults)
     _wrap(runs.SyncStore, "commit_page", "commit", faults)
+    _wrap(runs.SyncStore, "commit_page", "refusal", faults)
     _wrap(worker.paging.Pager, "advance", "cursor", faults)
     _wrap(worker.breaker.Breaker, "admit", "breaker", faults)
     _wrap(worker.transitions.TransitionRecorder, "__call__", "event", faults)
