@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.backoff import parse_retry_after
 from worker.classify import error_for_status
-from worker.errors import AuthFailed, BadResponse, Unavailable, UpstreamError
+from worker.errors import AuthFailed, BadRequest, BadResponse, Unavailable, UpstreamError
 from worker.http_edge import (
     ACCEPT_ENCODING,
     BodyTooLarge,
@@ -187,6 +187,9 @@ class UpstreamClient:
             raise self._deadline_or(watchdog, detail) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"HTTP client error: {type(exc).__name__}: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            # The connection's upstream URL cannot be requested at all: its set-up.
+            raise BadRequest(f"the upstream URL is not usable: {exc}") from None
 
     def _deadline_or(self, watchdog: Watchdog, detail: str) -> Unavailable:
         if watchdog.expired:
@@ -240,6 +243,11 @@ class _DeadlineTransport(httpx.HTTPTransport):
 
     def __init__(self, limits: httpx.Limits) -> None:
         super().__init__(limits=limits)
+        # httpx takes no network backend, so the pool is swapped for one that
+        # does (as worker/urls.py does for webhooks). Should httpx move the
+        # attribute, fail loudly rather than send requests without a deadline.
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            raise RuntimeError("cannot install the request deadline in this httpx version")
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
             max_connections=limits.max_connections,

@@ -268,3 +268,9 @@ def test_a_token_a_header_cannot_carry_is_an_auth_failure_without_the_token(dirt
             assert "very-secret" not in text
             assert "set-token" in str(caught.value)
     assert requests == 0
+
+
+def test_an_upstream_url_that_cannot_be_requested_is_a_bad_request() -> None:
+    # httpx raises InvalidURL outside its HTTPError tree: it escaped the client.
+    with pytest.raises(BadRequest, match="upstream URL"):
+        _client().list_page("http://[::1", "t", "assets", PageQuery())
