@@ -127,6 +127,17 @@ def test_a_server_that_never_sends_headers_meets_the_deadline() -> None:
     assert time.monotonic() - started < 5
 
 
+def test_a_tls_handshake_that_never_completes_meets_the_deadline() -> None:
+    def serve(conn: socket.socket) -> None:
+        time.sleep(30)  # the ClientHello was read; no ServerHello ever comes
+
+    started = time.monotonic()
+    with raw_server(serve) as url, pytest.raises(Unavailable, match="deadline"):
+        client = _client(connect_timeout=30.0, read_timeout=30.0, request_deadline=2.0)
+        client.status(url.replace("http://", "https://"), "t")
+    assert time.monotonic() - started < 5
+
+
 def test_trickled_headers_meet_the_deadline() -> None:
     def serve(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\n")
