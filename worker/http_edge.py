@@ -209,14 +209,19 @@ class _Inflate:
         # some servers send it (decided on the first bytes).
         self._wbits = zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS
         self._engine: Any = None
+        self._head = b""  # deflate: the first byte, until a second one arrives
 
     def feed(self, data: bytes) -> bytes:
+        if self._engine is None and self._encoding == "deflate" and len(self._head + data) < 2:
+            self._head += data  # zlib-wrapped or raw: two bytes tell
+            return b""
+        data, self._head = self._head + data, b""
         out: list[bytes] = []
         while data:
             if self._engine is None or (self._engine.eof and self._encoding == "gzip"):
                 # The first bytes, or a further gzip member after the one that ended.
                 wbits = self._wbits
-                if self._encoding == "deflate" and (data[0] & 0x0F) != 8:
+                if self._encoding == "deflate" and not _zlib_header(data):
                     wbits = -zlib.MAX_WBITS  # raw deflate: no zlib header
                 self._engine = zlib.decompressobj(wbits)
             elif self._engine.eof:
@@ -230,6 +235,8 @@ class _Inflate:
         return b"".join(out)
 
     def finish(self) -> bytes:
+        if self._head:
+            raise UndecodableBody(f"truncated {self._encoding} body")
         if self._engine is None:
             return b""
         try:
@@ -245,6 +252,11 @@ class _Inflate:
         if self._produced > self._limit or self._engine.unconsumed_tail:
             raise BodyTooLarge(f"{self._encoding} body inflates past {self._limit} bytes")
         return out
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether ``data`` (two bytes at least) opens with a zlib header (RFC 1950)."""
+    return data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 class Decoder:
