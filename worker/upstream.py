@@ -117,6 +117,7 @@ class UpstreamClient:
         )
         self._http = httpx.Client(
             transport=_DeadlineTransport(limits),
+            mounts=_environment_proxies(limits),
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout,
                 read=settings.read_timeout,
@@ -241,20 +242,63 @@ class UpstreamClient:
 class _DeadlineTransport(httpx.HTTPTransport):
     """httpx's transport on httpcore's pool, with every socket step under the deadline."""
 
-    def __init__(self, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits)
+    def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
+        super().__init__(limits=limits, proxy=proxy)
         # httpx takes no network backend, so the pool is swapped for one that
         # does (as worker/urls.py does for webhooks). Should httpx move the
         # attribute, fail loudly rather than send requests without a deadline.
         if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
             raise RuntimeError("cannot install the request deadline in this httpx version")
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+        backend = DeadlineBackend()
+        ssl_context = httpx.create_ssl_context()
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=backend,
+            )
+            return
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=proxy.url.raw_scheme,
+                host=proxy.url.raw_host,
+                port=proxy.url.port,
+                target=proxy.url.raw_path,
+            ),
+            proxy_auth=proxy.raw_auth,
+            proxy_headers=proxy.headers.raw,
+            proxy_ssl_context=proxy.ssl_context,
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=DeadlineBackend(),
+            network_backend=backend,
         )
+
+
+def _environment_proxies(limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:
+    """Transports for the proxies the environment names (HTTP_PROXY, NO_PROXY, ...).
+
+    httpx reads these itself only when it builds its own transport; ours keeps
+    that behaviour, every proxied request under the same deadline. A SOCKS
+    proxy is not supported here and is ignored with a warning.
+    """
+    try:
+        from httpx._utils import get_environment_proxies
+    except ImportError:  # pragma: no cover - a future httpx
+        _log.warning("cannot read proxy settings with this httpx: connecting directly")
+        return {}
+    mounts: dict[str, httpx.BaseTransport | None] = {}
+    for pattern, url in get_environment_proxies().items():
+        if url is None:
+            mounts[pattern] = None  # NO_PROXY: the direct transport
+        elif url.startswith(("http://", "https://")):
+            mounts[pattern] = _DeadlineTransport(limits, httpx.Proxy(url))
+        else:
+            _log.warning("ignoring the %s proxy for %s: not supported", url.split(":")[0], pattern)
+    return mounts
 
 
 def _authorization(token: str) -> str:

@@ -285,3 +285,44 @@ def test_an_upstream_url_that_cannot_be_requested_is_a_bad_request() -> None:
     # httpx raises InvalidURL outside its HTTPError tree: it escaped the client.
     with pytest.raises(BadRequest, match="upstream URL"):
         _client().list_page("http://[::1", "t", "assets", PageQuery())
+
+
+# -- proxies from the environment ---------------------------------------------------------
+
+
+def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str, no_proxy: str = "") -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+
+
+def test_a_proxy_from_the_environment_is_used_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bytes] = []
+
+    def proxy(conn: socket.socket) -> None:
+        conn.sendall(_answer("200 OK", PAGE))
+
+    def silent_proxy(conn: socket.socket) -> None:
+        time.sleep(30)
+
+    with raw_server(proxy, requests=seen) as proxy_url:
+        _proxy_env(monkeypatch, proxy_url)
+        page = _client().list_page("http://upstream.invalid", "t", "assets", PageQuery())
+    assert [r["key"] for r in page.records] == ["a"]
+    assert seen and seen[0].startswith(b"GET http://upstream.invalid/api/eam/assets?")
+
+    with raw_server(silent_proxy) as proxy_url:
+        _proxy_env(monkeypatch, proxy_url)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="deadline"):
+            client = _client(read_timeout=30.0, request_deadline=2.0)
+            client.list_page("http://upstream.invalid", "t", "assets", PageQuery())
+        assert time.monotonic() - started < 5
+
+
+def test_no_proxy_still_connects_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    _proxy_env(monkeypatch, "http://127.0.0.1:9", no_proxy="127.0.0.1")  # nothing listens on 9
+    page = _fetch(_answer("200 OK", PAGE))
+    assert [r["key"] for r in page.records] == ["a"]

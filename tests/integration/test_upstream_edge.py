@@ -22,8 +22,9 @@ Serve = Callable[[socket.socket], None]
 
 
 @contextmanager
-def raw_server(serve: Serve) -> Iterator[str]:
-    """A one-shot-per-connection TCP server speaking whatever ``serve`` writes."""
+def raw_server(serve: Serve, requests: list[bytes] | None = None) -> Iterator[str]:
+    """A one-shot-per-connection TCP server speaking whatever ``serve`` writes
+    (the requests it read are appended to ``requests`` when given)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -42,7 +43,9 @@ def raw_server(serve: Serve) -> Iterator[str]:
 
     def _handle(conn: socket.socket) -> None:
         with conn:
-            conn.recv(65536)  # the request; we answer whatever it was
+            request = conn.recv(65536)  # the request; we answer whatever it was
+            if requests is not None:
+                requests.append(request)
             with contextlib.suppress(OSError):  # the client hung up on us, as it should
                 serve(conn)
 
