@@ -74,8 +74,10 @@ class _Request:
 
 
 def _shut(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop
+    # the TLS object under a thread still reading through it.
     with contextlib.suppress(OSError):  # closed already: nothing left to wake
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 _current = threading.local()  # the request this thread is sending, if any

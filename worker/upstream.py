@@ -191,6 +191,12 @@ class UpstreamClient:
         except httpx.InvalidURL as exc:
             # The connection's upstream URL cannot be requested at all: its set-up.
             raise BadRequest(f"the upstream URL is not usable: {exc}") from None
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            if watchdog.expired:  # whatever a socket shut under a reader raised
+                raise self._deadline_or(watchdog, "") from exc
+            raise
 
     def _deadline_or(self, watchdog: Watchdog, detail: str) -> Unavailable:
         if watchdog.expired:
