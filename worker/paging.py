@@ -57,7 +57,7 @@ class _TieScan:
 
 
 def _check_meta(page: Page) -> None:
-    """Refuse a ``meta`` that would steer the pager wrong (UPSTREAM_API: per_page 1..100)."""
+    """Refuse a ``meta`` that would steer the pager wrong (a page holds 1..100 records)."""
     meta = page.meta
     if meta.per_page is not None and meta.per_page < 1:
         raise BadResponse(f"meta.per_page is {meta.per_page}: not a page size")
