@@ -104,7 +104,7 @@ def test_a_bomb_as_the_status_answer_is_bad_data() -> None:
 def test_honest_encodings_still_decode(encoding: str, encode: object) -> None:
     assert callable(encode)
     page = _fetch(_answer("200 OK", encode(PAGE), f"Content-Encoding: {encoding}"))
-    assert [r["key"] for r in page.records] == ["a"]
+    assert [r.value["key"] for r in page.records] == ["a"]
 
 
 def test_an_unknown_or_broken_encoding_is_bad_data() -> None:
@@ -310,7 +310,7 @@ def test_a_proxy_from_the_environment_is_used_and_bounded(monkeypatch: pytest.Mo
     with raw_server(proxy, requests=seen) as proxy_url:
         _proxy_env(monkeypatch, proxy_url)
         page = _client().list_page("http://upstream.invalid", "t", "assets", PageQuery())
-    assert [r["key"] for r in page.records] == ["a"]
+    assert [r.value["key"] for r in page.records] == ["a"]
     assert seen and seen[0].startswith(b"GET http://upstream.invalid/api/eam/assets?")
 
     with raw_server(silent_proxy) as proxy_url:
@@ -325,4 +325,4 @@ def test_a_proxy_from_the_environment_is_used_and_bounded(monkeypatch: pytest.Mo
 def test_no_proxy_still_connects_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     _proxy_env(monkeypatch, "http://127.0.0.1:9", no_proxy="127.0.0.1")  # nothing listens on 9
     page = _fetch(_answer("200 OK", PAGE))
-    assert [r["key"] for r in page.records] == ["a"]
+    assert [r.value["key"] for r in page.records] == ["a"]
