@@ -33,6 +33,9 @@ CONNECTION_TABLES = (
     "events",
     "schedule_log",
     "runs",
+    "pair_counts",
+    "run_totals",
+    "transition_totals",
 )
 
 

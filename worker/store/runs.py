@@ -193,6 +193,20 @@ class SyncStore(RegistryStore):
         now = utc_now()
         conn_id, entity = commit.connection_id, commit.entity_type
         with self._write() as tx:
+            # Taking the pair's counter row first serialises the pair's commits
+            # (PostgreSQL row lock; SQLite has one writer anyway), so the
+            # before-and-after states below see no other writer in between.
+            tx.execute(_OPEN_PAIR_COUNTS, (conn_id, entity))
+            tx.execute(
+                "UPDATE pair_counts SET pages = pages + 1, written = written + ? "
+                "WHERE connection_id = ? AND entity_type = ?",
+                (len(commit.records), conn_id, entity),
+            )
+            keys = sorted({r.key for r in commit.records})
+            fingerprints = sorted(
+                {hashlib.sha256(q.raw_json.encode()).hexdigest() for q in commit.quarantined}
+            )
+            before = _page_state(tx, conn_id, entity, keys, fingerprints)
             tx.executemany(
                 _UPSERT_RECORD,
                 [
@@ -216,6 +230,14 @@ class SyncStore(RegistryStore):
                     )
                     for q in commit.quarantined
                 ],
+            )
+            after = _page_state(tx, conn_id, entity, keys, fingerprints)
+            # The difference is what this page changed, whatever the upsert
+            # decided row by row (inserted, updated, deleted, kept the newer).
+            tx.execute(
+                "UPDATE pair_counts SET live = live + ?, deleted = deleted + ?, "
+                "quarantined = quarantined + ? WHERE connection_id = ? AND entity_type = ?",
+                (*(a - b for a, b in zip(after, before, strict=True)), conn_id, entity),
             )
             tx.execute(_SET_CURSOR, (conn_id, entity, commit.cursor, now))
             # A committed page is progress: the count of recoveries in a row restarts.
@@ -287,14 +309,10 @@ class SyncStore(RegistryStore):
         connections = (
             [self.get_connection(connection_id)] if connection_id else self.list_connections()
         )
+        # The counters kept with each page (schema version 5): never a scan of records.
         counts = self._grouped(
-            "SELECT connection_id, entity_type, COUNT(*), "
-            "SUM(CASE WHEN deleted_at IS NULL THEN 0 ELSE 1 END) FROM records "
-            "GROUP BY connection_id, entity_type"
-        )
-        quarantined = self._grouped(
-            "SELECT connection_id, entity_type, COUNT(*) FROM quarantine "
-            "GROUP BY connection_id, entity_type"
+            "SELECT connection_id, entity_type, live + deleted, deleted, quarantined "
+            "FROM pair_counts"
         )
         cursors = self._grouped("SELECT connection_id, entity_type, since FROM cursors")
         successes = self._grouped(
@@ -316,20 +334,51 @@ class SyncStore(RegistryStore):
         for connection in connections:
             for entity in connection.entity_types:
                 pair = (connection.id, entity)
-                record_count, deleted = counts.get(pair, (0, 0))
+                record_count, deleted, quarantined = counts.get(pair, (0, 0, 0))
                 statuses.append(
                     EntityStatus(
                         connection_id=connection.id,
                         entity_type=entity,
                         records=int(record_count or 0),
                         deleted=int(deleted or 0),
-                        quarantined=int(quarantined.get(pair, (0,))[0] or 0),
+                        quarantined=int(quarantined or 0),
                         cursor=cursors.get(pair, (None,))[0],
                         last_run=last_runs.get(pair),
                         last_success_at=successes.get(pair, (None,))[0],
                     )
                 )
         return statuses
+
+
+_OPEN_PAIR_COUNTS = """
+INSERT INTO pair_counts (connection_id, entity_type) VALUES (?, ?)
+ON CONFLICT (connection_id, entity_type) DO NOTHING
+"""
+
+
+def _page_state(
+    tx: Tx, connection_id: str, entity_type: str, keys: Sequence[str], fingerprints: Sequence[str]
+) -> tuple[int, int, int]:
+    """(live, deleted, quarantined) among one page's record keys and quarantine fingerprints."""
+    live = deleted = quarantined = 0
+    if keys:
+        marks = ",".join("?" * len(keys))
+        row = tx.execute(
+            "SELECT COALESCE(SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN deleted_at IS NULL THEN 0 ELSE 1 END), 0) FROM records "
+            f"WHERE connection_id = ? AND entity_type = ? AND key IN ({marks})",
+            (connection_id, entity_type, *keys),
+        ).fetchone()
+        live, deleted = int(row[0]), int(row[1])
+    if fingerprints:
+        marks = ",".join("?" * len(fingerprints))
+        row = tx.execute(
+            "SELECT COUNT(*) FROM quarantine WHERE connection_id = ? AND entity_type = ? "
+            f"AND fingerprint IN ({marks})",
+            (connection_id, entity_type, *fingerprints),
+        ).fetchone()
+        quarantined = int(row[0])
+    return live, deleted, quarantined
 
 
 def _insert_run(tx: Tx, run: Run) -> None:

@@ -156,6 +156,70 @@ MIGRATIONS[3] = (
 # store's JSON holds a lone surrogate (docs/records.md). NULL: ``data`` is exact.
 MIGRATIONS[4] = ("ALTER TABLE records ADD COLUMN raw TEXT",)
 
+# Version 5: counters kept with the data they count, so monitoring never scans
+# a table that grows, and the indexes that let retention delete in small batches.
+# ``pair_counts`` is updated in the same transaction as each page; ``run_totals``
+# holds finished runs folded in by housekeeping (``runs.counted`` = 1), and
+# ``transition_totals`` the transitions that retention deleted, so every counter
+# /metrics exports keeps growing while the rows behind it are pruned.
+MIGRATIONS[5] = (
+    """CREATE TABLE pair_counts (
+        connection_id TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        live BIGINT NOT NULL DEFAULT 0,
+        deleted BIGINT NOT NULL DEFAULT 0,
+        quarantined BIGINT NOT NULL DEFAULT 0,
+        pages BIGINT NOT NULL DEFAULT 0,
+        written BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (connection_id, entity_type)
+    )""",
+    # Backfill from the rows already there (SQLite needs the WHERE before ON CONFLICT).
+    """INSERT INTO pair_counts (connection_id, entity_type, live, deleted)
+        SELECT connection_id, entity_type,
+            SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END),
+            SUM(CASE WHEN deleted_at IS NULL THEN 0 ELSE 1 END)
+        FROM records GROUP BY connection_id, entity_type""",
+    """INSERT INTO pair_counts (connection_id, entity_type, quarantined)
+        SELECT connection_id, entity_type, COUNT(*) FROM quarantine WHERE true
+        GROUP BY connection_id, entity_type
+        ON CONFLICT (connection_id, entity_type) DO UPDATE SET quarantined = excluded.quarantined""",
+    """INSERT INTO pair_counts (connection_id, entity_type, pages, written)
+        SELECT connection_id, entity_type, SUM(pages), SUM(records) FROM runs
+        WHERE connection_id IS NOT NULL AND entity_type IS NOT NULL
+        GROUP BY connection_id, entity_type
+        ON CONFLICT (connection_id, entity_type) DO UPDATE SET
+            pages = excluded.pages, written = excluded.written""",
+    "ALTER TABLE runs ADD COLUMN counted INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE run_totals (
+        connection_id TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_kind TEXT NOT NULL,
+        runs BIGINT NOT NULL,
+        PRIMARY KEY (connection_id, entity_type, status, error_kind)
+    )""",
+    """INSERT INTO run_totals (connection_id, entity_type, status, error_kind, runs)
+        SELECT COALESCE(connection_id, ''), COALESCE(entity_type, ''), status,
+            COALESCE(error_kind, ''), COUNT(*)
+        FROM runs WHERE status IN ('succeeded', 'failed', 'skipped', 'rejected')
+        GROUP BY COALESCE(connection_id, ''), COALESCE(entity_type, ''), status,
+            COALESCE(error_kind, '')""",
+    "UPDATE runs SET counted = 1 WHERE status IN ('succeeded', 'failed', 'skipped', 'rejected')",
+    "CREATE INDEX runs_uncounted ON runs (status) WHERE counted = 0",
+    "CREATE INDEX runs_by_finished ON runs (finished_at)",
+    """CREATE TABLE transition_totals (
+        connection_id TEXT NOT NULL,
+        level TEXT NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (connection_id, level, from_state, to_state)
+    )""",
+    "CREATE INDEX transitions_by_at ON transitions (at)",
+    "CREATE INDEX events_by_age ON events (status, created_at)",
+    "CREATE INDEX schedule_log_by_at ON schedule_log (at)",
+)
+
 # Version 6: webhook secret rotation. While a connection's secret is replaced,
 # the previous one (encrypted like the current) signs each delivery too, until
 # the instant in ``webhook_secret_previous_until``.

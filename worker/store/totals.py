@@ -71,32 +71,61 @@ class Totals:
 
 
 class TotalsStore(StoreBase):
-    """Aggregates over every table, for monitoring."""
+    """Aggregates for monitoring, read from counters: no scan of a table that grows."""
 
     @translated
     def totals(self) -> Totals:
-        """Add up runs, failures, transitions, events and parked jobs."""
+        """Add up runs, failures, transitions, events and parked jobs.
+
+        Finished runs come from ``run_totals`` plus the few runs housekeeping
+        has not folded in yet (``counted = 0``, a partial index); pages and
+        records written from ``pair_counts``; transitions from the live rows
+        plus those retention deleted. Events and parked jobs are small tables
+        (retention keeps the outbox short).
+        """
         read = self._read
-        run_rows = read(
-            "SELECT COALESCE(connection_id, ''), COALESCE(entity_type, ''), status, COUNT(*), "
-            "COALESCE(SUM(pages), 0), COALESCE(SUM(records), 0) FROM runs "
-            "GROUP BY connection_id, entity_type, status ORDER BY 1, 2, 3"
+        by_run: dict[tuple[str, str, str], int] = {}
+        by_failure: dict[tuple[str, str, str], int] = {}
+        folded = read("SELECT connection_id, entity_type, status, error_kind, runs FROM run_totals")
+        fresh = read(
+            "SELECT COALESCE(connection_id, ''), COALESCE(entity_type, ''), status, "
+            "COALESCE(error_kind, ''), COUNT(*) FROM runs WHERE counted = 0 "
+            "GROUP BY connection_id, entity_type, status, error_kind"
         )
-        totals = [
-            RunTotal(str(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]))
-            for r in run_rows
-        ]
-        failures = read(
-            "SELECT connection_id, entity_type, COALESCE(error_kind, 'unknown'), COUNT(*) "
-            "FROM runs WHERE status = 'failed' "
-            "AND connection_id IS NOT NULL AND entity_type IS NOT NULL "
-            "GROUP BY connection_id, entity_type, error_kind ORDER BY 1, 2, 3"
-        )
-        transitions = read(
-            "SELECT connection_id, COALESCE(entity_type, 'connection'), from_state, to_state, "
-            "COUNT(*) FROM transitions GROUP BY connection_id, entity_type, from_state, to_state "
-            "ORDER BY 1, 2, 3, 4"
-        )
+        for cid, entity, status, kind, count in (*folded, *fresh):
+            key = (str(cid), str(entity), str(status))
+            by_run[key] = by_run.get(key, 0) + int(count)
+            if status == "failed" and cid and entity:
+                fkey = (str(cid), str(entity), str(kind) or "unknown")
+                by_failure[fkey] = by_failure.get(fkey, 0) + int(count)
+        work = {
+            (str(r[0]), str(r[1])): (int(r[2]), int(r[3]))
+            for r in read("SELECT connection_id, entity_type, pages, written FROM pair_counts")
+        }
+        runs: list[RunTotal] = []
+        active: list[RunTotal] = []
+        for (cid, entity, status), count in sorted(by_run.items()):
+            # A pair's pages and records ride on its first status; the metrics
+            # sum them over statuses, so where they sit does not matter.
+            pages, written = work.pop((cid, entity), (0, 0))
+            total = RunTotal(cid, entity, status, count, pages, written)
+            (runs if status in TERMINAL else active).append(total)
+        for (cid, entity), (pages, written) in sorted(work.items()):
+            if pages or written:
+                runs.append(RunTotal(cid, entity, "succeeded", 0, pages, written))
+        transitions: dict[tuple[str, str, str, str], int] = {}
+        for row in (
+            *read(
+                "SELECT connection_id, level, from_state, to_state, count FROM transition_totals"
+            ),
+            *read(
+                "SELECT connection_id, COALESCE(entity_type, 'connection'), from_state, "
+                "to_state, COUNT(*) FROM transitions "
+                "GROUP BY connection_id, entity_type, from_state, to_state"
+            ),
+        ):
+            tkey = (str(row[0]), str(row[1]), str(row[2]), str(row[3]))
+            transitions[tkey] = transitions.get(tkey, 0) + int(row[4])
         events = read(
             "SELECT type, status, COUNT(*) FROM events GROUP BY type, status ORDER BY 1, 2"
         )
@@ -104,14 +133,11 @@ class TotalsStore(StoreBase):
             "SELECT connection_id, COUNT(*) FROM parked_jobs GROUP BY connection_id ORDER BY 1"
         )
         return Totals(
-            runs=tuple(t for t in totals if t.status in TERMINAL),
-            active_runs=tuple(t for t in totals if t.status not in TERMINAL),
-            failures=tuple(
-                FailureTotal(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in failures
-            ),
+            runs=tuple(runs),
+            active_runs=tuple(active),
+            failures=tuple(FailureTotal(*key, count) for key, count in sorted(by_failure.items())),
             transitions=tuple(
-                TransitionTotal(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]))
-                for r in transitions
+                TransitionTotal(*key, count) for key, count in sorted(transitions.items())
             ),
             events=tuple(EventTotal(str(r[0]), str(r[1]), int(r[2])) for r in events),
             parked=tuple((str(r[0]), int(r[1])) for r in parked),
