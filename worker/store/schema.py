@@ -182,7 +182,8 @@ MIGRATIONS[5] = (
     """INSERT INTO pair_counts (connection_id, entity_type, quarantined)
         SELECT connection_id, entity_type, COUNT(*) FROM quarantine WHERE true
         GROUP BY connection_id, entity_type
-        ON CONFLICT (connection_id, entity_type) DO UPDATE SET quarantined = excluded.quarantined""",
+        ON CONFLICT (connection_id, entity_type) DO UPDATE SET
+            quarantined = excluded.quarantined""",
     """INSERT INTO pair_counts (connection_id, entity_type, pages, written)
         SELECT connection_id, entity_type, SUM(pages), SUM(records) FROM runs
         WHERE connection_id IS NOT NULL AND entity_type IS NOT NULL
