@@ -18,6 +18,7 @@ from worker import redis_keys
 from worker.app import app
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE
 from worker.recovery import probe, resend_stalled_runs, resume_parked
+from worker.retention import prune_history
 from worker.runtime import runtime
 from worker.schedule import schedule_due
 from worker.store import Connection
@@ -26,6 +27,7 @@ SCHEDULE = "entity_sync.housekeeping.schedule"
 RESUME_PARKED = "entity_sync.housekeeping.resume_parked"
 PROBE = "entity_sync.housekeeping.probe"
 RESEND_STALLED = "entity_sync.housekeeping.resend_stalled"
+PRUNE_HISTORY = "entity_sync.housekeeping.prune_history"
 
 LOCK_TTL_MS = 10_000
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -93,3 +95,9 @@ def resend_stalled() -> int:
 def probe_connections() -> dict[str, int]:
     """Re-probe halted connections and blocked entity types that are due."""
     return probe(runtime(), _send)
+
+
+@app.task(name=PRUNE_HISTORY, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
+def prune_old_history() -> int:
+    """Fold finished runs into the counters and delete history past its retention."""
+    return prune_history(runtime().store, runtime().settings).total

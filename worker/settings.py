@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     # A connection whose breaker stays open this long fires connection.unavailable.
     unavailable_after_seconds: PositiveSeconds = 300.0
 
+    # Retention: run history, transitions, the schedule log and delivered events
+    # are deleted after this many days; dead events (never delivered) after their
+    # own, longer, period. Pending events and what is still live are never deleted.
+    history_retention_days: Annotated[float, Field(gt=0, le=3650)] = 14.0
+    dead_event_retention_days: Annotated[float, Field(gt=0, le=3650)] = 90.0
+    retention_batch_size: Annotated[int, Field(ge=10, le=100_000)] = 1000
+
     # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901
@@ -205,6 +212,16 @@ class Settings(BaseSettings):
         if self.webhook_secret_previous is not None and self.webhook_secret is None:
             raise ValueError(
                 f"{ENV_PREFIX}WEBHOOK_SECRET_PREVIOUS is set without {ENV_PREFIX}WEBHOOK_SECRET"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dead_kept_longer(self) -> Settings:
+        if self.dead_event_retention_days < self.history_retention_days:
+            raise ValueError(
+                f"{ENV_PREFIX}DEAD_EVENT_RETENTION_DAYS ({self.dead_event_retention_days:g}) "
+                f"must be at least {ENV_PREFIX}HISTORY_RETENTION_DAYS "
+                f"({self.history_retention_days:g}): dead events are kept longer"
             )
         return self
 

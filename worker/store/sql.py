@@ -4,7 +4,7 @@ One class serves SQLite and PostgreSQL (``dialects.py`` holds what differs),
 put together from one module per concept: ``registry`` (connections),
 ``runs`` (runs, records, cursors, quarantine), ``parking`` (deferred jobs),
 ``outbox`` (transitions and events), ``totals`` (aggregates for
-monitoring), on ``base`` (connections, transactions).
+monitoring), ``retention`` (pruning old history), on ``base`` (connections, transactions).
 Every write that belongs together runs in one transaction, above all a page's
 records with the cursor that follows them (principle 2). Database exceptions
 never escape: they become StoreError, and the broken connection is dropped so
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from worker.store.outbox import OutboxStore
 from worker.store.parking import ParkingStore
+from worker.store.retention import RetentionStore
 from worker.store.runs import SyncStore
 from worker.store.totals import TotalsStore
 
 
-class SqlStore(SyncStore, ParkingStore, OutboxStore, TotalsStore):
+class SqlStore(SyncStore, ParkingStore, OutboxStore, TotalsStore, RetentionStore):
     """Connections, synced data, run history, parked jobs, the outbox and their totals."""
