@@ -102,7 +102,9 @@ def test_pages_and_records_written_are_counted_with_the_page(store: SqlStore) ->
     store.add_connection(Connection(id="c1", name="n", entity_types=("assets", "sites")))
     for day in TIMES[:3]:
         store.commit_page(
-            PageCommit("c1", "assets", "r", (_row("a", day, False), _row("b", day, False)), (), None)
+            PageCommit(
+                "c1", "assets", "r", (_row("a", day, False), _row("b", day, False)), (), None
+            )
         )
     written = {(t.connection_id, t.entity_type): (t.pages, t.records) for t in store.totals().runs}
     assert written[("c1", "assets")] == (3, 6)
