@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.dashboard_screenshot import add_run, dump_dom, find_chromium, screenshot
 from tests.support import REDIS_URL, ROOT, Env
@@ -164,27 +165,13 @@ def test_status_json_joins_store_and_breakers(fleet: Fleet) -> None:
     assert body["entity_types"] == ["sites", "assets", "work-orders", "vendors", "users"]
 
 
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(?:,|$)')
-
-
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample; fails on a line that is not `name{labels} value` or lacks a TYPE."""
-    typed: set[str] = set()
+    """Every sample, read by prometheus_client's own parser (which fails on a bad line)."""
     samples = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            typed.add(line.split()[2])
-            continue
-        if line.startswith("# HELP ") or not line:
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"not a sample line: {line!r}"
-        name, labels, value = match.groups()
-        pairs = LABEL.findall(labels or "")
-        assert ",".join(f'{k}="{v}"' for k, v in pairs) == (labels or ""), line
-        assert name in typed, f"{name} has no TYPE line"
-        samples[(name, frozenset(pairs))] = float(value)
+    for family in text_string_to_metric_families(text):
+        assert family.type in ("counter", "gauge") and family.documentation, family.name
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
 
 

@@ -1,7 +1,10 @@
-"""/metrics: the grid and the store's totals in the Prometheus text exposition format.
+"""/metrics: the grid and the store's totals, exposed through prometheus_client.
 
-Written by hand (format version 0.0.4): every value is derived at scrape time
-from the store and the breakers, so there is no in-process registry to keep.
+A custom collector computes every value at scrape time from one snapshot of
+the store and the breakers (``StoreCollector``), in a CollectorRegistry of its
+own: no process-global registry, no counter kept in memory, so the numbers
+survive restarts of every process. The store's side is read from counters
+(schema version 5), never from a scan of ``records``.
 There is no per-request counter anywhere in entity-sync; "requests by outcome"
 comes from two honest sources instead: the pages every run fetched and
 committed (store, since the beginning) and the calls and failures in each
@@ -10,14 +13,17 @@ breaker's one-minute window (Redis, right now).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from worker.dashboard.data import Grid
 from worker.store.totals import Totals
 from worker.timeutil import parse_instant
 
+# The classic text format (what generate_latest writes), which every scraper reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Labels = Mapping[str, str]
@@ -35,31 +41,41 @@ class Family:
     def add(self, value: float, **labels: str) -> None:
         self.samples.append((labels, value))
 
-
-def _label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    def metric(self) -> Metric:
+        """The prometheus_client family with these samples."""
+        names = list(self.samples[0][0]) if self.samples else []
+        kind = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
+        metric = kind(self.name, self.help, labels=names)
+        for labels, value in self.samples:
+            metric.add_metric([labels[name] for name in names], value)
+        return metric
 
 
-def render(families: Iterable[Family]) -> str:
-    """The text format: HELP, TYPE, then one ``name{labels} value`` line per sample."""
-    lines: list[str] = []
-    for family in families:
-        help_text = family.help.replace("\\", "\\\\").replace("\n", "\\n")
-        lines.append(f"# HELP {family.name} {help_text}")
-        lines.append(f"# TYPE {family.name} {family.type}")
-        for labels, value in family.samples:
-            inner = ",".join(f'{key}="{_label_value(val)}"' for key, val in labels.items())
-            name = f"{family.name}{{{inner}}}" if inner else family.name
-            lines.append(f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+class StoreCollector:
+    """A prometheus_client collector: one snapshot per scrape, turned into families."""
+
+    def __init__(self, snapshot: Callable[[], tuple[Grid, Totals]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        grid, totals = self._snapshot()
+        for family in families(grid, totals):
+            yield family.metric()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # nothing to read at registration; every value comes at scrape time
+
+
+def registry_for(snapshot: Callable[[], tuple[Grid, Totals]]) -> CollectorRegistry:
+    """A registry of its own holding only the store collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(snapshot))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition of a scrape."""
+    return generate_latest(registry)
 
 
 def families(grid: Grid, totals: Totals) -> list[Family]:

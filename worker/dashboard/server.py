@@ -60,6 +60,7 @@ class Dashboard:
         self._lock = threading.Lock()
         self._built_at = float("-inf")
         self._snapshot: tuple[Grid, Totals] | None = None
+        self.registry = metrics.registry_for(self.snapshot)
 
     def snapshot(self) -> tuple[Grid, Totals]:
         """The grid and totals; raises EntitySyncError when the store does not answer."""
@@ -162,9 +163,8 @@ class Handler(BaseHTTPRequestHandler):
             grid, _ = self.server.dashboard.snapshot()
             self._send(HTTPStatus.OK, "application/json", _json(grid.as_json()), head)
         elif path == "/metrics":
-            grid, totals = self.server.dashboard.snapshot()
-            text = metrics.render(metrics.families(grid, totals))
-            self._send(HTTPStatus.OK, metrics.CONTENT_TYPE, text.encode(), head)
+            text = metrics.render(self.server.dashboard.registry)
+            self._send(HTTPStatus.OK, metrics.CONTENT_TYPE, text, head)
         elif path == "/healthz":
             self.server.dashboard.snapshot()
             self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", head)
