@@ -309,27 +309,26 @@ class SyncStore(RegistryStore):
         connections = (
             [self.get_connection(connection_id)] if connection_id else self.list_connections()
         )
-        # The counters kept with each page (schema version 5): never a scan of records.
-        counts = self._grouped(
-            "SELECT connection_id, entity_type, live + deleted, deleted, quarantined "
-            "FROM pair_counts"
-        )
-        cursors = self._grouped("SELECT connection_id, entity_type, since FROM cursors")
-        successes = self._grouped(
-            "SELECT connection_id, entity_type, MAX(finished_at) FROM runs "
-            "WHERE status = 'succeeded' GROUP BY connection_id, entity_type"
-        )
-        last_runs = {
-            (run.connection_id, run.entity_type): run
-            for run in (
-                _run(row)
-                for row in self._read(
-                    f"SELECT {_RUN_COLUMNS} FROM runs r WHERE started_at = ("
-                    "SELECT MAX(started_at) FROM runs x WHERE x.connection_id = r.connection_id "
-                    "AND x.entity_type = r.entity_type AND x.status <> 'skipped')"
-                )
+        # The counters kept with each page (schema version 5): never a scan of
+        # records; and each pair's last run and last success found through the
+        # runs_by_pair index, never a scan of the run history.
+        where, params = ("WHERE connection_id = ?", (connection_id,)) if connection_id else ("", ())
+        counts = {
+            (row[0], row[1]): tuple(row[2:])
+            for row in self._read(
+                "SELECT connection_id, entity_type, live + deleted, deleted, quarantined "
+                f"FROM pair_counts {where}",
+                params,
             )
         }
+        cursors = {
+            (row[0], row[1]): row[2]
+            for row in self._read(
+                f"SELECT connection_id, entity_type, since FROM cursors {where}", params
+            )
+        }
+        pairs = [(c.id, entity) for c in connections for entity in c.entity_types]
+        successes, last_runs = self._latest_runs(pairs)
         statuses = []
         for connection in connections:
             for entity in connection.entity_types:
@@ -342,13 +341,55 @@ class SyncStore(RegistryStore):
                         records=int(record_count or 0),
                         deleted=int(deleted or 0),
                         quarantined=int(quarantined or 0),
-                        cursor=cursors.get(pair, (None,))[0],
+                        cursor=cursors.get(pair),
                         last_run=last_runs.get(pair),
-                        last_success_at=successes.get(pair, (None,))[0],
+                        last_success_at=successes.get(pair),
                     )
                 )
         return statuses
 
+    def _latest_runs(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], Run]]:
+        """Per pair: when its latest successful run finished, and its latest run not skipped.
+
+        Two index lookups per pair (runs_by_pair, newest first), so the cost
+        follows the number of pairs and not the length of the run history.
+        """
+        successes: dict[tuple[str, str], str] = {}
+        last_ids: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(pairs), _PAIRS_PER_QUERY):
+            chunk = pairs[start : start + _PAIRS_PER_QUERY]
+            values = ",".join("(?, ?)" for _ in chunk)
+            rows = self._read(
+                f"WITH p (c, e) AS (VALUES {values}) SELECT p.c, p.e, "
+                "(SELECT x.id FROM runs x WHERE x.connection_id = p.c AND x.entity_type = p.e "
+                "AND x.status <> 'skipped' ORDER BY x.started_at DESC LIMIT 1), "
+                "(SELECT x.finished_at FROM runs x WHERE x.connection_id = p.c "
+                "AND x.entity_type = p.e AND x.status = 'succeeded' "
+                "ORDER BY x.started_at DESC LIMIT 1) FROM p",
+                [value for pair in chunk for value in pair],
+            )
+            for conn_id, entity, last_id, success_at in rows:
+                if last_id is not None:
+                    last_ids[last_id] = (conn_id, entity)
+                if success_at is not None:
+                    successes[(conn_id, entity)] = success_at
+        last_runs: dict[tuple[str, str], Run] = {}
+        ids = sorted(last_ids)
+        for start in range(0, len(ids), _PAIRS_PER_QUERY):
+            chunk_ids = ids[start : start + _PAIRS_PER_QUERY]
+            marks = ",".join("?" * len(chunk_ids))
+            for row in self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", chunk_ids
+            ):
+                run = _run(row)
+                last_runs[last_ids[run.id]] = run
+        return successes, last_runs
+
+
+# Pairs (or run ids) per query: well under SQLite's and PostgreSQL's parameter limits.
+_PAIRS_PER_QUERY = 500
 
 _OPEN_PAIR_COUNTS = """
 INSERT INTO pair_counts (connection_id, entity_type) VALUES (?, ?)
