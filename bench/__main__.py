@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUITES = ("throughput", "latency", "blast_radius", "memory", "redis_cost", "profile")
+SUITES = ("throughput", "latency", "blast_radius", "memory", "redis_cost", "scrape", "profile")
 
 
 def ensure_dependencies() -> None:

@@ -143,3 +143,32 @@ def write(
         lines.append(section.markdown())
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     print(f"bench: wrote {path}", file=sys.stderr)
+
+
+def splice(section: Section, summary: list[str], *, prefix: str, path: Path | None = None) -> None:
+    """Put one suite's section (and its summary line) into BENCHMARKS.md, keeping the rest.
+
+    For a suite run alone (``python -m bench.NAME``): its old section and the
+    summary lines starting with ``prefix`` are replaced; other suites' stay.
+    """
+    path = path or Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    info = machine()
+    block = section.markdown().rstrip() + (
+        f"\n\nMeasured on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "
+        f"PostgreSQL {info['postgresql']}; {info['date']}, commit {info['commit']}.\n"
+    )
+    heading = f"## {section.title}"
+    parts = text.split("\n## ")
+    kept = [p for p in parts[1:] if not ("## " + p).startswith(heading)]
+    lines = [line for line in parts[0].splitlines() if not line.startswith(prefix)]
+    head = "\n".join(lines)
+    out = [head.rstrip("\n"), *("## " + p.rstrip("\n") for p in kept), block.rstrip("\n")]
+    text = "\n\n".join(out) + "\n"
+    if "## Targets at a glance" in text:
+        anchor = text.index("## Targets at a glance")
+        end = text.index("\n\n## ", anchor + 1) if "\n\n## " in text[anchor + 1 :] else len(text)
+        glance = text[anchor:end].rstrip("\n")
+        text = text[:anchor] + glance + "\n" + "\n".join(summary) + text[end:]
+    path.write_text(text, encoding="utf-8")
+    print(f"bench: wrote {section.title!r} into {path}", file=sys.stderr)
