@@ -1,7 +1,11 @@
-"""Take docs/dashboard.png: a demo-like fleet with a pair in every state, in headless Chromium.
+"""Take docs/dashboard.png: a fleet of 1,000 connections with a pair in every state.
 
     .venv/bin/python scripts/dashboard_screenshot.py [--out docs/dashboard.png]
-        [--redis-url redis://127.0.0.1:6379/14]
+        [--redis-url redis://127.0.0.1:6379/14] [--connections 1000]
+
+The demo connections carry every state; the rest of the fleet is generated,
+mostly healthy with a few problems sprinkled in, so the picture shows the
+page as an operator of 1,000 connections sees it: problems first.
 
 Needs Redis and Debian's chromium (``apt-get install chromium``). The store is
 a throwaway SQLite file; the demo connections' breaker keys in Redis are reset
@@ -178,23 +182,77 @@ def seed(store: SqlStore, breaker: Breaker) -> None:
     breaker.block("initech", "vendors", "permission: 403 on GET /api/eam/vendors")
 
 
+FLEET_WORDS = (
+    "Harbor",
+    "Summit",
+    "Pioneer",
+    "Cedar",
+    "Atlas",
+    "Beacon",
+    "Granite",
+    "Meridian",
+    "Riverside",
+    "Keystone",
+    "Falcon",
+    "Evergreen",
+    "Northgate",
+    "Ironwood",
+    "Bluewater",
+)
+FLEET_KINDS = ("Plant", "Depot", "Mill", "Terminal", "Works", "Yard", "Hospital", "Campus")
+FLEET_TYPES = ("sites", "assets", "work-orders", "materials")
+
+
+def fleet_ids(count: int) -> list[str]:
+    """Ids of the generated connections that fill the fleet up to ``count``."""
+    return [f"site-{i:04}" for i in range(1, max(0, count - len(DEMO)) + 1)]
+
+
+def seed_fleet(store: SqlStore, breaker: Breaker, count: int) -> list[str]:
+    """Generated connections up to ``count`` in all: healthy, but for one in a hundred."""
+    ids = fleet_ids(count)
+    for n, connection_id in enumerate(ids):
+        breaker.reset(connection_id)
+        word, kind = FLEET_WORDS[n % len(FLEET_WORDS)], FLEET_KINDS[n % len(FLEET_KINDS)]
+        name = f"{word} {kind} {n // len(FLEET_WORDS) + 1}"
+        entity_types = FLEET_TYPES[: 2 + n % 3]
+        store.add_connection(Connection(id=connection_id, name=name, entity_types=entity_types))
+        for m, entity in enumerate(entity_types):
+            add_run(store, connection_id, entity, minutes_ago=1 + (n + m) % 12, records=3)
+        if n % 100 == 17:
+            breaker.pause(connection_id, 300, "rate_limited: 429, Retry-After 300 s")
+        elif n % 100 == 53:
+            add_run(
+                store,
+                connection_id,
+                "assets",
+                minutes_ago=2,
+                status="failed",
+                error=("bad_request", "422 Unprocessable Entity: filter updatedAt rejected"),
+            )
+    return ids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard.png")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--connections", type=int, default=1000, help="the fleet's size")
     args = parser.parse_args(argv)
+    generated: list[str] = []
     breaker = Breaker(client=redis.Redis.from_url(args.redis_url, socket_connect_timeout=3))
     with tempfile.TemporaryDirectory(prefix="es-dashboard-") as tmp:
         store = open_store(f"sqlite:///{tmp}/store.db")
         try:
             seed(store, breaker)
+            generated = seed_fleet(store, breaker, args.connections)
             server = DashboardServer("127.0.0.1", 0, Dashboard(store, breaker, 900.0)).start()
             try:
                 screenshot(server.url + "#initech/assets", args.out)
             finally:
                 server.close()
         finally:
-            for connection_id in DEMO:
+            for connection_id in (*DEMO, *generated):
                 breaker.reset(connection_id)
     print(f"wrote {args.out}")
     return 0

@@ -23,7 +23,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.dashboard_screenshot import add_run, dump_dom, find_chromium, screenshot
+from scripts.dashboard_screenshot import (
+    add_run,
+    dump_dom,
+    find_chromium,
+    screenshot,
+    seed_fleet,
+)
+from scripts.dashboard_screenshot import seed as seed_demo
 from tests.support import REDIS_URL, ROOT, Env
 from worker.breaker import Breaker
 from worker.dashboard.server import Dashboard, DashboardServer
@@ -347,3 +354,104 @@ def test_screenshot_script_writes_the_readme_picture(
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+# -- 1,000 connections: problems first, filter, search, pages ------------------------------
+
+
+def api(server: DashboardServer, query: str) -> dict[str, Any]:
+    status, _, raw = request(server, "GET", "/api/status?" + query)
+    assert status == 200
+    body: dict[str, Any] = json.loads(raw)
+    return body
+
+
+def test_api_puts_problems_first_and_filters_searches_and_pages(fleet: Fleet) -> None:
+    for i in range(120):
+        fleet.store.add_connection(
+            Connection(id=f"zz-{i:03}", name=f"Quiet Yard {i}", entity_types=("assets",))
+        )
+    whole = json.loads(fleet.get("/api/status")[2])
+    order = [row["id"] for row in whole["connections"]]
+    # halted, open (and half-open, blocked), paused, failing (and stale), then healthy.
+    assert order[:4] == ["revoked", "mixed", "limited", "slow"]
+    assert [row["category"] for row in whole["connections"][:4]] == [
+        "halted",
+        "open",
+        "paused",
+        "failing",
+    ]
+    assert order[4:7] == ["daily", "fine", "zz-000"], "then healthy ones, by id"
+    assert len(order) == 6 + 120 and "view" not in whole, "no query: the whole grid"
+
+    first = api(fleet.server, "state=all&page=1&per_page=50")
+    assert [row["id"] for row in first["connections"]] == order[:50]
+    assert first["view"] == {
+        "state": "all",
+        "q": "",
+        "page": 1,
+        "pages": 3,
+        "per_page": 50,
+        "matched": 126,
+        "total": 126,
+    }
+    assert first["filters"]["all"] == 126 and first["filters"]["problems"] == 4
+    assert first["filters"]["halted"] == 1 and first["filters"]["blocked"] == 1
+    assert first["filters"]["healthy"] == 122 and first["filters"]["unknown"] == 0
+    last = api(fleet.server, "page=99&per_page=50")
+    assert last["view"]["page"] == 3 and [r["id"] for r in last["connections"]] == order[100:]
+
+    assert [r["id"] for r in api(fleet.server, "state=blocked")["connections"]] == ["mixed"]
+    assert [r["id"] for r in api(fleet.server, "state=problems")["connections"]] == order[:4]
+    # Search matches the id or the name, in any case, and combines with the filter.
+    assert [r["id"] for r in api(fleet.server, "q=PLANT")["connections"]] == ["fine"]
+    assert [r["id"] for r in api(fleet.server, "q=zz-11")["connections"]] == [
+        f"zz-{i}" for i in range(110, 120)
+    ]
+    assert api(fleet.server, "q=zz-11&state=halted")["connections"] == []
+    # Nonsense in the query string is ignored, never an error.
+    odd = api(fleet.server, "state=%3Cscript%3E&page=x&per_page=-4")
+    assert odd["view"]["state"] == "all" and odd["view"]["per_page"] == 1
+
+
+@pytest.fixture
+def big_fleet(test_redis: redis.Redis, tmp_path: Path) -> Iterator[DashboardServer]:
+    """The screenshot's fleet: the demo's states plus generated connections, 1,000 in all."""
+    store = open_store(f"sqlite:///{tmp_path}/store.db")
+    breaker = Breaker(client=redis.Redis.from_url(REDIS_URL))
+    seed_demo(store, breaker)
+    seed_fleet(store, breaker, 1000)
+    server = DashboardServer("127.0.0.1", 0, Dashboard(store, breaker, 900.0)).start()
+    yield server
+    server.close()
+
+
+def rows_of(dom: str) -> list[tuple[str, str]]:
+    """(category, connection id) of each row the page drew."""
+    return re.findall(
+        r'<tr class="cat-[a-z-]+" data-connection="([^"]+)" data-category="([a-z-]+)"', dom
+    )
+
+
+def test_page_at_1000_connections_in_chromium(chromium: str, big_fleet: DashboardServer) -> None:
+    dom = dump_dom(big_fleet.url)
+    rows = rows_of(dom)
+    assert len(rows) == 50, "one page of 50, not 1,000 rows"
+    categories = [category for _, category in rows]
+    assert categories[:2] == ["halted", "open"] and rows[0][0] == "globex"
+    order = ["halted", "open", "half-open", "blocked", "paused", "failing", "stale", "healthy"]
+    assert categories == sorted(categories, key=order.index), "problems first"
+    assert "Page 1 of 20" in dom and "of 1000 connections" in dom
+    assert re.search(r'data-filter="halted"[^>]*>.*?class="count">1<', dom)
+
+    halted = rows_of(dump_dom(big_fleet.url + "?state=halted"))
+    assert halted == [("globex", "halted")]
+    paused = rows_of(dump_dom(big_fleet.url + "?state=paused"))
+    assert len(paused) == 11 and all(
+        cid == "northwind" or cid.startswith("site-") for cid, _ in paused
+    )
+    found = rows_of(dump_dom(big_fleet.url + "?q=SITE-0042"))
+    assert found == [("site-0042", "healthy")]
+    last = dump_dom(big_fleet.url + "?page=20")
+    assert len(rows_of(last)) == 50 and "Page 20 of 20" in last
+    assert 'id="next" disabled' in last, "no page after the last"

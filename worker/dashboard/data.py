@@ -23,6 +23,23 @@ from worker.timeutil import canonical, parse_instant
 
 STALE_AFTER_INTERVALS = 3
 STATES = ("healthy", "paused", "open", "half-open", "halted", "blocked", "unknown")
+# What an operator looks at first: a cell's category, worst first. "failing" is a
+# pair whose breaker lets it run but whose last run failed; "stale" one that
+# runs but has not succeeded for three intervals.
+CATEGORIES = (
+    "halted",
+    "open",
+    "half-open",
+    "blocked",
+    "paused",
+    "failing",
+    "stale",
+    "unknown",
+    "healthy",
+)
+FILTERS = ("all", "problems", *CATEGORIES)
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -85,16 +102,121 @@ class Grid:
         """Every cell, row by row."""
         return [cell for row in self.connections for cell in row.cells]
 
-    def as_json(self) -> dict[str, Any]:
-        """The /api/status body: the grid plus counts per state (breaker windows left out)."""
+    def as_json(self, view: View | None = None) -> dict[str, Any]:
+        """The /api/status body: the grid plus counts per state (breaker windows left out).
+
+        Connections come problems first (``CATEGORIES`` order of their worst
+        cell, then by id). With a view, only the connections it matches, one
+        page of them, plus how many connections each filter would show.
+        """
         counts = dict.fromkeys(STATES, 0) | {"stale": 0}
         for cell in self.cells():
             counts[cell.state] += 1
             counts["stale"] += cell.stale
-        body = asdict(self)
-        del body["windows"]
-        body["counts"] = counts
+        ranked = sorted(self.connections, key=lambda row: (rank(row), row.id))
+        body: dict[str, Any] = {
+            "generated_at": self.generated_at,
+            "redis_ok": self.redis_ok,
+            "default_interval_s": self.default_interval_s,
+            "stale_after_intervals": self.stale_after_intervals,
+            "entity_types": list(self.entity_types),
+            "counts": counts,
+        }
+        if view is None:
+            body["connections"] = [_row_json(row) for row in ranked]
+            return body
+        matched = [row for row in ranked if view.matches(row)]
+        pages = max(1, -(-len(matched) // view.per_page))
+        page = min(max(view.page, 1), pages)
+        start = (page - 1) * view.per_page
+        body["connections"] = [_row_json(row) for row in matched[start : start + view.per_page]]
+        body["view"] = {
+            "state": view.state,
+            "q": view.q,
+            "page": page,
+            "pages": pages,
+            "per_page": view.per_page,
+            "matched": len(matched),
+            "total": len(ranked),
+        }
+        body["filters"] = {
+            name: sum(View(state=name).matches(row) for row in ranked) for name in FILTERS
+        }
         return body
+
+
+@dataclass(frozen=True)
+class View:
+    """Which connections the page shows: a state filter, a search, a page."""
+
+    state: str = "all"  # one of FILTERS
+    q: str = ""  # part of a connection's id or name, any case
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+
+    @classmethod
+    def parse(cls, query: dict[str, list[str]]) -> View | None:
+        """From a query string (None: no view asked for, the whole grid)."""
+        if not query:
+            return None
+
+        def one(name: str, default: str) -> str:
+            return (query.get(name) or [default])[0]
+
+        state = one("state", "all")
+        return cls(
+            state=state if state in FILTERS else "all",
+            q=one("q", "").strip()[:200],
+            page=_int(one("page", "1"), 1, 1, 1_000_000),
+            per_page=_int(
+                one("per_page", str(DEFAULT_PER_PAGE)), DEFAULT_PER_PAGE, 1, MAX_PER_PAGE
+            ),
+        )
+
+    def matches(self, row: ConnectionRow) -> bool:
+        if self.q:
+            needle = self.q.casefold()
+            if needle not in row.id.casefold() and needle not in row.name.casefold():
+                return False
+        if self.state == "all":
+            return True
+        categories = {category(cell) for cell in row.cells}
+        if self.state == "problems":
+            return bool(categories - {"healthy"})
+        if self.state == "healthy":
+            return categories <= {"healthy"}
+        return self.state in categories
+
+
+def _int(text: str, default: int, low: int, high: int) -> int:
+    try:
+        return min(max(int(text), low), high)
+    except ValueError:
+        return default
+
+
+def category(cell: Cell) -> str:
+    """The cell's place in the problems-first order (one of CATEGORIES)."""
+    if cell.state in ("halted", "open", "half-open", "blocked", "paused"):
+        return cell.state
+    if cell.last_run_status == "failed":
+        return "failing"
+    if cell.stale:
+        return "stale"
+    return "unknown" if cell.state == "unknown" else "healthy"
+
+
+def rank(row: ConnectionRow) -> int:
+    """A connection's worst category, as an index into CATEGORIES (no cells: healthy)."""
+    return min((CATEGORIES.index(category(cell)) for cell in row.cells), default=len(CATEGORIES))
+
+
+def _row_json(row: ConnectionRow) -> dict[str, Any]:
+    body = asdict(row)
+    body["category"] = CATEGORIES[min(rank(row), len(CATEGORIES) - 1)]
+    for cell, cell_body in zip(row.cells, body["cells"], strict=True):
+        cell_body["category"] = category(cell)
+    return body
 
 
 def build_grid(

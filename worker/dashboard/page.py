@@ -1,7 +1,9 @@
 """The dashboard page: one self-contained HTML document (no CDN, no web fonts).
 
-The page holds no data of its own: its script fetches ``api/status`` on load
-and every 10 seconds and builds the grid with ``textContent`` only, so a
+The page holds no data of its own: its script fetches one page of
+``api/status`` (problems first, filtered by state, searched by connection, 50
+connections a page; the view is kept in the query string) on load and every
+10 seconds and builds the grid with ``textContent`` only, so a
 connection name or an upstream error message can never become markup. The
 server sends a Content-Security-Policy that allows exactly this script and
 style (by hash) and no other origin.
@@ -59,6 +61,30 @@ td.stale.state-half-open .label, td.stale.state-half-open .lag,
 td.stale.state-unknown .label, td.stale.state-unknown .lag { text-shadow: 0 0 3px #fff; }
 .badge { display: inline-block; margin-left: 6px; padding: 0 5px; border-radius: 3px;
   background: #ffd600; color: #1d2127; font-size: 11px; font-weight: 700; }
+.toolbar { display: flex; flex-wrap: wrap; align-items: center; gap: 8px 16px;
+  margin: 4px 0 10px; }
+#filters { display: flex; flex-wrap: wrap; gap: 6px; }
+#filters button { font: inherit; font-size: 13px; padding: 4px 10px; border-radius: 14px;
+  border: 1px solid #c3c8cf; background: #fff; color: #1d2127; cursor: pointer;
+  display: inline-flex; align-items: center; gap: 6px; }
+#filters button[aria-pressed="true"] { background: #1d2127; color: #fff; border-color: #1d2127; }
+#filters button:disabled { opacity: 0.45; cursor: default; }
+#filters .count { font-weight: 700; }
+.dot { display: inline-block; width: 10px; height: 10px; border-radius: 50%; }
+#search { font: inherit; font-size: 14px; padding: 5px 10px; width: 240px;
+  border: 1px solid #c3c8cf; border-radius: 6px; }
+.pager { display: flex; align-items: center; gap: 8px; font-size: 13px; }
+.pager button { font: inherit; font-size: 13px; padding: 4px 10px; }
+tbody tr th { border-left: 6px solid transparent; }
+tr.cat-halted th { border-left-color: #5b1647; }
+tr.cat-open th, tr.cat-half-open th { border-left-color: #c62828; }
+tr.cat-blocked th { border-left-color: #6b7078; }
+tr.cat-paused th { border-left-color: #f9a825; }
+tr.cat-failing th { border-left-color: #ad1457; }
+tr.cat-stale th { border-left-color: #ffd600; }
+.state-failing { background: #ad1457; color: #fff; }
+.dot.state-stale { background: #ffd600; }
+.badge.failing { background: #fff; color: #ad1457; }
 #details { margin-top: 16px; background: #fff; border: 1px solid #d5d9df; border-radius: 8px;
   padding: 12px 16px; max-width: 900px; }
 #details h2 { font-size: 16px; margin: 0 0 8px; overflow-wrap: anywhere; }
@@ -75,6 +101,34 @@ SCRIPT = """
   const REFRESH_MS = 10000;
   const $ = (id) => document.getElementById(id);
   let grid = null;
+  // The view (filter, search, page) lives in the query string, so a link or a
+  // reload shows the same page; the server filters, sorts and pages.
+  const FILTER_LABELS = {
+    "all": "All", "problems": "Problems", "halted": "Halted", "open": "Open",
+    "half-open": "Half-open", "blocked": "Blocked", "paused": "Paused",
+    "failing": "Failing", "stale": "Stale", "unknown": "Unknown", "healthy": "Healthy",
+  };
+  const params = new URLSearchParams(location.search);
+  const view = {
+    state: FILTER_LABELS[params.get("state")] ? params.get("state") : "all",
+    q: params.get("q") || "",
+    page: Math.max(1, parseInt(params.get("page") || "1", 10) || 1),
+  };
+  function query() {
+    const out = new URLSearchParams();
+    out.set("state", view.state);
+    if (view.q) out.set("q", view.q);
+    out.set("page", String(view.page));
+    out.set("per_page", "50");
+    return out;
+  }
+  function navigate(changes) {
+    Object.assign(view, changes);
+    const shown = query();
+    shown.delete("per_page");
+    history.replaceState(null, "", "?" + shown.toString() + location.hash);
+    refresh();
+  }
   // "#connection/entity-type" opens that cell's details on load (links, screenshots).
   const hash = decodeURIComponent(location.hash.slice(1));
   let selected = hash.includes("/") ?
@@ -150,18 +204,47 @@ SCRIPT = """
     return null;
   }
 
+  function renderControls() {
+    const filters = $("filters");
+    filters.replaceChildren();
+    for (const [name, label] of Object.entries(FILTER_LABELS)) {
+      const count = grid.filters[name] || 0;
+      const button = filters.appendChild(node("button"));
+      button.type = "button";
+      button.dataset.filter = name;
+      button.setAttribute("aria-pressed", String(view.state === name));
+      button.disabled = !count && view.state !== name;
+      if (!["all", "problems"].includes(name)) {
+        button.append(node("span", "dot state-" + name));
+      }
+      button.append(node("span", null, label), node("span", "count", count));
+      button.addEventListener("click", () => navigate({ state: name, page: 1 }));
+    }
+    const v = grid.view;
+    const first = v.matched ? (v.page - 1) * v.per_page + 1 : 0;
+    const last = Math.min(v.matched, v.page * v.per_page);
+    $("page-info").textContent = "Page " + v.page + " of " + v.pages + " \u00b7 " +
+      first + "\u2013" + last + " of " + v.matched + " connections";
+    $("prev").disabled = v.page <= 1;
+    $("next").disabled = v.page >= v.pages;
+    view.page = v.page;
+  }
+
   function render() {
     const parts = [];
     for (const [state, count] of Object.entries(grid.counts)) {
       if (count) parts.push(count + " " + state);
     }
-    const pairs = grid.connections.reduce((n, row) => n + row.cells.length, 0);
-    $("summary").textContent = grid.connections.length + " connections, " + pairs +
-      " pairs: " + (parts.join(", ") || "nothing yet");
+    $("summary").textContent = grid.view.total + " connections, " +
+      (grid.filters.problems || 0) + " with a problem; pairs: " +
+      (parts.join(", ") || "nothing yet");
     $("redis-banner").hidden = grid.redis_ok;
+    renderControls();
     const wrap = $("grid-wrap");
     if (!grid.connections.length) {
-      wrap.replaceChildren(node("p", null, "No connections registered yet."));
+      wrap.replaceChildren(node("p", null, grid.view.total ?
+        "No connection matches this filter." : "No connections registered yet."));
+      showDetails();
       return;
     }
     const table = node("table", "grid");
@@ -176,8 +259,9 @@ SCRIPT = """
     table.appendChild(node("thead")).appendChild(head);
     const body = table.appendChild(node("tbody"));
     for (const row of grid.connections) {
-      const tr = body.appendChild(node("tr"));
+      const tr = body.appendChild(node("tr", "cat-" + row.category));
       tr.dataset.connection = row.id;
+      tr.dataset.category = row.category;
       const th = tr.appendChild(node("th", null, row.name));
       th.scope = "row";
       th.append(node("span", "sub", row.id + " \\u00b7 every " + duration(row.interval_s)));
@@ -199,6 +283,7 @@ SCRIPT = """
         button.title = facts(row, cell).map(([t, v]) => t + ": " + v).join("\\n");
         const label = button.appendChild(node("span", "label", cell.state));
         if (cell.stale) label.append(node("span", "badge", "stale"));
+        if (cell.category === "failing") label.append(node("span", "badge failing", "failing"));
         const due = cell.until && cell.until > grid.generated_at;
         const until = due ? " \u00b7 until " + cell.until.slice(11, 16) : "";
         button.append(node("span", "lag", "lag " + duration(cell.lag_s) + until));
@@ -214,7 +299,7 @@ SCRIPT = """
 
   async function refresh() {
     try {
-      const response = await fetch("api/status", { cache: "no-store" });
+      const response = await fetch("api/status?" + query().toString(), { cache: "no-store" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       grid = await response.json();
       render();
@@ -229,6 +314,15 @@ SCRIPT = """
     }
   }
   $("details-close").addEventListener("click", () => { selected = null; showDetails(); });
+  const search = $("search");
+  search.value = view.q;
+  let typing = null;
+  search.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => navigate({ q: search.value.trim(), page: 1 }), 250);
+  });
+  $("prev").addEventListener("click", () => navigate({ page: view.page - 1 }));
+  $("next").addEventListener("click", () => navigate({ page: view.page + 1 }));
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape") { selected = null; showDetails(); }
   });
@@ -253,6 +347,7 @@ def _legend() -> str:
         f'<li><span class="swatch state-{state}"></span>{label}</li>' for state, label in _LEGEND
     ]
     items.append('<li><span class="swatch stale"></span>stale (lag over 3 intervals)</li>')
+    items.append('<li><span class="swatch state-failing"></span>failing (last run failed)</li>')
     return "\n".join(items)
 
 
@@ -265,6 +360,12 @@ PAGE = (
     '<p id="summary" aria-live="polite">Loading\u2026</p>\n'
     '<p id="refresh"></p>\n'
     '<ul class="legend" aria-label="Legend">\n' + _legend() + "\n</ul>\n</header>\n<main>\n"
+    '<div class="toolbar">\n<div id="filters" role="group" aria-label="Filter by state"></div>\n'
+    '<input id="search" type="search" placeholder="Search connections" '
+    'aria-label="Search connection" autocomplete="off">\n'
+    '<div class="pager"><button type="button" id="prev">\u2190 Previous</button>'
+    '<span id="page-info"></span><button type="button" id="next">Next \u2192</button></div>\n'
+    "</div>\n"
     '<p id="redis-banner" class="banner" hidden>Breaker state unknown: Redis did not '
     "answer. Freshness and errors come from the store.</p>\n"
     '<div id="grid-wrap"><noscript>This page needs JavaScript; the same data is at '

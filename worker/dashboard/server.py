@@ -1,6 +1,7 @@
 """The dashboard's HTTP server: GET and HEAD only, loopback by default.
 
-Routes: ``/`` the page, ``/api/status`` the grid as JSON, ``/metrics``
+Routes: ``/`` the page, ``/api/status`` the grid as JSON (problems first;
+``?state=&q=&page=&per_page=`` for one filtered page of it), ``/metrics``
 Prometheus text, ``/healthz`` whether the store answers. Every other method
 is answered 405: there is no endpoint that changes anything. Bound to a
 loopback address it also refuses requests whose Host header names another
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from worker.breaker import Breaker
 from worker.dashboard import metrics
-from worker.dashboard.data import Grid, build_grid
+from worker.dashboard.data import Grid, View, build_grid
 from worker.dashboard.page import CONTENT_SECURITY_POLICY, PAGE
 from worker.errors import EntitySyncError
 from worker.store import SqlStore
@@ -161,7 +162,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode(), head, extra)
         elif path == "/api/status":
             grid, _ = self.server.dashboard.snapshot()
-            self._send(HTTPStatus.OK, "application/json", _json(grid.as_json()), head)
+            view = View.parse(parse_qs(urlsplit(self.path).query))
+            self._send(HTTPStatus.OK, "application/json", _json(grid.as_json(view)), head)
         elif path == "/metrics":
             text = metrics.render(self.server.dashboard.registry)
             self._send(HTTPStatus.OK, metrics.CONTENT_TYPE, text, head)
