@@ -209,7 +209,7 @@ def fleet_ids(count: int) -> list[str]:
 
 
 def seed_fleet(store: SqlStore, breaker: Breaker, count: int) -> list[str]:
-    """Generated connections up to ``count`` in all: healthy, but for one in a hundred."""
+    """Generated connections up to ``count`` in all: healthy, but for one in a hundred (paused or failing)."""
     ids = fleet_ids(count)
     for n, connection_id in enumerate(ids):
         breaker.reset(connection_id)
@@ -219,9 +219,9 @@ def seed_fleet(store: SqlStore, breaker: Breaker, count: int) -> list[str]:
         store.add_connection(Connection(id=connection_id, name=name, entity_types=entity_types))
         for m, entity in enumerate(entity_types):
             add_run(store, connection_id, entity, minutes_ago=1 + (n + m) % 12, records=3)
-        if n % 100 == 17:
+        if n % 200 == 17:
             breaker.pause(connection_id, 300, "rate_limited: 429, Retry-After 300 s")
-        elif n % 100 == 53:
+        elif n % 200 == 53:
             add_run(
                 store,
                 connection_id,
