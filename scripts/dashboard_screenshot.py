@@ -209,7 +209,7 @@ def fleet_ids(count: int) -> list[str]:
 
 
 def seed_fleet(store: SqlStore, breaker: Breaker, count: int) -> list[str]:
-    """Generated connections up to ``count`` in all: healthy, but for one in a hundred (paused or failing)."""
+    """Generated connections up to ``count`` in all: healthy but one in 100 (paused or failing)."""
     ids = fleet_ids(count)
     for n, connection_id in enumerate(ids):
         breaker.reset(connection_id)
