@@ -26,7 +26,7 @@ BEAT_SCHEDULE = {
     "resend-stalled-runs": {"task": "entity_sync.housekeeping.resend_stalled", "schedule": 10.0},
     "probe-halted-and-blocked": {"task": "entity_sync.housekeeping.probe", "schedule": 30.0},
     "sweep-outbox": {"task": "entity_sync.housekeeping.sweep_outbox", "schedule": 5.0},
-    "prune-history": {"task": "entity_sync.housekeeping.prune_history", "schedule": 60.0},
+    "prune-history": {"task": "entity_sync.housekeeping.prune_history", "schedule": 30.0},
 }
 
 

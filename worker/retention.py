@@ -1,7 +1,7 @@
 """Retention: keep the history tables as long as the settings say, and no longer.
 
 Called by the housekeeping task ``entity_sync.housekeeping.prune_history``
-(every minute). Finished runs are folded into the counters first, so the run
+(every 30 s). Finished runs are folded into the counters first, so the run
 totals /metrics exports survive their rows; then each table is pruned in small
 batches (``worker.store.retention``), a bounded amount per call.
 """
