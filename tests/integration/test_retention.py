@@ -212,3 +212,25 @@ def test_a_prune_does_a_bounded_amount_of_work_per_call(store: SqlStore) -> None
 def test_dead_events_must_be_kept_at_least_as_long() -> None:
     with pytest.raises(ValueError, match="DEAD_EVENT_RETENTION_DAYS"):
         Settings(history_retention_days=30, dead_event_retention_days=7)
+
+
+def test_the_housekeeping_task_prunes_on_beat_s_schedule(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.schedule as housekeeping
+    from worker.app import BEAT_SCHEDULE, app
+    from worker.runtime import Runtime
+
+    assert housekeeping.PRUNE_HISTORY == "entity_sync.housekeeping.prune_history"
+    assert housekeeping.PRUNE_HISTORY in app.tasks
+    assert any(e["task"] == housekeeping.PRUNE_HISTORY for e in BEAT_SCHEDULE.values())
+    rt = Runtime(settings=Settings(store_url=store_url, history_retention_days=1))
+    rt.store.add_connection(Connection(id="c1", name="n", entity_types=("assets",)))
+    with rt.store._write() as tx:
+        tx.executemany(
+            "INSERT INTO schedule_log (connection_id, slot, outcome, at) VALUES (?, ?, ?, ?)",
+            [("c1", slot, "enqueued", OLD) for slot in range(3)],
+        )
+    monkeypatch.setattr(housekeeping, "runtime", lambda: rt)
+    assert housekeeping.prune_old_history.apply().get() == 3
+    assert rt.store.schedule_log("c1") == []
