@@ -15,6 +15,7 @@ comparison, the whole-table count the store used to run on every scrape.
 from __future__ import annotations
 
 import http.client
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import redis
 from bench.common import fresh_store, median, redis_url, say
 from bench.report import Section, Table
 from worker.breaker import Breaker
-from worker.dashboard.metrics import families
+from worker.dashboard.metrics import families, registry_for, render, render_reference
 from worker.dashboard.server import Dashboard, DashboardServer
 from worker.entities import ALL_ENTITY_TYPES
 from worker.status import status_rows
@@ -178,6 +179,12 @@ def measure(kind: str, *, connections: int, records: int, repeats: int) -> dict[
             out["records"] = float(count)
             grid, totals = Dashboard(store, None, 900.0).snapshot()
             out["samples"] = float(sum(len(f.samples) for f in families(grid, totals)))
+            # The exposition alone, from the same collector: generate_latest, and the
+            # writer /metrics uses (the same bytes).
+            registry = registry_for(lambda: (grid, totals))
+            assert render(registry) == render_reference(registry)
+            out["render: generate_latest"] = _timed(lambda: render_reference(registry), repeats)
+            out["render: entity-sync writer"] = _timed(lambda: render(registry), repeats)
         finally:
             client.flushdb()
             client.close()
@@ -213,6 +220,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
             results[(connections, kind)] = measure(
                 kind, connections=connections, records=records, repeats=repeats
             )
+    started_load = os.getloadavg()[0]
     table = section.table(Table(header))
     for label in (
         "store /metrics",
@@ -220,11 +228,20 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         "full /metrics",
         "full /api/status",
         "status (all rows)",
+        "render: generate_latest",
+        "render: entity-sync writer",
         "old: COUNT over records",
     ):
         table.add(label, *(results[key][label] for key in results))
     samples = {key: results[key]["samples"] for key in results}
     table.add("/metrics samples", *(int(v) for v in samples.values()))
+    section.text(
+        f"Load average (1 min) when the measurements ended: {started_load:.1f} on "
+        f"{os.cpu_count()} cores; the machine is shared, so read the columns side by side. "
+        "The two *render* rows time the text exposition alone, collector included, of the "
+        "same registry: prometheus_client's `generate_latest`, and the writer /metrics "
+        "uses, which produces the same bytes (asserted)."
+    )
     few, many = shapes
     line = (
         f"- Scrape with {records:,} records (target < {TARGET_MS:.0f} ms): /metrics from the "

@@ -33,6 +33,7 @@ from scripts.dashboard_screenshot import (
 from scripts.dashboard_screenshot import seed as seed_demo
 from tests.support import REDIS_URL, ROOT, Env
 from worker.breaker import Breaker
+from worker.dashboard import metrics as exposition
 from worker.dashboard.server import Dashboard, DashboardServer
 from worker.settings import Settings
 from worker.store import Connection, Event, ParkedJob, SqlStore, TransitionRecord, open_store
@@ -186,6 +187,10 @@ def test_metrics_parse_and_add_up(fleet: Fleet) -> None:
     status, headers, raw = fleet.get("/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = parse_metrics(raw.decode())
+    # The fast writer and prometheus_client's own exposition agree byte for byte.
+    snapshot = fleet.server.dashboard.snapshot()
+    registry = exposition.registry_for(lambda: snapshot)
+    assert exposition.render(registry) == exposition.render_reference(registry)
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, frozenset(labels.items()))]
