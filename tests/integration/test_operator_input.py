@@ -221,6 +221,13 @@ def _fill(env: Env, store: SqlStore, client: redis.Redis, cid: str) -> None:
         ),
     )
     assert store.claim_slot(cid, 5, "enqueued")
+    store.fold_runs()  # the finished run into run_totals
+    with store._write() as tx:  # what retention keeps of pruned transitions
+        tx.execute(
+            "INSERT INTO transition_totals (connection_id, level, from_state, to_state, count)"
+            " VALUES (?, 'connection', 'closed', 'open', 1)",
+            (cid,),
+        )
     rt = Runtime(settings=env.settings())
     rt.breaker.halt(cid, "401")
     rt.breaker.pause(cid, 60, "429")
