@@ -43,6 +43,12 @@ bench: install
 worker: install
 	$(BIN)/celery -A worker worker --loglevel=INFO -Q sync_manual,sync,backfill,notify,housekeeping
 
+# One beat per deployment: the housekeeping tick, schedules, long deferrals.
+# Its schedule file goes under var/ (the working directory may be read-only).
+beat: install
+	mkdir -p var
+	$(BIN)/celery -A worker beat --loglevel=INFO --schedule=var/celerybeat-schedule
+
 sandbox: install
 	$(BIN)/entity-sync sandbox --port 8900
 

@@ -1,4 +1,5 @@
-"""Periodic work that celery beat sends: schedules, parked jobs, stalled runs, probes.
+"""Periodic work that celery beat sends: one tick running schedules, parked jobs,
+stalled runs, probes and the outbox sweep, each at its own cadence.
 
 One beat task enqueues what is due from the store (``worker.schedule``)
 rather than one beat entry per connection: the registry stays the only list
@@ -14,10 +15,13 @@ import socket
 import time
 from typing import Any
 
+from tasks.notify import sweep_outbox
 from worker import redis_keys
 from worker.app import app
-from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE
-from worker.recovery import probe, resend_stalled_runs, resume_parked
+from worker.errors import CoordinationError, StoreError
+from worker.housekeeping import Step, tick
+from worker.jobs import HOUSEKEEPING_QUEUE, RESUME_PARKED_JOB, SYNC_CONNECTION, SYNC_QUEUE
+from worker.recovery import probe, resend_stalled_runs, resume_parked, resume_parked_job
 from worker.retention import prune_history
 from worker.runtime import runtime
 from worker.schedule import schedule_due
@@ -28,6 +32,7 @@ RESUME_PARKED = "entity_sync.housekeeping.resume_parked"
 PROBE = "entity_sync.housekeeping.probe"
 RESEND_STALLED = "entity_sync.housekeeping.resend_stalled"
 PRUNE_HISTORY = "entity_sync.housekeeping.prune_history"
+TICK = "entity_sync.housekeeping.tick"
 
 LOCK_TTL_MS = 10_000
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
@@ -101,3 +106,40 @@ def probe_connections() -> dict[str, int]:
 def prune_old_history() -> int:
     """Fold finished runs into the counters and delete history past its retention."""
     return prune_history(runtime().store, runtime().settings).total
+
+
+@app.task(
+    name=RESUME_PARKED_JOB,
+    ignore_result=True,
+    autoretry_for=(StoreError, CoordinationError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=20,
+)
+def resume_parked_job_task(connection_id: str, entity_type: str, run_id: str, due_at: str) -> bool:
+    """Resume one job this worker parked for a short while (no beat needed)."""
+    return resume_parked_job(
+        runtime(),
+        _send,
+        connection_id=connection_id,
+        entity_type=entity_type,
+        run_id=run_id,
+        due_at=due_at,
+    )
+
+
+# Everything housekeeping does, each at its cadence (seconds; 0: every tick).
+STEPS = (
+    Step("schedule-syncs", 0, schedule_syncs),
+    Step("resume-parked-jobs", 0, resume_parked_jobs),
+    Step("sweep-outbox", 5.0, sweep_outbox),
+    Step("resend-stalled-runs", 10.0, resend_stalled),
+    Step("probe-halted-and-blocked", 30.0, probe_connections),
+    Step("prune-history", 60.0, prune_old_history),
+)
+
+
+@app.task(name=TICK, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
+def housekeeping_tick() -> dict[str, Any]:
+    """Do all housekeeping that is due (beat sends this every few seconds)."""
+    return tick(runtime().redis, STEPS)

@@ -25,6 +25,7 @@ from worker.errors import (
     UnknownConnection,
 )
 from worker.jobs import (
+    RESUME_PARKED_JOB,
     SYNC_CONNECTION,
     SYNC_ENTITY,
     SYNC_QUEUE,
@@ -34,6 +35,7 @@ from worker.jobs import (
     sync_queue,
 )
 from worker.logs import bound
+from worker.recovery import plan_self_resume
 from worker.runner import (
     Step,
     StepOutcome,
@@ -135,6 +137,8 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             step = run_step(rt, job, task_id=task_id)
             if step.outcome is StepOutcome.RETRY:
                 return _retry_or_fail(self, rt, job, step)
+            if step.outcome is StepOutcome.DEFERRED:
+                _resume_soon(self, rt, job, step)
             if step.outcome is StepOutcome.CONTINUE:
                 continuation = job.model_copy(
                     update={
@@ -165,6 +169,27 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         fields = kwargs or (args[0] if args and isinstance(args[0], dict) else {})
         end_crashed_task(rt, fields, task_id, exc)
         return {"outcome": "failed", "detail": f"unexpected {type(exc).__name__}"}
+
+
+def _resume_soon(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> None:
+    """A job parked for a short while is resumed by a worker, with no beat needed."""
+    if step.parked_until is None:
+        return
+    entity = job.entity_type.value
+    countdown = plan_self_resume(rt, job.connection_id, entity, step.parked_until)
+    if countdown is None:
+        return  # a long deferral: beat's resume_parked sends it when due
+    app.send_task(
+        RESUME_PARKED_JOB,
+        kwargs={
+            "connection_id": job.connection_id,
+            "entity_type": entity,
+            "run_id": step.run_id,
+            "due_at": step.parked_until,
+        },
+        countdown=countdown,
+        queue=_queue_of(task),  # a queue this worker reads
+    )
 
 
 def _retry_or_fail(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery, signals
 
 from worker import logs
+from worker.beat import watch_beat
 from worker.errors import ConfigError
 from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
 from worker.sentry import init_sentry
@@ -19,15 +20,19 @@ from worker.startup import check_ready
 
 TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify"]
 
-# Housekeeping that celery beat sends (by name: the worker never imports tasks).
-BEAT_SCHEDULE = {
-    "schedule-syncs": {"task": "entity_sync.housekeeping.schedule", "schedule": 1.0},
-    "resume-parked-jobs": {"task": "entity_sync.housekeeping.resume_parked", "schedule": 1.0},
-    "resend-stalled-runs": {"task": "entity_sync.housekeeping.resend_stalled", "schedule": 10.0},
-    "probe-halted-and-blocked": {"task": "entity_sync.housekeeping.probe", "schedule": 30.0},
-    "sweep-outbox": {"task": "entity_sync.housekeeping.sweep_outbox", "schedule": 5.0},
-    "prune-history": {"task": "entity_sync.housekeeping.prune_history", "schedule": 30.0},
-}
+# Housekeeping that celery beat sends (by name: the worker never imports tasks):
+# one tick that runs every step that is due (tasks/schedule.py STEPS).
+HOUSEKEEPING_TICK = "entity_sync.housekeeping.tick"
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Beat's one entry: the housekeeping tick, every ``housekeeping_tick_seconds``."""
+    return {
+        "housekeeping": {
+            "task": HOUSEKEEPING_TICK,
+            "schedule": settings.housekeeping_tick_seconds,
+        }
+    }
 
 
 def create_app(settings: Settings) -> Celery:
@@ -56,7 +61,9 @@ def create_app(settings: Settings) -> Celery:
             "entity_sync.notify*": {"queue": NOTIFY_QUEUE},
             "entity_sync.housekeeping.*": {"queue": HOUSEKEEPING_QUEUE},
         },
-        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule=beat_schedule(settings),
+        # Writes beat's heartbeat as it ticks (worker/beat.py).
+        beat_scheduler="worker.beat:HeartbeatScheduler",
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
@@ -95,6 +102,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 app = create_app(get_settings())
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = app.conf.beat_schedule
 
 
 @signals.setup_logging.connect
@@ -118,3 +126,9 @@ def _check_ready(**_: Any) -> None:
 @signals.beat_init.connect
 def _init_sentry(**_: Any) -> None:
     init_sentry(get_settings(), beat_schedule=BEAT_SCHEDULE)
+
+
+@signals.worker_ready.connect
+def _watch_beat(**_: Any) -> None:
+    # Warns once in this worker's log while no beat heartbeat is seen.
+    watch_beat(get_settings())

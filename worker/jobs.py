@@ -104,6 +104,8 @@ SYNC_CONNECTION = "entity_sync.sync_connection"
 SYNC_ENTITY = "entity_sync.sync_entity"
 
 NOTIFY = "entity_sync.notify.deliver"
+# Internal: a worker's own resume of a job it parked for a short while.
+RESUME_PARKED_JOB = "entity_sync.resume_parked_job"
 
 # Queues: a manual sync never waits behind scheduled ones, an incremental sync
 # never behind a backfill, and webhooks and housekeeping behind none of them.

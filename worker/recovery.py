@@ -8,6 +8,7 @@ schedulers running them at once cost some work and change nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +48,81 @@ def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
         queue = BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE
         send(SYNC_ENTITY, payload, queue)
     return len(jobs)
+
+
+# A parked job due within this many seconds is resumed by the worker itself, with a
+# countdown: far inside the broker's visibility timeout (1 h), so the held message
+# is never redelivered early, and about the longest countdown a retry already uses
+# (worker/runner.py MAX_COUNTDOWN_S). Later ones wait for beat's resume_parked.
+SELF_RESUME_MAX_S = 60.0
+# At most this many such countdowns outstanding at once, across every worker: each
+# sits unacknowledged in a worker's memory and counts against its
+# worker_eta_task_limit (worker/app.py), which must stay free for retries.
+SELF_RESUME_CAP = 50
+_SELF_RESUME_GRACE_S = 30.0  # a countdown this overdue died with its worker
+
+
+def plan_self_resume(
+    rt: Runtime, connection_id: str, entity_type: str, due_at: str
+) -> float | None:
+    """The countdown for a worker to resume a job it just parked, or None: beat will.
+
+    Registered in Redis so that ``status`` knows which parked jobs resume
+    without beat; capped so that countdowns never crowd a worker's memory.
+    """
+    now = time.time()
+    until = parse_instant(due_at).timestamp()
+    if until - now > SELF_RESUME_MAX_S:
+        return None
+    key = redis_keys.SELF_RESUMES
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.zremrangebyscore(key, "-inf", now - _SELF_RESUME_GRACE_S)
+    pipe.zcard(key)
+    _, outstanding = pipe.execute()
+    if int(outstanding) >= SELF_RESUME_CAP:
+        return None
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.zadd(key, {_member(connection_id, entity_type, due_at): until})
+    pipe.expire(key, int(SELF_RESUME_MAX_S + _SELF_RESUME_GRACE_S) * 2)
+    pipe.execute()
+    return max(0.0, until - now)
+
+
+def _member(connection_id: str, entity_type: str, due_at: str) -> str:
+    # Neither a connection id nor an entity type holds "/" (worker/jobs.py).
+    return f"{connection_id}/{entity_type}/{due_at}"
+
+
+def self_resuming(rt: Runtime) -> set[tuple[str, str]]:
+    """The (connection, entity type) pairs a worker holds a resume countdown for."""
+    since = time.time() - _SELF_RESUME_GRACE_S
+    members = rt.redis.zrangebyscore(redis_keys.SELF_RESUMES, since, "+inf")
+    pairs = (_text(m).split("/", 2) for m in members)
+    return {(p[0], p[1]) for p in pairs if len(p) == 3}
+
+
+def _text(member: object) -> str:
+    return member.decode() if isinstance(member, bytes) else str(member)
+
+
+def resume_parked_job(
+    rt: Runtime, send: Send, *, connection_id: str, entity_type: str, run_id: str, due_at: str
+) -> bool:
+    """Send one parked job that a worker scheduled itself to resume; False if already gone.
+
+    The park row is the single claim: beat's resume_parked and this race for
+    it, and whoever loses sends nothing, so the job runs once.
+    """
+    claim_until = canonical(datetime.now(UTC) + timedelta(seconds=CLAIM_S))
+    job = rt.store.claim_parked_job(
+        connection_id, entity_type, run_id=run_id, due_at=due_at, claim_until=claim_until
+    )
+    rt.redis.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
+    if job is None:
+        return False
+    payload = json.loads(job.payload_json)
+    send(SYNC_ENTITY, payload, BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE)
+    return True
 
 
 def resend_stalled_runs(rt: Runtime, send: Send, backlog: Backlog, *, limit: int = 200) -> int:

@@ -140,6 +140,14 @@ def connection_pattern(connection_id: str) -> str:
 
 
 SCHEDULER_LOCK = "entity_sync:scheduler:lock"  # the one active scheduler
+BEAT_HEARTBEAT = "entity_sync:beat:heartbeat"  # unix time of beat's last tick (worker.beat)
+# Parked jobs a worker will resume by itself (countdown), scored by due time.
+SELF_RESUMES = "entity_sync:parked:self_resumes"
+
+
+def housekeeping_step(name: str) -> str:
+    """Set while a housekeeping step rests between two runs (worker.housekeeping)."""
+    return f"entity_sync:housekeeping:{name}"
 
 
 def deliveries(task_id: str, retries: int) -> str:

@@ -74,6 +74,7 @@ class Step:
     detail: str | None = None
     retry_after: float | None = None
     kind: Kind | None = None
+    parked_until: str | None = None  # DEFERRED: the park row's due time
 
     def summary(self) -> dict[str, Any]:
         """A small, secret-free result for Flower."""
@@ -399,18 +400,19 @@ def _park(
 ) -> Step:
     """Park the job until the deferral's time; it burns no retry and holds no lease."""
     resumed = job.model_copy(update={"run_id": run_id, "resume_from": position, "trigger": "retry"})
+    due_at = unix_to_instant(deferral.until) or utc_now()
     rt.store.park_job(
         ParkedJob(
             connection_id=job.connection_id,
             entity_type=job.entity_type.value,
             run_id=run_id,
-            due_at=unix_to_instant(deferral.until) or utc_now(),
+            due_at=due_at,
             reason=deferral.reason,
             payload_json=resumed.model_dump_json(),
         )
     )
     rt.leases.release(job.connection_id, job.entity_type.value, me)
-    return Step(StepOutcome.DEFERRED, run_id, detail=deferral.reason)
+    return Step(StepOutcome.DEFERRED, run_id, detail=deferral.reason, parked_until=due_at)
 
 
 class Renewer:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # window): housekeeping sends it again from its saved cursor.
     stalled_run_seconds: PositiveSeconds = 900.0
     visibility_timeout: PositiveSeconds = 3600.0
+    # Beat sends one housekeeping tick this often; the tick runs every step that
+    # is due (worker/housekeeping.py). A worker that sees no beat heartbeat for
+    # beat_stale_seconds warns once: long deferrals wait for beat.
+    housekeeping_tick_seconds: Annotated[float, Field(ge=0.5, le=60)] = 5.0
+    beat_stale_seconds: PositiveSeconds = 120.0
 
     # Breakers (worker.breaker): trip on a failure rate over a window once
     # enough calls were made, or on consecutive failures for low volume.

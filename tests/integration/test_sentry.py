@@ -151,7 +151,7 @@ def test_beat_entries_too_frequent_for_crons_get_heartbeats_instead() -> None:
 
 def test_a_heartbeat_is_sent_at_most_once_a_minute(captured: CapturingTransport) -> None:
     class Task:
-        name = "entity_sync.housekeeping.resume_parked"
+        name = "entity_sync.housekeeping.tick"
 
     es_sentry._last_beat.clear()
     for _ in range(30):
@@ -159,8 +159,8 @@ def test_a_heartbeat_is_sent_at_most_once_a_minute(captured: CapturingTransport)
     es_sentry._heartbeat_error(Task())
     checkins = _flush(captured).items("check_in")
     assert [(c["monitor_slug"], c["status"]) for c in checkins] == [
-        ("resume-parked-jobs", "ok"),
-        ("resume-parked-jobs", "error"),
+        ("housekeeping", "ok"),
+        ("housekeeping", "error"),
     ]
     assert checkins[0]["monitor_config"]["schedule"] == {
         "type": "interval",

@@ -80,11 +80,43 @@ class ParkingStore(StoreBase):
                 "ORDER BY due_at LIMIT ?",
                 (now, limit),
             ).fetchall()
-            tx.executemany(
-                "UPDATE parked_jobs SET due_at = ? WHERE connection_id = ? AND entity_type = ?",
-                [(claim_until, row[0], row[1]) for row in rows],
-            )
-        return [_parked(row) for row in rows]
+            # Each row is claimed only if nobody moved it since the SELECT (a
+            # worker's own resume, claim_parked_job): the park row is the one claim.
+            claimed = [
+                row
+                for row in rows
+                if tx.execute(
+                    "UPDATE parked_jobs SET due_at = ? WHERE connection_id = ? "
+                    "AND entity_type = ? AND due_at = ?",
+                    (claim_until, row[0], row[1], row[3]),
+                ).rowcount
+                == 1
+            ]
+        return [_parked(row) for row in claimed]
+
+    @translated
+    def claim_parked_job(
+        self, connection_id: str, entity_type: str, *, run_id: str, due_at: str, claim_until: str
+    ) -> ParkedJob | None:
+        """Claim one parked job exactly as it was parked (same run, same due time).
+
+        None when it is gone or changed: resumed already (by beat's claim or a
+        task start), or parked again (which scheduled its own resume).
+        """
+        with self._write() as tx:
+            rows = tx.execute(
+                f"SELECT {_PARKED_COLUMNS} FROM parked_jobs WHERE connection_id = ? "
+                "AND entity_type = ? AND run_id = ? AND due_at = ?",
+                (connection_id, entity_type, run_id, due_at),
+            ).fetchall()
+            if not rows:
+                return None
+            updated = tx.execute(
+                "UPDATE parked_jobs SET due_at = ? WHERE connection_id = ? AND entity_type = ? "
+                "AND run_id = ? AND due_at = ?",
+                (claim_until, connection_id, entity_type, run_id, due_at),
+            ).rowcount
+        return _parked(rows[0]) if updated == 1 else None
 
     @translated
     def parked_jobs(self, connection_id: str | None = None) -> list[ParkedJob]:

@@ -1,0 +1,78 @@
+"""Beat is optional for short pauses: a worker alone finishes a rate-limited sync,
+and says once in its log that beat is missing (and nothing when it is there)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
+from worker.client import EntitySyncClient
+from worker.sandbox.testing import running_sandbox
+from worker.store import RunStatus
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "beat-optional-token-7c21"
+MISSING = "celery beat is not running"
+
+
+def _env(tmp_path: Path, upstream_url: str) -> Env:
+    return Env(
+        store_url=f"sqlite:///{tmp_path}/store.db",
+        upstream_url=upstream_url,
+        ENTITY_SYNC_PAGE_SIZE="20",
+        ENTITY_SYNC_BEAT_STALE_SECONDS="4",
+    )
+
+
+def test_a_worker_without_beat_finishes_a_rate_limited_sync(
+    tmp_path: Path, test_redis: Any, worker_factory: list[WorkerProcess]
+) -> None:
+    # Under 300 records: no bulk-import tie group (worker/sandbox/records.py).
+    sizes = {"assets": 280, "work-orders": 260}
+    with running_sandbox(preset="empty") as sandbox:
+        sandbox.put_connection(
+            TOKEN,
+            {
+                "seed": 7,
+                "sizes": sizes,
+                # Every 10th request: 429 with Retry-After: 2, and 429 inside the window.
+                "scenarios": [{"name": "rate_limit", "every": 10, "retry_after_s": 2}],
+            },
+        )
+        env = _env(tmp_path, sandbox.url)
+        env.add_connection("limited", TOKEN, tuple(sizes))
+        worker = WorkerProcess(env, tmp_path / "worker.log", beat=False).start()
+        worker_factory.append(worker)
+        store = env.store()
+        request = EntitySyncClient(env.vars["ENTITY_SYNC_REDIS_URL"]).sync_connection("limited")
+        runs = wait_for_runs(store, request, list(sizes), timeout_s=120)
+        assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 2, runs
+        for entity, size in sizes.items():
+            assert store.entity_statuses("limited")  # the pair exists
+            live = [s for s in store.entity_statuses("limited") if s.entity_type == entity]
+            assert live[0].records == size, (entity, live[0].records)
+        stats = sandbox.token_stats(TOKEN)
+        assert stats["total"] > 0
+        answered_429 = [r for r in stats["requests"] if r.get("status") == 429]
+        assert answered_429, "the scenario never fired: nothing was tested"
+        assert store.parked_jobs("limited") == []
+        # No beat ran: the worker noticed, and said so exactly once.
+        wait_for(lambda: MISSING in worker.log(), 30, "the missing-beat warning", worker)
+        time.sleep(6)  # more checks pass: still one warning
+        assert worker.log().count(MISSING) == 1, worker.log()[-3000:]
+
+
+def test_no_warning_while_beat_runs(
+    tmp_path: Path, test_redis: Any, worker_factory: list[WorkerProcess]
+) -> None:
+    env = _env(tmp_path, "http://127.0.0.1:9")
+    worker = WorkerProcess(env, tmp_path / "worker.log", beat=True).start()
+    worker_factory.append(worker)
+    time.sleep(12)  # three staleness windows
+    assert MISSING not in worker.log()
+    assert test_redis.get("entity_sync:beat:heartbeat") is not None
