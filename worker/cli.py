@@ -1,7 +1,9 @@
 """`entity-sync`: the command line for operators.
 
 Exit status: 0 done, 1 the work failed (a run failed, a check failed),
-2 bad input (unknown connection, wrong argument, wrong setting), 3 timed out.
+2 bad input (unknown connection, wrong argument, wrong setting), 3 timed out,
+4 deferred (`sync --wait`: held back by a breaker, pause or missing beat; the
+work goes on in the background).
 Tokens are read from stdin or a file, never from the command line, where
 `ps` and shell history would show them.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,10 +31,10 @@ from worker.operator_input import (
 from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings, get_settings
-from worker.status import render_table, status_rows, wait_for_request
+from worker.status import render_table, status_rows
 from worker.store import Connection, Event, RunStatus, SqlStore, open_store
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT, EXIT_DEFERRED = 0, 1, 2, 3, 4
 ENTITY_CHOICES = [t.value for t in ALL_ENTITY_TYPES]
 
 
@@ -292,11 +295,20 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     print(f"sync of {connection.id} enqueued (request {request_id})")
     if not args.wait:
         return EXIT_OK
-    try:
-        runs = wait_for_request(store, request_id, entity_types, timeout_s=args.timeout)
-    except TimeoutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_TIMEOUT
+    from worker.waiting import Watcher
+
+    outcome = Watcher(
+        Runtime(settings=settings), request_id, connection.id, entity_types, timeout_s=args.timeout
+    ).wait()
+    if outcome.deferred:
+        now = time.time()
+        held = "; ".join(f"{p.entity_type}: {p.why(now)}" for p in outcome.deferred)
+        if outcome.timed_out:
+            print(f"error: not finished after {args.timeout:g}s: {held}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        print(f"deferred (the work goes on in the background): {held}")
+        return EXIT_DEFERRED
+    runs = outcome.runs
     failed = [r for r in runs if r.status != RunStatus.SUCCEEDED]
     for run in runs:
         line = f"  {run.entity_type or '-':<16} {run.status:<10} {run.records:>8} records"

@@ -40,6 +40,8 @@ def test_two_hundred_connections_every_slot_once_with_two_beats(
         upstream_url="http://127.0.0.1:9",
         ENTITY_SYNC_SYNC_INTERVAL_SECONDS="2",
         ENTITY_SYNC_SCHEDULE_ENABLED="true",
+        # Slots of 2 s need a tick at least that often (the default is 5 s).
+        ENTITY_SYNC_HOUSEKEEPING_TICK_SECONDS="1",
     )
     store = env.store()
     for n in range(200):
