@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -24,8 +26,10 @@ from celery.beat import PersistentScheduler
 
 from worker import redis_keys
 from worker.logs import log
+from worker.recovery import self_resuming
 from worker.runtime import redis_client
 from worker.settings import Settings, get_settings
+from worker.store import ParkedJob
 
 HEARTBEAT_EVERY_S = 10.0  # at most; more often when beat_stale_seconds is short
 HEARTBEAT_TTL_S = 86_400  # long enough to say "last seen at", short enough to vanish
@@ -47,6 +51,37 @@ def beat_age(client: redis.Redis) -> float | None:
     if raw is None:
         return None
     return max(0.0, float(seconds) + float(micros) / 1e6 - float(raw))
+
+
+@dataclass(frozen=True)
+class BeatState:
+    """Whether beat runs, and how many parked jobs wait for it."""
+
+    running: bool | None  # None: Redis did not answer
+    last_seen_s: float | None
+    waiting: int  # parked jobs no worker resumes by itself
+
+    def notice(self) -> str | None:
+        """What to tell an operator, or None when nothing waits for a missing beat."""
+        if self.running is not False or not self.waiting:
+            return None
+        seen = "never" if self.last_seen_s is None else f"{self.last_seen_s:.0f} s ago"
+        return (
+            f"celery beat is not running (last heartbeat: {seen}): {self.waiting} parked "
+            f"job(s) will not resume until beat runs; {BEAT_HINT}"
+        )
+
+
+def beat_state(client: redis.Redis, settings: Settings, parked: Sequence[ParkedJob]) -> BeatState:
+    """Beat's state and the parked jobs that need it (never raises on a Redis outage)."""
+    try:
+        age = beat_age(client)
+        own = self_resuming(client)
+    except redis.RedisError:
+        return BeatState(None, None, 0)
+    running = age is not None and age <= settings.beat_stale_seconds
+    waiting = sum((job.connection_id, job.entity_type) not in own for job in parked)
+    return BeatState(running, age, waiting)
 
 
 def beat_running(client: redis.Redis, settings: Settings) -> bool | None:

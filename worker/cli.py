@@ -317,11 +317,17 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = status_rows(_store(settings), Runtime(settings=settings).breaker, args.id)
+    from worker.beat import beat_state
+
+    store, rt = _store(settings), Runtime(settings=settings)
+    rows = status_rows(store, rt.breaker, args.id)
     if args.json:
         print(json.dumps([row.as_json() for row in rows], indent=2))
     else:
         print(render_table(rows))
+    notice = beat_state(rt.redis, settings, store.parked_jobs(args.id)).notice()
+    if notice:  # on stderr under --json, which stays parseable
+        print(f"warning: {notice}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
 
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
+
 from worker import redis_keys
 from worker.breaker import State
 from worker.classify import error_for_sync_status
@@ -93,10 +95,10 @@ def _member(connection_id: str, entity_type: str, due_at: str) -> str:
     return f"{connection_id}/{entity_type}/{due_at}"
 
 
-def self_resuming(rt: Runtime) -> set[tuple[str, str]]:
+def self_resuming(client: redis.Redis) -> set[tuple[str, str]]:
     """The (connection, entity type) pairs a worker holds a resume countdown for."""
     since = time.time() - _SELF_RESUME_GRACE_S
-    members = rt.redis.zrangebyscore(redis_keys.SELF_RESUMES, since, "+inf")
+    members = client.zrangebyscore(redis_keys.SELF_RESUMES, since, "+inf")
     pairs = (_text(m).split("/", 2) for m in members)
     return {(p[0], p[1]) for p in pairs if len(p) == 3}
 

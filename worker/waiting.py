@@ -120,7 +120,7 @@ def _redis_view(
 ) -> tuple[Callable[[str], Health], bool | None, set[str]]:
     try:
         health = health_of(rt.breaker.show(connection_id))
-        own = {e for c, e in self_resuming(rt) if c == connection_id}
+        own = {e for c, e in self_resuming(rt.redis) if c == connection_id}
     except (EntitySyncError, redis.RedisError):
         return (lambda _e: UNKNOWN), None, set()  # Redis is down; the store still answers
     return health, beat_running(rt.redis, rt.settings), own

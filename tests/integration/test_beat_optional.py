@@ -76,3 +76,36 @@ def test_no_warning_while_beat_runs(
     time.sleep(12)  # three staleness windows
     assert MISSING not in worker.log()
     assert test_redis.get("entity_sync:beat:heartbeat") is not None
+
+
+def test_status_dashboard_and_wait_say_when_parked_work_waits_for_beat(
+    tmp_path: Path, test_redis: Any, worker_factory: list[WorkerProcess]
+) -> None:
+    from worker.dashboard.data import build_grid
+    from worker.runtime import Runtime
+
+    with running_sandbox(preset="empty") as sandbox:
+        # A 429 asking for two minutes: longer than a worker resumes by itself.
+        sandbox.put_connection(
+            TOKEN,
+            {"sizes": {"assets": 30}, "scenarios": [{"name": "rate_limit", "retry_after_s": 120}]},
+        )
+        env = _env(tmp_path, sandbox.url)
+        env.add_connection("slow", TOKEN, ("assets",))
+        worker_factory.append(WorkerProcess(env, tmp_path / "worker.log", beat=False).start())
+        waited = env.cli("sync", "slow", "--wait", "--timeout", "60")
+        assert waited.returncode == 4, waited.stdout + waited.stderr
+        assert "beat not running" in waited.stdout, waited.stdout
+        assert "will not resume until beat runs" in waited.stdout, waited.stdout
+        assert len(env.store().parked_jobs("slow")) == 1
+
+        status = env.cli("status")
+        assert status.returncode == 0, status.stderr
+        assert "1 parked job(s) will not resume until beat runs" in status.stdout, status.stdout
+        as_json = env.cli("status", "--json")
+        assert "will not resume until beat runs" in as_json.stderr
+
+        settings = env.settings()
+        grid = build_grid(env.store(), Runtime(settings=settings).breaker, default_interval_s=900.0)
+        assert grid.beat_notice and "will not resume until beat runs" in grid.beat_notice
+        assert grid.as_json()["beat_notice"] == grid.beat_notice

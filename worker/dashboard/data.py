@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.beat import beat_state
 from worker.breaker import Breaker, BreakerView
 from worker.entities import ALL_ENTITY_TYPES
 from worker.errors import EntitySyncError
+from worker.settings import get_settings
 from worker.status import UNKNOWN, Health, StatusRow, health_of
 from worker.store import Connection, ParkedJob, SqlStore
 from worker.timeutil import canonical, parse_instant
@@ -97,6 +99,8 @@ class Grid:
     entity_types: tuple[str, ...]
     connections: tuple[ConnectionRow, ...]
     windows: tuple[LevelWindow, ...]
+    # Parked work that waits for a celery beat that is not running (worker/beat.py).
+    beat_notice: str | None = None
 
     def cells(self) -> list[Cell]:
         """Every cell, row by row."""
@@ -234,7 +238,8 @@ def build_grid(
     moment = now()
     connections = store.list_connections()
     views, redis_ok = _breaker_views(breaker, [c.id for c in connections])
-    parked = {(job.connection_id, job.entity_type): job for job in store.parked_jobs()}
+    parked_jobs = store.parked_jobs()
+    parked = {(job.connection_id, job.entity_type): job for job in parked_jobs}
     by_id = {c.id: c for c in connections}
     by_connection: dict[str, list[Cell]] = {c.id: [] for c in connections}
     for status in store.entity_statuses():
@@ -269,7 +274,14 @@ def build_grid(
             for cid, view in views.items()
             for level in (view.connection, *view.entity_types)
         ),
+        beat_notice=_beat_notice(breaker, parked_jobs) if redis_ok else None,
     )
+
+
+def _beat_notice(breaker: Breaker | None, parked: Sequence[ParkedJob]) -> str | None:
+    if breaker is None or not parked:
+        return None
+    return beat_state(breaker.redis, get_settings(), parked).notice()
 
 
 def _breaker_views(

@@ -240,6 +240,8 @@ SCRIPT = """
       (parts.join(", ") || "nothing yet");
     $("redis-banner").hidden = grid.redis_ok;
     renderControls();
+    $("beat-banner").hidden = !grid.beat_notice;
+    $("beat-banner").textContent = grid.beat_notice || "";
     const wrap = $("grid-wrap");
     if (!grid.connections.length) {
       wrap.replaceChildren(node("p", null, grid.view.total ?
@@ -368,6 +370,7 @@ PAGE = (
     "</div>\n"
     '<p id="redis-banner" class="banner" hidden>Breaker state unknown: Redis did not '
     "answer. Freshness and errors come from the store.</p>\n"
+    '<p id="beat-banner" class="banner" role="status" hidden></p>\n'
     '<div id="grid-wrap"><noscript>This page needs JavaScript; the same data is at '
     '<a href="api/status">api/status</a>.</noscript></div>\n'
     '<section id="details" aria-live="polite" hidden>\n<h2 id="details-title"></h2>\n'
