@@ -18,7 +18,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUITES = ("throughput", "latency", "blast_radius", "memory", "redis_cost", "scrape", "profile")
+SUITES = (
+    "throughput",
+    "latency",
+    "blast_radius",
+    "memory",
+    "redis_cost",
+    "scrape",
+    "profile",
+    "housekeeping",
+)
 
 
 def ensure_dependencies() -> None:
