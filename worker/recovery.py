@@ -7,6 +7,7 @@ schedulers running them at once cost some work and change nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -77,16 +78,21 @@ def plan_self_resume(
     if until - now > SELF_RESUME_MAX_S:
         return None
     key = redis_keys.SELF_RESUMES
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.zremrangebyscore(key, "-inf", now - _SELF_RESUME_GRACE_S)
-    pipe.zcard(key)
-    _, outstanding = pipe.execute()
-    if int(outstanding) >= SELF_RESUME_CAP:
+    try:
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", now - _SELF_RESUME_GRACE_S)
+        pipe.zcard(key)
+        _, outstanding = pipe.execute()
+        if int(outstanding) >= SELF_RESUME_CAP:
+            return None
+        pipe = rt.redis.pipeline(transaction=False)
+        pipe.zadd(key, {_member(connection_id, entity_type, due_at): until})
+        pipe.expire(key, int(SELF_RESUME_MAX_S + _SELF_RESUME_GRACE_S) * 2)
+        pipe.execute()
+    except redis.RedisError as exc:
+        # The job is parked already: beat resumes it. Nothing is lost by not hurrying.
+        log.warning("cannot plan the resume of a parked job (Redis: %s): beat will", exc)
         return None
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.zadd(key, {_member(connection_id, entity_type, due_at): until})
-    pipe.expire(key, int(SELF_RESUME_MAX_S + _SELF_RESUME_GRACE_S) * 2)
-    pipe.execute()
     return max(0.0, until - now)
 
 
@@ -119,12 +125,12 @@ def resume_parked_job(
     job = rt.store.claim_parked_job(
         connection_id, entity_type, run_id=run_id, due_at=due_at, claim_until=claim_until
     )
-    rt.redis.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
-    if job is None:
-        return False
-    payload = json.loads(job.payload_json)
-    send(SYNC_ENTITY, payload, BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE)
-    return True
+    if job is not None:
+        payload = json.loads(job.payload_json)
+        send(SYNC_ENTITY, payload, BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE)
+    with contextlib.suppress(redis.RedisError):  # the entry expires by itself anyway
+        rt.redis.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
+    return job is not None
 
 
 def resend_stalled_runs(rt: Runtime, send: Send, backlog: Backlog, *, limit: int = 200) -> int:
