@@ -194,6 +194,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
                 "load",
                 "layout",
                 "housekeeping msgs/h",
+                "worker's own resumes/h",
                 "all task msgs/h",
                 "events/h",
                 "broker commands/h",
