@@ -36,7 +36,8 @@ PATIENCE_S = 30.0  # held back with no page fetched this long: deferred (within 
 POLL_S = 0.5
 
 # States in which an entity type is held back rather than working.
-_HELD = frozenset({"paused", "breaker open", "halted", "blocked", "parked", "beat not running"})
+NO_BEAT = "parked, beat not running"
+_HELD = frozenset({"paused", "breaker open", "halted", "blocked", "parked", NO_BEAT})
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _held_by(
     parked = run.status == RunStatus.DEFERRED and job is not None
     if parked and job is not None and beat is False and not self_resumes:
         reason = f"{job.reason}; parked work will not resume until beat runs ({BEAT_HINT})"
-        return "beat not running", job.due_at, reason
+        return NO_BEAT, job.due_at, reason
     # The park row says what stopped this run (the upstream's answer); the
     # breaker's own reason may only say that a probe failed.
     why = job.reason if parked and job is not None else health.reason
@@ -216,7 +217,7 @@ class Watcher:
         self._moved[p.entity_type] = (seen_at, p.pages)
         if p.state not in _HELD:
             return False
-        if p.state == "beat not running":
+        if p.state == NO_BEAT:
             return True
         if p.until is not None:
             left = parse_instant(p.until).timestamp() - datetime.now(UTC).timestamp()

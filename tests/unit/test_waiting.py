@@ -35,7 +35,9 @@ def test_states() -> None:
     assert p.state == "breaker open" and p.reason == "connection open: 503 OFFLINE"
     # No beat, and no worker holds a resume for it: it waits for beat.
     p = _progress("assets", deferred, _job(), paused, False, False)
-    assert p.state == "beat not running" and "will not resume until beat runs" in (p.reason or "")
+    assert p.state == "parked, beat not running" and "will not resume until beat runs" in (
+        p.reason or ""
+    )
     # No beat, but a worker resumes it by itself: just paused.
     assert _progress("assets", deferred, _job(), paused, False, True).state == "paused"
     halted = Health("halted", None, "auth: 401")
