@@ -218,12 +218,14 @@ def test_the_housekeeping_task_prunes_on_beat_s_schedule(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tasks.schedule as housekeeping
-    from worker.app import BEAT_SCHEDULE, app
+    from worker.app import BEAT_SCHEDULE, HOUSEKEEPING_TICK, app
     from worker.runtime import Runtime
 
     assert housekeeping.PRUNE_HISTORY == "entity_sync.housekeeping.prune_history"
     assert housekeeping.PRUNE_HISTORY in app.tasks
-    assert any(e["task"] == housekeeping.PRUNE_HISTORY for e in BEAT_SCHEDULE.values())
+    # Beat sends the tick; the tick runs the prune as one of its steps.
+    assert any(e["task"] == HOUSEKEEPING_TICK for e in BEAT_SCHEDULE.values())
+    assert any(s.run is housekeeping.prune_old_history for s in housekeeping.STEPS)
     rt = Runtime(settings=Settings(store_url=store_url, history_retention_days=1))
     rt.store.add_connection(Connection(id="c1", name="n", entity_types=("assets",)))
     with rt.store._write() as tx:

@@ -125,6 +125,7 @@ class Grid:
             "stale_after_intervals": self.stale_after_intervals,
             "entity_types": list(self.entity_types),
             "counts": counts,
+            "beat_notice": self.beat_notice,
         }
         if view is None:
             body["connections"] = [_row_json(row) for row in ranked]
