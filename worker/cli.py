@@ -393,7 +393,16 @@ def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
-    print(generate_key())
+    from worker.webhooks import new_secret, standard_form
+
+    if args.standard_form:
+        # A secret set before the whsec_ + base64 form: what a Standard Webhooks
+        # library needs to verify the deliveries it signs (docs/webhooks.md).
+        print(standard_form(_read_secret(args, "webhook secret")))
+    elif args.webhook:
+        print(new_secret())
+    else:
+        print(generate_key())
     return EXIT_OK
 
 
@@ -567,7 +576,18 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true")
 
     command("schema", cmd_schema, "print the JSON Schemas of the public task payloads")
-    command("keygen", cmd_keygen, "print a new ENTITY_SYNC_SECRET_KEY")
+    keygen = command("keygen", cmd_keygen, "print a new ENTITY_SYNC_SECRET_KEY")
+    kind = keygen.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--webhook", action="store_true", help="a webhook signing secret (whsec_ + base64)"
+    )
+    kind.add_argument(
+        "--standard-form",
+        action="store_true",
+        help="read a webhook secret on stdin and print the whsec_ form a Standard Webhooks "
+        "library verifies its signatures with",
+    )
+    keygen.set_defaults(token_file=None)
     command("rotate-key", cmd_rotate_key, "re-encrypt stored secrets with the newest key")
 
     sandbox = command("sandbox", cmd_sandbox, "serve the simulated unified API")

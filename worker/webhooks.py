@@ -1,8 +1,16 @@
-"""Signed webhook delivery: the signature scheme, one guarded POST, retry arithmetic.
+"""Signed webhook delivery: the signature schemes, one guarded POST, retry arithmetic.
 
-- ``sign`` / ``verify``     ``X-EntitySync-Signature: t=<unix>,v1=<hex>``, where v1 is
-                            HMAC-SHA256(secret, "<t>." + body); several v1 values
-                            may appear while a secret is being rotated
+- ``sign_standard``         Standard Webhooks (https://www.standardwebhooks.com):
+                            ``webhook-id``, ``webhook-timestamp`` and
+                            ``webhook-signature: v1,<base64>`` (space-separated, one
+                            per active secret), HMAC-SHA256 over "<id>.<t>.<body>"
+                            keyed with ``signing_key(secret)``
+- ``sign`` / ``verify``     the deprecated ``X-EntitySync-Signature: t=<unix>,v1=<hex>``,
+                            where v1 is HMAC-SHA256(secret, "<t>." + body); still sent
+                            for one release (docs/webhooks.md)
+- ``new_secret``,           secrets in the spec's ``whsec_`` + base64 form, and how a
+  ``signing_key``,          secret set before that form maps to a Standard Webhooks key
+  ``standard_form``
 - ``WebhookClient``         an httpx client for customer endpoints: no redirects,
                             explicit timeouts, a whole-request deadline, a capped
                             response read, connecting through the SSRF guard of
@@ -19,6 +27,8 @@ it is never sent, logged, or put in a reason.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -43,6 +53,14 @@ from worker.urls import (
     system_resolve,
 )
 
+# Standard Webhooks headers (lower case, as the spec writes them).
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's prefix, not a secret
+# The spec's key length bounds; a whsec_ secret outside them is a legacy secret.
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
+# Deprecated: kept for one release next to the Standard Webhooks headers.
 SIGNATURE_HEADER = "X-EntitySync-Signature"
 EVENT_ID_HEADER = "X-EntitySync-Event-Id"
 EVENT_TYPE_HEADER = "X-EntitySync-Event-Type"
@@ -61,8 +79,53 @@ log = logging.getLogger("entity_sync.webhooks")
 
 
 def new_secret() -> str:
-    """A fresh endpoint secret: ``whsec_`` and 32 random bytes, URL-safe."""
-    return "whsec_" + secrets.token_urlsafe(32)
+    """A fresh endpoint secret in the Standard Webhooks form: ``whsec_`` + base64 of 32
+    random bytes (what `entity-sync keygen --webhook` prints)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of the Standard Webhooks signature for ``secret``.
+
+    A secret in the spec's form (``whsec_`` + standard base64 of 24 to 64 bytes)
+    is the base64-decoded bytes, as every Standard Webhooks library reads it.
+    Any other secret, such as one set before this form was used (entity-sync
+    once generated ``whsec_`` + URL-safe base64 without padding), is a legacy
+    secret: its key is the UTF-8 bytes of the whole secret, the same key the
+    deprecated ``X-EntitySync-Signature`` uses. ``standard_form`` gives the
+    ``whsec_`` secret a receiver's library needs for it.
+    """
+    if not secret:
+        raise ValueError("a webhook secret must not be empty")
+    key = _standard_key(secret)
+    return key if key is not None else secret.encode("utf-8")
+
+
+def standard_form(secret: str) -> str:
+    """The ``whsec_`` + base64 secret a Standard Webhooks library verifies with."""
+    return SECRET_PREFIX + base64.b64encode(signing_key(secret)).decode("ascii")
+
+
+def sign_standard(
+    secrets_in_use: Sequence[str], message_id: str, timestamp: int, body: bytes
+) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64>`` per secret, space-separated.
+
+    The current secret comes first; one still inside its rotation window
+    adds a second signature, and a receiver accepts the message if any matches.
+    """
+    if isinstance(timestamp, bool) or timestamp < 0:
+        raise ValueError("timestamp must be a non-negative unix time in seconds")
+    if not secrets_in_use:
+        raise ValueError("at least one webhook secret is needed")
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1,"
+        + base64.b64encode(hmac.new(signing_key(key), signed, hashlib.sha256).digest()).decode(
+            "ascii"
+        )
+        for key in secrets_in_use
+    )
 
 
 def sign(secret: str, timestamp: int, body: bytes, *, previous: Sequence[str] = ()) -> str:
@@ -260,6 +323,9 @@ def deliver(
             raise ValueError(f"{name} must be 1-200 visible ASCII characters")
     headers = {
         "Content-Type": "application/json",
+        WEBHOOK_ID_HEADER: event_id,
+        WEBHOOK_TIMESTAMP_HEADER: str(now),
+        WEBHOOK_SIGNATURE_HEADER: sign_standard((secret, *previous_secrets), event_id, now, body),
         SIGNATURE_HEADER: sign(secret, now, body, previous=previous_secrets),
         EVENT_ID_HEADER: event_id,
         EVENT_TYPE_HEADER: event_type,
@@ -308,6 +374,17 @@ def is_expired(first_attempt_at: float, now: float, max_age_s: float) -> bool:
 
 
 # --- signature internals -------------------------------------------------------
+
+
+def _standard_key(secret: str) -> bytes | None:
+    """The decoded key of a secret in the spec's form, else None (a legacy secret)."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return key if MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES else None
 
 
 def _digest(secret: str, timestamp: int, body: bytes) -> str:

@@ -199,3 +199,26 @@ def test_is_expired_at_the_24_hour_boundary() -> None:
     assert not is_expired(T, T + day - 1, day)
     assert is_expired(T, T + day, day)
     assert is_expired(T, T + 10 * day, day)
+
+
+def test_standard_signature_matches_the_spec_example() -> None:
+    # The example of the Standard Webhooks specification's reference libraries.
+    from worker.webhooks import sign_standard
+
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    value = sign_standard([secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
+                          b'{"test": 2432232314}')  # fmt: skip
+    assert value == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_legacy_secrets_key_with_their_bytes_and_spec_secrets_with_the_decoded_key() -> None:
+    import base64
+
+    from worker.webhooks import signing_key, standard_form
+
+    fresh = new_secret()
+    assert len(signing_key(fresh)) == 32
+    assert standard_form(fresh) == fresh
+    for legacy in ("whsec_old_secret_4f1a", "whsec_" + "A" * 43, "no-prefix", "whsec_QUJD"):
+        assert signing_key(legacy) == legacy.encode()
+        assert base64.b64decode(standard_form(legacy)[6:]) == legacy.encode()
