@@ -91,6 +91,8 @@ class MutationBatch(_Model):
 
     updates: int = Field(default=0, ge=0)
     deletes: int = Field(default=0, ge=0)
+    # Deleted for real: the record is no longer listed at all (no deletedAt).
+    hard_deletes: int = Field(default=0, ge=0)
     inserts: int = Field(default=0, ge=0)
     bulk_import: int = Field(default=0, ge=0)
     entities: list[EntityType] | None = None

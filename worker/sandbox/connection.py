@@ -108,6 +108,9 @@ class Connection:
             table.delete(k, table.next_stamp(now_us()))["key"]
             for k in table.pick_live(rng, batch.deletes)
         ]
+        removed = table.pick_any_live(rng, batch.hard_deletes)
+        for key in removed:
+            table.remove(key)
         inserted = [
             table.insert(table.next_stamp(now_us()), rng)["key"] for _ in range(batch.inserts)
         ]
@@ -116,6 +119,7 @@ class Connection:
         return {
             "updated": updated,
             "deleted": deleted,
+            "removed": removed,
             "inserted": inserted,
             "bulk": bulk,
             "bulk_updatedAt": format_instant(bulk_stamp) if bulk else None,

@@ -133,6 +133,17 @@ class EntityTable:
                 chosen.append(key)
         return chosen
 
+    def pick_any_live(self, rng: random.Random, count: int) -> list[str]:
+        """Up to ``count`` distinct non-deleted keys drawn evenly from the whole order."""
+        live = sorted(key for key, record in self._records.items() if record["deletedAt"] is None)
+        return rng.sample(live, min(count, len(live)))
+
+    def remove(self, key: str) -> None:
+        """Delete ``key`` for real: it is no longer listed at all, and no trace is kept."""
+        stamp = self._stamps.pop(key)
+        del self._order[bisect_left(self._order, (stamp, key))]
+        del self._records[key]
+
     def update(self, key: str, stamp: int, rng: random.Random) -> Record:
         """Store a new version of ``key`` with updatedAt ``stamp`` (must be newer)."""
         old = self._records[key]
