@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from tasks.notify import sweep_outbox
@@ -21,6 +22,7 @@ from worker.app import app
 from worker.errors import CoordinationError, StoreError
 from worker.housekeeping import Step, tick
 from worker.jobs import HOUSEKEEPING_QUEUE, RESUME_PARKED_JOB, SYNC_CONNECTION, SYNC_QUEUE
+from worker.reconciliation import reconciliation_due
 from worker.recovery import probe, resend_stalled_runs, resume_parked, resume_parked_job
 from worker.retention import prune_history
 from worker.runtime import runtime
@@ -60,8 +62,20 @@ def schedule_syncs() -> int:
     if not rt.settings.schedule_enabled or not _holds_scheduler_lock():
         return 0
 
+    intervals: dict[str, int | None] = {}
+
     def enqueue(connection: Connection) -> None:
-        payload = {"connection_id": connection.id, "trigger": "scheduled"}
+        payload: dict[str, Any] = {"connection_id": connection.id, "trigger": "scheduled"}
+        if not intervals:
+            intervals.update(rt.store.reconcile_intervals())
+        if reconciliation_due(
+            rt.store,
+            connection,
+            own_interval_s=intervals.get(connection.id),
+            default_interval_s=rt.settings.reconcile_interval_seconds,
+            now=datetime.now(UTC),
+        ):
+            payload["full"] = True  # a complete read: it finds what the source deleted
         _send(SYNC_CONNECTION, payload, SYNC_QUEUE)
 
     decisions = schedule_due(

@@ -153,7 +153,11 @@ def cmd_connections_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connections_show(args: argparse.Namespace, settings: Settings) -> int:
-    print(json.dumps(_connection_json(_store(settings).get_connection(args.id)), indent=2))
+    store = _store(settings)
+    shown = _connection_json(store.get_connection(args.id))
+    shown["webhook_events"] = store.webhook_events(args.id)
+    shown["reconcile_interval_s"] = store.reconcile_intervals().get(args.id)
+    print(json.dumps(shown, indent=2))
     return EXIT_OK
 
 
@@ -222,8 +226,58 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
         elif before == plaintext and connection.webhook_secret_previous_until:
             until = connection.webhook_secret_previous_until  # the same secret: no new window
             secret = None
+    events = _opt_in_events(args.events) if args.events is not None else None
     store.set_webhook(args.id, url=url, secret_ciphertext=secret, previous_until=until)
+    if events is not None:
+        store.set_webhook_events(args.id, events)
     print(f"webhook of {args.id}: {url}{note}")
+    chosen = store.webhook_events(args.id)
+    print(
+        "events: connection and entity state changes"
+        + (f", {', '.join(chosen)}" if chosen else " (no opt-in events)")
+    )
+    return EXIT_OK
+
+
+def _opt_in_events(value: str) -> list[str]:
+    """``--events``: a comma-separated list of opt-in event types, or ``none``."""
+    from worker.events import OPT_IN_EVENTS, EventType
+
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if names == ["none"]:
+        return []
+    known = sorted(e.value for e in OPT_IN_EVENTS)
+    always = {e.value for e in EventType} - set(known)
+    for name in names:
+        if name in always:
+            raise UsageError(
+                f"--events: {name} is always delivered; list only opt-in events "
+                f"({', '.join(known)}) or 'none'"
+            )
+        if name not in known:
+            raise UsageError(
+                f"--events: unknown event type {name!r} (opt-in events: {', '.join(known)}; "
+                "or 'none')"
+            )
+    if not names:
+        raise UsageError("--events: name at least one event type, or 'none'")
+    return names
+
+
+def cmd_connections_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.operator_input import check_reconcile_interval
+
+    store = _store(settings)
+    store.get_connection(args.id)
+    if args.default or args.every is not None:
+        try:
+            seconds = None if args.default else check_reconcile_interval(args.every)
+        except InvalidInput as exc:
+            raise UsageError(str(exc)) from None
+        store.set_reconcile_interval(args.id, seconds)
+    own = store.reconcile_intervals().get(args.id)
+    shown = f"{own}s" if own else f"the default ({settings.reconcile_interval_seconds}s)"
+    print(f"{args.id} is read in full to find deletions every {shown}")
     return EXIT_OK
 
 
@@ -532,7 +586,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the replaced secret still signs next to the new one "
         "(default: ENTITY_SYNC_WEBHOOK_SECRET_ROTATION_SECONDS; 0: stop at once)",
     )
+    hook.add_argument(
+        "--events",
+        help="opt-in event types to deliver as well, comma-separated (sync.completed, "
+        "sync.failed), or 'none'; connection and entity state events are always delivered "
+        "(omit: unchanged)",
+    )
     hook.set_defaults(token_file=None)
+    reconcile = command(
+        "reconcile",
+        cmd_connections_reconcile,
+        "how often it is read in full to find records the source deleted",
+        conn_commands,
+    )
+    reconcile.add_argument("id")
+    when = reconcile.add_mutually_exclusive_group()
+    when.add_argument("--every", type=int, metavar="SECONDS", help="1 s to a year")
+    when.add_argument(
+        "--default", action="store_true", help="ENTITY_SYNC_RECONCILE_INTERVAL_SECONDS (a week)"
+    )
     interval = command(
         "interval", cmd_connections_interval, "how often it syncs on schedule", conn_commands
     )

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from worker.store import Event
-from worker.timeutil import utc_now
+from worker.store.models import Event
+from worker.timeutil import parse_instant, utc_now
 
 
 class EventType(StrEnum):
@@ -27,6 +27,37 @@ class EventType(StrEnum):
     UNAVAILABLE = "connection.unavailable"
     ACCESS_LOST = "entity.access_lost"
     ACCESS_RESTORED = "entity.access_restored"
+    SYNC_COMPLETED = "sync.completed"
+    SYNC_FAILED = "sync.failed"
+
+
+# Delivered only to connections that asked for them (`connections set-webhook
+# ... --events`); the connection-state events above always are.
+OPT_IN_EVENTS = frozenset({EventType.SYNC_COMPLETED, EventType.SYNC_FAILED})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run did, as its sync.* event tells it."""
+
+    run_id: str
+    connection_id: str
+    entity_type: str
+    succeeded: bool
+    trigger: str
+    full: bool
+    started_at: str
+    finished_at: str
+    received: int
+    created: int
+    updated: int
+    deleted: int  # by deletedAt in a record the run read
+    reconciled: int  # marked deleted because the complete read did not see them
+    quarantined: int
+    pages: int
+    cursor: str | None
+    error_kind: str | None = None
+    error_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,56 @@ def build_event(
         type=event_type.value,
         connection_id=connection_id,
         entity_type=entity_type,
+        created_at=created_at,
+        body_json=json.dumps(body, separators=(",", ":")),
+        next_attempt_at=created_at,
+    )
+
+
+def build_run_event(run: RunSummary) -> Event:
+    """The sync.completed or sync.failed outbox event of a finished run."""
+    event_type = EventType.SYNC_COMPLETED if run.succeeded else EventType.SYNC_FAILED
+    event_id = f"evt_{uuid.uuid4().hex}"
+    created_at = utc_now()
+    duration = parse_instant(run.finished_at) - parse_instant(run.started_at)
+    body: dict[str, Any] = {
+        "id": event_id,
+        "type": event_type.value,
+        "created_at": created_at,
+        "connection_id": run.connection_id,
+        "entity_type": run.entity_type,
+        "run": {
+            "id": run.run_id,
+            "trigger": run.trigger,
+            "full": run.full,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "duration_s": round(max(duration.total_seconds(), 0.0), 3),
+            "pages": run.pages,
+        },
+        "records": {
+            "received": run.received,
+            "created": run.created,
+            "updated": run.updated,
+            "deleted": run.deleted + run.reconciled,
+            "deleted_by_reconciliation": run.reconciled,
+            "quarantined": run.quarantined,
+        },
+        "reconciled": run.succeeded and run.full,
+        "cursor": run.cursor,
+    }
+    if not run.succeeded:
+        body["reason"] = {
+            "kind": run.error_kind,
+            "http_status": None,
+            "code": None,
+            "message": run.error_message,
+        }
+    return Event(
+        id=event_id,
+        type=event_type.value,
+        connection_id=run.connection_id,
+        entity_type=run.entity_type,
         created_at=created_at,
         body_json=json.dumps(body, separators=(",", ":")),
         next_attempt_at=created_at,

@@ -106,6 +106,28 @@ def usable_interval(seconds: object) -> int | None:
     return int(value)
 
 
+MIN_RECONCILE_S = 1
+MAX_RECONCILE_S = 366 * 86_400
+
+
+def check_reconcile_interval(seconds: int | None) -> int | None:
+    """The reconciliation interval if it is in range (None: the default), else InvalidInput."""
+    if seconds is not None and not MIN_RECONCILE_S <= seconds <= MAX_RECONCILE_S:
+        raise InvalidInput(
+            f"--every must be {MIN_RECONCILE_S}..{MAX_RECONCILE_S} seconds (a year), "
+            f"or --default (got {seconds})"
+        )
+    return seconds
+
+
+def usable_reconcile_interval(seconds: object) -> int | None:
+    """A stored reconciliation interval, or None (the default) when it is not usable."""
+    value = _number(seconds, int)
+    if value is None or not MIN_RECONCILE_S <= value <= MAX_RECONCILE_S:
+        return None
+    return int(value)
+
+
 def check_http_url(value: str, *, what: str) -> str:
     """An http(s) URL with a host, without a trailing slash; InvalidInput otherwise.
 

@@ -44,6 +44,7 @@ from worker.guard import Guard
 from worker.jobs import SyncEntityJob
 from worker.logs import connection_log, log
 from worker.preflight import preflight
+from worker.relay import relay
 from worker.runtime import Runtime
 from worker.sentry import scrub_text
 from worker.store import Connection, ParkedJob, Run, RunStatus
@@ -258,7 +259,8 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
     if stop is not None:
         return fail_run(rt, job, run_id, me, stop)
     if result.done:
-        rt.store.finish_run(run_id, RunStatus.SUCCEEDED)
+        if rt.store.finish_run(run_id, RunStatus.SUCCEEDED) is not None:
+            relay(job.connection_id)  # its sync.completed event; the sweep is the fallback
         rt.leases.release(job.connection_id, entity, me)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})
         return Step(StepOutcome.DONE, run_id)
@@ -273,7 +275,11 @@ def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseE
     """Close the run as failed with the error's kind, and free the pair."""
     kind = _kind_of(error)
     message = redact(str(error))
-    rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=message)
+    if (
+        rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=message)
+        is not None
+    ):
+        relay(job.connection_id)  # its sync.failed event; the sweep is the fallback
     rt.leases.release(job.connection_id, job.entity_type.value, me)
     connection_log.warning("run failed: %s", message, extra={"kind": kind, "run_id": run_id})
     return Step(StepOutcome.FAILED, run_id, detail=message)

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # Scheduling: every connection syncs this often unless it has its own interval.
     sync_interval_seconds: Annotated[int, Field(ge=1, le=7 * 86_400)] = 900
     schedule_enabled: bool = True  # false: only requested syncs run (tests, maintenance)
+    # A scheduled sync becomes a full read (a reconciliation, which finds keys the
+    # source deleted for real) when an entity type had none for this long.
+    reconcile_interval_seconds: Annotated[int, Field(ge=1, le=366 * 86_400)] = 7 * 86_400
     # The broker may hand out a message again after a crash; past this many
     # deliveries it is a poison job and is dead-lettered instead of run.
     max_deliveries: Annotated[int, Field(ge=1, le=100)] = 5

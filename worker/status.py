@@ -79,6 +79,8 @@ class StatusRow:
     last_error: str | None
 
     last_error_kind: str | None
+    deleted_by_reconciliation: int = 0  # of ``deleted``: gone from a complete read
+    last_reconciled_at: str | None = None  # end of the last successful full read
 
     @classmethod
     def of(cls, status: EntityStatus, health: Health) -> StatusRow:
@@ -100,6 +102,8 @@ class StatusRow:
             last_success_at=status.last_success_at,
             last_error=(run.error_message if run and run.status == RunStatus.FAILED else None),
             last_error_kind=(run.error_kind if run and run.status == RunStatus.FAILED else None),
+            deleted_by_reconciliation=status.deleted_by_reconciliation,
+            last_reconciled_at=status.last_reconciled_at,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -139,6 +143,7 @@ _COLUMNS = (
     ("UNTIL", "state_until"),
     ("RECORDS", "records"),
     ("DELETED", "deleted"),
+    ("(RECONCILED)", "deleted_by_reconciliation"),
     ("QUAR.", "quarantined"),
     ("LAST RUN", "last_run_status"),
     ("CURSOR", "cursor"),

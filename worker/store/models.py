@@ -129,6 +129,9 @@ class EntityStatus:
     cursor: str | None
     last_run: Run | None
     last_success_at: str | None
+    # Of ``deleted``: keys a complete read no longer found; when one last succeeded.
+    deleted_by_reconciliation: int = 0
+    last_reconciled_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class OutboxStore(StoreBase):
             )
             if event is None or _repeats(tx, event):
                 return False
-            _insert_event(tx, event)
+            insert_event(tx, event)
         return True
 
     @translated
@@ -65,7 +65,7 @@ class OutboxStore(StoreBase):
         with self._write() as tx:
             if _repeats(tx, event):
                 return False
-            _insert_event(tx, event)
+            insert_event(tx, event)
         return True
 
     @translated
@@ -216,7 +216,7 @@ class OutboxStore(StoreBase):
         ]
 
 
-def _insert_event(tx: Tx, event: Event) -> None:
+def insert_event(tx: Tx, event: Event) -> None:
     tx.execute(
         "INSERT INTO events (id, type, connection_id, entity_type, created_at, body, status, "
         "next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from worker.store import reconcile
 from worker.store.base import Tx, translated
 from worker.store.models import (
     EntityStatus,
+    Event,
     PageCommit,
     Run,
     RunStatus,
@@ -59,7 +61,7 @@ ON CONFLICT (connection_id, entity_type) DO UPDATE SET
 """
 
 
-class SyncStore(RegistryStore):
+class SyncStore(RegistryStore, reconcile.ReconcileStore):
     """The run history and the synced data of every (connection, entity type)."""
 
     # -- runs --------------------------------------------------------------------
@@ -129,14 +131,20 @@ class SyncStore(RegistryStore):
         *,
         error_kind: str | None = None,
         error_message: str | None = None,
-    ) -> None:
-        """Close a run with its outcome (only a run that is still open)."""
+    ) -> Event | None:
+        """Close a run with its outcome (only a run that is still open).
+
+        In the same transaction a successful full run marks the keys it did not
+        read as deleted, and the run's sync.* event is written when its
+        connection asked for it (``store/reconcile.py``); that event is returned.
+        """
         with self._write() as tx:
-            tx.execute(
+            ended = tx.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, error_kind = ?, error_message = ? "
                 "WHERE id = ? AND status IN ('queued', 'running', 'deferred')",
                 (status.value, utc_now(), error_kind, error_message, run_id),
-            )
+            ).rowcount
+            return reconcile.on_run_end(tx, run_id, status) if ended else None
 
     @translated
     def get_run(self, run_id: str) -> Run | None:
@@ -207,6 +215,7 @@ class SyncStore(RegistryStore):
                 {hashlib.sha256(q.raw_json.encode()).hexdigest() for q in commit.quarantined}
             )
             before = _page_state(tx, conn_id, entity, keys, fingerprints)
+            stored = reconcile.before_upsert(tx, commit)
             tx.executemany(
                 _UPSERT_RECORD,
                 [
@@ -246,6 +255,8 @@ class SyncStore(RegistryStore):
                 "quarantined = quarantined + ?, heartbeat_at = ?, recoveries = 0 WHERE id = ?",
                 (len(commit.records), len(commit.quarantined), now, commit.run_id),
             )
+            # Created / updated / deleted counts and the keys this run read.
+            reconcile.after_upsert(tx, commit, stored)
 
     @translated
     def busy_connections(self, *, started_after: str) -> set[str]:
@@ -329,6 +340,7 @@ class SyncStore(RegistryStore):
         }
         pairs = [(c.id, entity) for c in connections for entity in c.entity_types]
         successes, last_runs = self._latest_runs(pairs)
+        reconciliation = self.reconciliation_counts(connection_id)
         statuses = []
         for connection in connections:
             for entity in connection.entity_types:
@@ -344,6 +356,8 @@ class SyncStore(RegistryStore):
                         cursor=cursors.get(pair),
                         last_run=last_runs.get(pair),
                         last_success_at=successes.get(pair),
+                        deleted_by_reconciliation=reconciliation.get(pair, (0, None))[0],
+                        last_reconciled_at=reconciliation.get(pair, (0, None))[1],
                     )
                 )
         return statuses

@@ -229,4 +229,29 @@ MIGRATIONS[6] = (
     "ALTER TABLE connections ADD COLUMN webhook_secret_previous_until TEXT",
 )
 
+# Version 8: what a run changed, deletions found by a complete read, and the
+# opt-in webhook events. ``records.seen_by_run`` is the last run that read the
+# key; a successful full run marks every live key it did not read and that
+# nobody wrote after it began as deleted (``deleted_by`` 'reconciliation';
+# 'upstream' when the record itself carried deletedAt). ``runs`` counts keys
+# created, updated and deleted (by deletedAt) and those it marked deleted.
+MIGRATIONS[8] = (
+    "ALTER TABLE records ADD COLUMN deleted_by TEXT",
+    "ALTER TABLE records ADD COLUMN seen_by_run TEXT",
+    "UPDATE records SET deleted_by = 'upstream' WHERE deleted_at IS NOT NULL",
+    "ALTER TABLE runs ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN updated INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN reconciled INTEGER NOT NULL DEFAULT 0",
+    # Comma-separated opt-in event types (sync.completed, sync.failed); NULL: none.
+    "ALTER TABLE connections ADD COLUMN webhook_events TEXT",
+    # Seconds between periodic reconciliations (full reads); NULL: the default.
+    "ALTER TABLE connections ADD COLUMN reconcile_interval_s INTEGER",
+    # Per pair, kept with the counters (never a scan of records, and safe from
+    # the retention that prunes old runs): keys deleted by reconciliation now,
+    # and when the last successful full read ended.
+    "ALTER TABLE pair_counts ADD COLUMN reconciled BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE pair_counts ADD COLUMN reconciled_at TEXT",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)

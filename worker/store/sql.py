@@ -4,7 +4,9 @@ One class serves SQLite and PostgreSQL (``dialects.py`` holds what differs),
 put together from one module per concept: ``registry`` (connections),
 ``runs`` (runs, records, cursors, quarantine), ``parking`` (deferred jobs),
 ``outbox`` (transitions and events), ``totals`` (aggregates for
-monitoring), ``retention`` (pruning old history), on ``base`` (connections, transactions).
+monitoring), ``retention`` (pruning old history), on ``base`` (connections, transactions);
+``runs`` builds on ``reconcile`` (deletions found by a complete read, the opt-in
+sync events).
 Every write that belongs together runs in one transaction, above all a page's
 records with the cursor that follows them (principle 2). Database exceptions
 never escape: they become StoreError, and the broken connection is dropped so

@@ -1,0 +1,48 @@
+"""When a scheduled sync should be a full read: the periodic reconciliation.
+
+Records a source deletes for real (no ``deletedAt``) only show as missing
+from a complete read. A successful full run marks them deleted
+(``worker/store/reconcile.py``); this module decides when the scheduler asks
+for one: when any entity type of the connection has had no successful full
+read for its interval (``connections reconcile ID --every S``, else
+``ENTITY_SYNC_RECONCILE_INTERVAL_SECONDS``, a week). The end of each pair's
+last one is kept with its counters (``pair_counts.reconciled_at``), out of
+reach of the pruning of old runs. A pair never reconciled is first due at a
+stable point of its first interval after the connection was added (the
+scheduler's per-connection offset), so connections added together, or a
+whole registry upgraded to this version, do not all read in full at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from worker.operator_input import usable_reconcile_interval
+from worker.schedule import offset_s
+from worker.store import Connection, SqlStore
+from worker.timeutil import parse_instant
+
+
+def reconciliation_due(
+    store: SqlStore,
+    connection: Connection,
+    *,
+    own_interval_s: object,
+    default_interval_s: int,
+    now: datetime,
+) -> bool:
+    """Whether the connection's next scheduled sync should read everything."""
+    interval = usable_reconcile_interval(own_interval_s) or default_interval_s
+    if not connection.entity_types:
+        return False
+    last = store.last_full_reads(connection.id)
+    # Never reconciled: as if the last one had been one interval before a
+    # stable point of the connection's first interval.
+    never = parse_instant(connection.created_at) + timedelta(
+        seconds=offset_s(connection.id, interval) - interval
+    )
+    oldest = min(
+        parse_instant(last[entity]) if entity in last else never
+        for entity in connection.entity_types
+    )
+    return (now - oldest).total_seconds() >= interval
