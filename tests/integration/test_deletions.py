@@ -112,6 +112,9 @@ def test_a_successful_full_read_marks_only_the_keys_it_did_not_see(store: SqlSto
     store.finish_run(again, RunStatus.SUCCEEDED)
     assert "D" not in store.deletions("c", "assets")
     assert store.run_changes(again)["updated"] == 1
+    # The pair's counters (status reads them, never the records) follow.
+    [status] = [s for s in store.entity_statuses("c") if s.entity_type == "assets"]
+    assert (status.records, status.deleted, status.deleted_by_reconciliation) == (7, 2, 1)
 
 
 def test_a_failed_partial_or_incremental_read_marks_nothing(store: SqlStore) -> None:
