@@ -125,6 +125,21 @@ class Settings(BaseSettings):
     dead_event_retention_days: Annotated[float, Field(gt=0, le=3650)] = 90.0
     retention_batch_size: Annotated[int, Field(ge=10, le=100_000)] = 1000
 
+    # Webhooks the unified API sends (`entity-sync receiver`, worker/inbound.py):
+    # comma-separated secrets, the current one first; any of them verifies, so a
+    # rotation keeps the old one listed until the sender uses the new one.
+    upstream_webhook_secret: SecretStr | None = None
+    receiver_host: str = "127.0.0.1"
+    receiver_port: Annotated[int, Field(ge=1, le=65_535)] = 8902
+    # A body larger than this is refused unread (413); the upstream's events are small.
+    upstream_webhook_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    # How long a connection.status_changed "offline" opens the connection's breaker
+    # when no "online" follows; a half-open probe (polling) comes after it.
+    upstream_offline_open_seconds: PositiveSeconds = 300.0
+    # An event kept for an unknown connection id is still applied once the id is
+    # learned, if it is younger than this; older ones stay listed as stale.
+    upstream_event_max_age_seconds: PositiveSeconds = 3600.0
+
     # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901
@@ -176,6 +191,25 @@ class Settings(BaseSettings):
         except InvalidInput:
             # The same rule as `connections add --upstream-url` (worker/operator_input.py).
             raise ValueError("must be an http:// or https:// URL with a host") from None
+
+    @field_validator("upstream_webhook_secret")
+    @classmethod
+    def _secret_list(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = [p.strip() for p in value.get_secret_value().split(",")]
+        if not all(parts) or any(len(p) < 16 for p in parts):
+            raise ValueError(
+                "must be one or more comma-separated secrets of at least 16 characters each"
+            )
+        return value
+
+    def upstream_webhook_secrets(self) -> list[bytes]:
+        """The secrets that verify an upstream webhook, the current one first."""
+        if self.upstream_webhook_secret is None:
+            return []
+        raw = self.upstream_webhook_secret.get_secret_value()
+        return [p.strip().encode() for p in raw.split(",") if p.strip()]
 
     @field_validator("webhook_secret_previous_until")
     @classmethod

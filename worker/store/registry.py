@@ -36,6 +36,7 @@ CONNECTION_TABLES = (
     "pair_counts",
     "run_totals",
     "transition_totals",
+    "upstream_aspects",
 )
 
 

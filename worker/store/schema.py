@@ -229,6 +229,44 @@ MIGRATIONS[6] = (
     "ALTER TABLE connections ADD COLUMN webhook_secret_previous_until TEXT",
 )
 
+# Version 7: webhooks the unified API sends (worker/inbound.py). Each event is
+# kept by its id before the receiver answers; ``upstream_connection_id`` maps
+# the upstream's id of a connection (its status endpoint's ``id``) to ours;
+# ``upstream_aspects`` holds, per connection and aspect (auth, availability,
+# sync, error), the newest event applied, so an older one arriving late is
+# ignored and status can show what the upstream reported.
+MIGRATIONS[7] = (
+    "ALTER TABLE connections ADD COLUMN upstream_connection_id TEXT",
+    "CREATE INDEX connections_by_upstream_id ON connections (upstream_connection_id)",
+    """CREATE TABLE upstream_events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        upstream_connection_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        connection_ids TEXT,
+        outcome TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        processed_at TEXT
+    )""",
+    "CREATE INDEX upstream_events_by_status ON upstream_events (status, received_at)",
+    "CREATE INDEX upstream_events_by_upstream_id ON upstream_events (upstream_connection_id)",
+    """CREATE TABLE upstream_aspects (
+        connection_id TEXT NOT NULL,
+        aspect TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        applied_at TEXT NOT NULL,
+        kind TEXT,
+        entity_types TEXT,
+        message TEXT,
+        PRIMARY KEY (connection_id, aspect)
+    )""",
+)
+
 # Version 8: what a run changed, deletions found by a complete read, and the
 # opt-in webhook events. ``records.seen_by_run`` is the last run that read the
 # key; a successful full run marks every live key it did not read and that

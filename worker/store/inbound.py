@@ -1,0 +1,292 @@
+"""Webhooks the unified API sends: the events as received, the id mapping, and
+the newest event applied per connection and aspect (worker/inbound.py acts on them).
+
+An event is written here by the receiver before it answers, keyed by the
+upstream's event id, so a redelivery is one row; its ``status`` then says what
+became of it:
+
+    received   recorded, not processed yet (a task or the sweep will)
+    applied    acted on for every connection that maps to its id
+    ignored    nothing to do (older than the last one applied, or not relevant)
+    unmapped   no registered connection has its upstream id yet: kept, reported,
+               and processed again once a preflight learns the id
+    stale      was unmapped, and too old to act on when the id was learned
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from worker.store.base import StoreBase, translated
+from worker.timeutil import utc_now
+
+
+class UpstreamEventStatus(StrEnum):
+    """What became of an upstream event (see the module docstring)."""
+
+    RECEIVED = "received"
+    APPLIED = "applied"
+    IGNORED = "ignored"
+    UNMAPPED = "unmapped"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class UpstreamEvent:
+    """One webhook of the unified API, as received (``body`` is the raw JSON)."""
+
+    id: str
+    type: str
+    upstream_connection_id: str
+    created_at: str  # canonical UTC text
+    received_at: str
+    body: str
+    status: str = UpstreamEventStatus.RECEIVED.value
+    connection_ids: str | None = None  # ours, comma-separated, once processed
+    outcome: str | None = None
+    attempts: int = 0
+    processed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamAspect:
+    """The newest upstream event applied to one connection for one aspect."""
+
+    connection_id: str
+    aspect: str  # auth, availability, sync, error
+    event_id: str
+    event_type: str
+    created_at: str
+    applied_at: str
+    kind: str | None = None  # the error table's kind (sync.failed, connection.error)
+    entity_types: str | None = None
+    message: str | None = None
+
+
+_EVENT_COLUMNS = (
+    "id, type, upstream_connection_id, created_at, received_at, body, status, "
+    "connection_ids, outcome, attempts, processed_at"
+)
+_ASPECT_COLUMNS = (
+    "connection_id, aspect, event_id, event_type, created_at, applied_at, kind, "
+    "entity_types, message"
+)
+
+
+class InboundStore(StoreBase):
+    """Upstream events, the upstream id of each connection, and the aspects applied."""
+
+    # -- events ----------------------------------------------------------------------
+
+    @translated
+    def record_upstream_event(self, event: UpstreamEvent) -> bool:
+        """Keep an event; False when one with its id is already kept (a redelivery)."""
+        with self._write() as tx:
+            inserted = tx.execute(
+                f"INSERT INTO upstream_events ({_EVENT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, NULL) ON CONFLICT (id) DO NOTHING",
+                (
+                    event.id,
+                    event.type,
+                    event.upstream_connection_id,
+                    event.created_at,
+                    event.received_at,
+                    event.body,
+                    UpstreamEventStatus.RECEIVED.value,
+                ),
+            ).rowcount
+        return bool(inserted == 1)
+
+    @translated
+    def get_upstream_event(self, event_id: str) -> UpstreamEvent | None:
+        """One event by the upstream's id."""
+        rows = self._read(f"SELECT {_EVENT_COLUMNS} FROM upstream_events WHERE id = ?", (event_id,))
+        return _event(rows[0]) if rows else None
+
+    @translated
+    def upstream_events(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[UpstreamEvent]:
+        """Events, newest received last, optionally of one status."""
+        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self._read(
+            f"SELECT {_EVENT_COLUMNS} FROM upstream_events {where} "
+            "ORDER BY received_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_event(row) for row in reversed(rows)]
+
+    @translated
+    def unprocessed_upstream_events(self, *, received_before: str, limit: int = 500) -> list[str]:
+        """Ids of events still ``received`` that arrived before an instant, oldest first."""
+        rows = self._read(
+            "SELECT id FROM upstream_events WHERE status = ? AND received_at <= ? "
+            "ORDER BY received_at LIMIT ?",
+            (UpstreamEventStatus.RECEIVED.value, received_before, limit),
+        )
+        return [row[0] for row in rows]
+
+    @translated
+    def finish_upstream_event(
+        self,
+        event_id: str,
+        status: UpstreamEventStatus,
+        *,
+        outcome: str,
+        connection_ids: Sequence[str] = (),
+    ) -> None:
+        """Record what processing an event did."""
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE upstream_events SET status = ?, outcome = ?, connection_ids = ?, "
+                "attempts = attempts + 1, processed_at = ? WHERE id = ?",
+                (
+                    status.value,
+                    outcome[:2000],
+                    ",".join(connection_ids) or None,
+                    utc_now(),
+                    event_id,
+                ),
+            )
+
+    @translated
+    def upstream_event_counts(self) -> dict[str, int]:
+        """How many events are kept in each status."""
+        rows = self._read("SELECT status, COUNT(*) FROM upstream_events GROUP BY status")
+        return {row[0]: int(row[1]) for row in rows}
+
+    # -- the id mapping ----------------------------------------------------------------
+
+    @translated
+    def connections_for_upstream_id(self, upstream_connection_id: str) -> list[str]:
+        """Our connections whose upstream id is this one (usually one)."""
+        rows = self._read(
+            "SELECT id FROM connections WHERE upstream_connection_id = ? ORDER BY id",
+            (upstream_connection_id,),
+        )
+        return [row[0] for row in rows]
+
+    @translated
+    def upstream_connection_id(self, connection_id: str) -> str | None:
+        """The upstream's id of one of our connections, once learned."""
+        rows = self._read(
+            "SELECT upstream_connection_id FROM connections WHERE id = ?", (connection_id,)
+        )
+        return rows[0][0] if rows else None
+
+    @translated
+    def learn_upstream_id(self, connection_id: str, upstream_connection_id: str) -> int | None:
+        """Store a connection's upstream id; None when it was known already.
+
+        When it is new, the events kept as ``unmapped`` for that id go back to
+        ``received`` in the same transaction (the sweep processes them);
+        returns how many.
+        """
+        with self._write() as tx:
+            changed = tx.execute(
+                "UPDATE connections SET upstream_connection_id = ? WHERE id = ? "
+                "AND (upstream_connection_id IS NULL OR upstream_connection_id <> ?)",
+                (upstream_connection_id, connection_id, upstream_connection_id),
+            ).rowcount
+            if not changed:
+                return None
+            requeued = tx.execute(
+                "UPDATE upstream_events SET status = ? WHERE upstream_connection_id = ? "
+                "AND status = ?",
+                (
+                    UpstreamEventStatus.RECEIVED.value,
+                    upstream_connection_id,
+                    UpstreamEventStatus.UNMAPPED.value,
+                ),
+            ).rowcount
+        return int(requeued)
+
+    # -- aspects ---------------------------------------------------------------------
+
+    @translated
+    def apply_aspect(self, aspect: UpstreamAspect) -> bool:
+        """Make ``aspect`` the newest applied, unless a newer event was applied already.
+
+        False when the stored one was created later (this event arrived out of
+        order). The same event applied again (a crash before its status was
+        written) returns True: every action taken on an event is idempotent.
+        """
+        with self._write() as tx:
+            rows = tx.execute(
+                "SELECT event_id, created_at FROM upstream_aspects "
+                "WHERE connection_id = ? AND aspect = ?",
+                (aspect.connection_id, aspect.aspect),
+            ).fetchall()
+            if rows and rows[0][0] != aspect.event_id and rows[0][1] > aspect.created_at:
+                return False
+            tx.execute(
+                f"INSERT INTO upstream_aspects ({_ASPECT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (connection_id, aspect) DO UPDATE "
+                "SET event_id = excluded.event_id, event_type = excluded.event_type, "
+                "created_at = excluded.created_at, applied_at = excluded.applied_at, "
+                "kind = excluded.kind, entity_types = excluded.entity_types, "
+                "message = excluded.message",
+                (
+                    aspect.connection_id,
+                    aspect.aspect,
+                    aspect.event_id,
+                    aspect.event_type,
+                    aspect.created_at,
+                    aspect.applied_at,
+                    aspect.kind,
+                    aspect.entity_types,
+                    aspect.message,
+                ),
+            )
+        return True
+
+    @translated
+    def upstream_aspects(self, connection_id: str | None = None) -> list[UpstreamAspect]:
+        """The newest event applied per connection and aspect."""
+        where, params = ("WHERE connection_id = ?", (connection_id,)) if connection_id else ("", ())
+        rows = self._read(
+            f"SELECT {_ASPECT_COLUMNS} FROM upstream_aspects {where} "
+            "ORDER BY connection_id, aspect",
+            params,
+        )
+        return [UpstreamAspect(*row) for row in rows]
+
+    @translated
+    def parked_due_now(self, connection_id: str) -> int:
+        """Make every parked job of a connection due now; returns how many."""
+        now = utc_now()
+        with self._write() as tx:
+            moved = tx.execute(
+                "UPDATE parked_jobs SET due_at = ? WHERE connection_id = ? AND due_at > ?",
+                (now, connection_id, now),
+            ).rowcount
+        return int(moved)
+
+    @translated
+    def queued_runs_of(self, connection_id: str) -> dict[str, str]:
+        """Entity type -> id of a run of the connection still ``queued`` (not started)."""
+        rows = self._read(
+            "SELECT entity_type, id FROM runs WHERE connection_id = ? AND status = 'queued' "
+            "ORDER BY started_at",
+            (connection_id,),
+        )
+        return {row[0]: row[1] for row in rows}
+
+
+def _event(row: Sequence[Any]) -> UpstreamEvent:
+    return UpstreamEvent(
+        id=row[0],
+        type=row[1],
+        upstream_connection_id=row[2],
+        created_at=row[3],
+        received_at=row[4],
+        body=row[5],
+        status=row[6],
+        connection_ids=row[7],
+        outcome=row[8],
+        attempts=int(row[9]),
+        processed_at=row[10],
+    )
