@@ -1,5 +1,6 @@
 """Periodic work that celery beat sends: one tick running schedules, parked jobs,
-stalled runs, probes and the outbox sweep, each at its own cadence.
+stalled runs, probes, the outbox sweep and the sweep of kept upstream webhooks,
+each at its own cadence.
 
 One beat task enqueues what is due from the store (``worker.schedule``)
 rather than one beat entry per connection: the registry stays the only list
@@ -16,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from tasks.inbound import sweep_upstream_events
 from tasks.notify import sweep_outbox
 from worker import redis_keys
 from worker.app import app
@@ -147,6 +149,7 @@ STEPS = (
     Step("schedule-syncs", 0, schedule_syncs),
     Step("resume-parked-jobs", 0, resume_parked_jobs),
     Step("sweep-outbox", 5.0, sweep_outbox),
+    Step("sweep-upstream-events", 5.0, sweep_upstream_events),
     Step("resend-stalled-runs", 10.0, resend_stalled),
     Step("probe-halted-and-blocked", 30.0, probe_connections),
     Step("prune-history", 60.0, prune_old_history),

@@ -18,7 +18,7 @@ from worker.sentry import init_sentry
 from worker.settings import Settings, get_settings
 from worker.startup import check_ready
 
-TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify"]
+TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify", "tasks.inbound"]
 
 # Housekeeping that celery beat sends (by name: the worker never imports tasks):
 # one tick that runs every step that is due (tasks/schedule.py STEPS).

@@ -310,6 +310,32 @@ def error_for_status(
     return cls(detail, status=status, code=code, retry_after=retry_after, request_id=request_id)
 
 
+# The error codes of docs/upstream-api.md ("Errors") and the status each
+# comes with: an upstream webhook (connection.error) carries a code but no
+# status, and is classified through the same table as an answer would be.
+CODE_STATUS: Mapping[str, int] = {
+    "INVALID_REQUEST": 400,
+    "AUTHENTICATION_FAILED": 401,
+    "PERMISSION_DENIED": 403,
+    "ENTITY_NOT_SUPPORTED": 404,
+    "RATE_LIMIT_EXCEEDED": 429,
+    "INTERNAL_ERROR": 500,
+    "CONNECTION_OFFLINE": 503,
+    "SOURCE_TIMEOUT": 504,
+}
+
+
+def error_for_code(code: str | None, detail: str) -> UpstreamError | None:
+    """The exception an error code implies (no HTTP status known); None for a code
+    the contract does not list."""
+    status = CODE_STATUS.get(code or "")
+    if status is None:
+        return None
+    error = error_for_status(status, code, detail)
+    error.status = None  # it was a code, not an answer
+    return error
+
+
 def error_for_sync_status(
     sync_status: str, *, request_id: str | None = None
 ) -> UpstreamError | None:

@@ -28,7 +28,8 @@ CONNECTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
 ConnectionId = Annotated[str, StringConstraints(pattern=CONNECTION_ID_PATTERN)]
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-Trigger = Literal["manual", "scheduled", "continuation", "retry", "recovery", "probe"]
+# "upstream": the unified API said new data is there (a sync.completed webhook).
+Trigger = Literal["manual", "scheduled", "continuation", "retry", "recovery", "probe", "upstream"]
 
 
 class _Job(BaseModel):
@@ -106,6 +107,8 @@ SYNC_ENTITY = "entity_sync.sync_entity"
 NOTIFY = "entity_sync.notify.deliver"
 # Internal: a worker's own resume of a job it parked for a short while.
 RESUME_PARKED_JOB = "entity_sync.resume_parked_job"
+# Payload {"event_id": ...}: act on one webhook of the unified API the receiver kept.
+UPSTREAM_EVENT = "entity_sync.upstream_event"
 
 # Queues: a manual sync never waits behind scheduled ones, an incremental sync
 # never behind a backfill, and webhooks and housekeeping behind none of them.

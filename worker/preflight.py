@@ -8,6 +8,8 @@ cached in Redis briefly, so a fan-out of eight entity types asks once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 
 from worker import redis_keys
@@ -26,8 +28,13 @@ def preflight(
     base_url: str,
     token: str,
     cache_seconds: float,
+    learn: Callable[[object], None] | None = None,
 ) -> None:
-    """Raise what the guard decides when the connection is not healthy."""
+    """Raise what the guard decides when the connection is not healthy.
+
+    ``learn`` is given the status endpoint's ``id`` of the connection (the id
+    the unified API's webhooks name it by), even when the status says ``fail``.
+    """
     key = redis_keys.preflight(connection_id)
     with coordination(f"preflight of {connection_id}"):
         if cache.exists(key):
@@ -35,6 +42,8 @@ def preflight(
 
     def ask() -> str:
         status = client.status(base_url, token)
+        if learn is not None:
+            learn(status.id)
         problem = error_for_sync_status(status.sync_status)
         if problem is not None:
             raise problem

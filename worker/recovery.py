@@ -23,6 +23,7 @@ from worker.connection_limits import apply_limits
 from worker.errors import EntitySyncError
 from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.guard import StateChange
+from worker.inbound import learn_upstream_id
 from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
@@ -270,6 +271,7 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
         # here) or a character no header carries (an InvalidInput, never echoed).
         token = clean_secret(rt.secrets.decrypt(connection.token_ciphertext), what="token")
         status = rt.upstream.status(connection.upstream_url or rt.settings.upstream_url, token)
+        learn_upstream_id(rt, connection.id, status.id)
     except EntitySyncError as exc:
         connection_log.info(
             "halted connection still failing: %s", exc, extra={"connection_id": connection.id}

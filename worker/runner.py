@@ -41,6 +41,7 @@ from worker.errors import (
     UpstreamError,
 )
 from worker.guard import Guard
+from worker.inbound import learn_upstream_id
 from worker.jobs import SyncEntityJob
 from worker.logs import connection_log, log
 from worker.preflight import preflight
@@ -220,6 +221,7 @@ def _slice(
                 base_url=target.base_url,
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
+                learn=lambda upstream_id: learn_upstream_id(rt, connection.id, upstream_id),
             )
         return sync_slice(
             target,

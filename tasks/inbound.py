@@ -1,0 +1,41 @@
+"""Webhooks the unified API sends: ``entity_sync.upstream_event`` and the sweep behind it.
+
+The receiver keeps each event in the store before it answers, then enqueues
+this task; the sweep enqueues any event still waiting (a publish lost with
+the broker). Acting on an event twice changes nothing (worker/inbound.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.app import app
+from worker.errors import CoordinationError, StoreError
+from worker.inbound import process_event, sweep
+from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
+from worker.runtime import runtime
+
+SWEEP_UPSTREAM_EVENTS = "entity_sync.housekeeping.sweep_upstream_events"
+
+
+def _send(name: str, payload: dict[str, Any], queue: str) -> object:
+    return app.send_task(name, kwargs=payload, queue=queue)
+
+
+@app.task(
+    name=UPSTREAM_EVENT,
+    queue=HOUSEKEEPING_QUEUE,
+    autoretry_for=(StoreError, CoordinationError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=20,
+)
+def upstream_event(event_id: str) -> dict[str, Any]:
+    """Act on one kept webhook of the unified API."""
+    return {"outcome": process_event(runtime(), event_id, _send)}
+
+
+@app.task(name=SWEEP_UPSTREAM_EVENTS, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
+def sweep_upstream_events() -> int:
+    """Enqueue every kept upstream event that is still waiting."""
+    return sweep(runtime(), _send)

@@ -1,0 +1,431 @@
+"""Webhooks the unified API sends (docs/upstream-api.md, "Webhooks the unified API
+sends"): verify, parse, and act on them.
+
+The receiver (``worker/receiver.py``) verifies the signature over the raw
+body, parses the event and keeps it in the store by its id before it answers;
+the task ``entity_sync.upstream_event`` then calls ``process_event``. Every
+event is a hint, never state: polling, the preflight and the breakers stay the
+truth, and every action here is one the worker could have taken by itself.
+
+    connection.reauthorization_required   halt, as a 401 does: one customer event
+    connection.status_changed offline     open the connection's breaker
+    connection.status_changed online      let a half-open probe run now, resume parked jobs
+    sync.completed                        an incremental sync of those entity types
+    sync.failed, connection.error         recorded and classified; shown in status
+
+An event older (``created_at``) than the last one applied for the same
+connection and aspect (auth, availability, sync, error) is ignored; a
+redelivered id is one row and is processed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from worker.breaker import State
+from worker.classify import Where, action_for, base_scope, error_for_code
+from worker.entities import EntityType
+from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
+from worker.guard import StateChange
+from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT
+from worker.limits import coordination
+from worker.logs import connection_log, log
+from worker.preflight import forget_preflight
+from worker.runtime import Runtime
+from worker.store import Run, RunStatus
+from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventStatus
+from worker.timeutil import canonical, canonical_instant, parse_instant, utc_now
+
+SIGNATURE_HEADER = "X-Webhook-Signature"
+
+REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
+STATUS_CHANGED = "connection.status_changed"
+SYNC_COMPLETED = "sync.completed"
+SYNC_FAILED = "sync.failed"
+CONNECTION_ERROR = "connection.error"
+
+# The aspect of a connection each event type speaks about: events are ordered
+# by created_at within one aspect only.
+ASPECTS = {
+    REAUTHORIZATION_REQUIRED: "auth",
+    STATUS_CHANGED: "availability",
+    SYNC_COMPLETED: "sync",
+    SYNC_FAILED: "sync",
+    CONNECTION_ERROR: "error",
+}
+
+Send = Callable[[str, dict[str, Any], str], object]  # (task name, payload, queue)
+
+CLAIM_MS = 30_000  # one process works on an event at a time
+
+
+class BadEvent(ValueError):
+    """The body is not an event of the contract."""
+
+
+# -- verifying and parsing (the receiver) -------------------------------------------------
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The ``X-Webhook-Signature`` value of a body (the sandbox sends with it)."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secrets: Sequence[bytes], header: str | None, body: bytes) -> bool:
+    """Whether ``header`` is ``sha256=<hex HMAC-SHA256 of body>`` under any of ``secrets``.
+
+    Every secret is compared, in constant time, whatever matched before.
+    """
+    if not header or not secrets:
+        return False
+    scheme, _, given = header.strip().partition("=")
+    if scheme.strip().lower() != "sha256":
+        return False
+    given_bytes = given.strip().lower().encode("ascii", "replace")
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
+        matched |= hmac.compare_digest(expected, given_bytes)
+    return matched
+
+
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class InboundEvent(BaseModel):
+    """An event of the unified API; fields the contract may add later are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: _Id
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    created_at: str
+    connection_id: _Id
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("connection_id", mode="before")
+    @classmethod
+    def _id_text(cls, value: object) -> object:
+        # The status endpoint's id is a string of digits; accept it as a number too.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("created_at")
+    @classmethod
+    def _instant(cls, value: str) -> str:
+        return canonical_instant(value)
+
+
+def parse_event(body: bytes) -> InboundEvent:
+    """The event in a verified body; BadEvent with a short reason otherwise."""
+    try:
+        return InboundEvent.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise BadEvent(problems[:300]) from None
+
+
+def to_record(event: InboundEvent, body: bytes) -> UpstreamEvent:
+    """The row the receiver keeps."""
+    return UpstreamEvent(
+        id=event.id,
+        type=event.type,
+        upstream_connection_id=event.connection_id,
+        created_at=event.created_at,
+        received_at=utc_now(),
+        body=body.decode("utf-8", "replace"),
+    )
+
+
+# -- learning the mapping (the preflight) ---------------------------------------------------
+
+
+def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> None:
+    """Remember the upstream's id of a connection (from its status endpoint).
+
+    Events kept for that id before it was known are processed again by the
+    sweep. Never raises: the preflight that learned it must go on.
+    """
+    if upstream_id is None or str(upstream_id) == "":
+        return
+    try:
+        requeued = rt.store.learn_upstream_id(connection_id, str(upstream_id))
+    except Exception as exc:  # a store hiccup costs the mapping until the next preflight
+        log.warning("could not store the upstream id of %s: %s", connection_id, exc)
+        return
+    if requeued is not None:
+        connection_log.info(
+            "upstream connection id %s learned; %d kept webhook event(s) to apply",
+            upstream_id,
+            requeued,
+            extra={"connection_id": connection_id},
+        )
+
+
+# -- acting (the task) -----------------------------------------------------------------
+
+
+def process_event(rt: Runtime, event_id: str, send: Send) -> str:
+    """Act on one kept event, once; returns what became of it."""
+    claim = f"entity_sync:upstream_event:{event_id}"
+    with coordination(f"upstream event {event_id}"):
+        if not rt.redis.set(claim, "1", nx=True, px=CLAIM_MS):
+            return "busy"  # another task works on it now
+    try:
+        return _process(rt, event_id, send)
+    finally:
+        with coordination(f"upstream event {event_id}"):
+            rt.redis.delete(claim)
+
+
+def _process(rt: Runtime, event_id: str, send: Send) -> str:
+    kept = rt.store.get_upstream_event(event_id)
+    if kept is None or kept.status != UpstreamEventStatus.RECEIVED:
+        return kept.status if kept else "unknown"
+    event = InboundEvent.model_validate_json(kept.body)
+    connections = rt.store.connections_for_upstream_id(kept.upstream_connection_id)
+    if not connections:
+        rt.store.finish_upstream_event(
+            event_id,
+            UpstreamEventStatus.UNMAPPED,
+            outcome="no registered connection has this upstream id yet (learned at a preflight)",
+        )
+        log.warning(
+            "upstream webhook %s (%s) for unknown upstream connection id %s: kept, "
+            "applied once a connection's preflight reports that id",
+            event.id,
+            event.type,
+            kept.upstream_connection_id,
+        )
+        return UpstreamEventStatus.UNMAPPED.value
+    if kept.attempts > 0 and _too_old(rt, kept):
+        # Kept while the id was unknown, and now too old to be worth acting on.
+        rt.store.finish_upstream_event(
+            event_id,
+            UpstreamEventStatus.STALE,
+            outcome="too old to apply when its connection became known",
+            connection_ids=connections,
+        )
+        return UpstreamEventStatus.STALE.value
+    aspect = ASPECTS.get(event.type)
+    if aspect is None:
+        rt.store.finish_upstream_event(
+            event_id,
+            UpstreamEventStatus.IGNORED,
+            outcome=f"unknown event type {event.type!r}",
+            connection_ids=connections,
+        )
+        return UpstreamEventStatus.IGNORED.value
+    outcomes = [_apply(rt, connection_id, aspect, event, send) for connection_id in connections]
+    applied = any(done for done, _ in outcomes)
+    rt.store.finish_upstream_event(
+        event_id,
+        UpstreamEventStatus.APPLIED if applied else UpstreamEventStatus.IGNORED,
+        outcome="; ".join(
+            f"{cid}: {text}" for cid, (_, text) in zip(connections, outcomes, strict=True)
+        ),
+        connection_ids=connections,
+    )
+    return (UpstreamEventStatus.APPLIED if applied else UpstreamEventStatus.IGNORED).value
+
+
+def _too_old(rt: Runtime, kept: UpstreamEvent) -> bool:
+    age = datetime.now(UTC) - parse_instant(kept.created_at)
+    return age > timedelta(seconds=rt.settings.upstream_event_max_age_seconds)
+
+
+def _apply(
+    rt: Runtime, connection_id: str, aspect: str, event: InboundEvent, send: Send
+) -> tuple[bool, str]:
+    kind, entity_types, message = _classified(event)
+    fresh = rt.store.apply_aspect(
+        UpstreamAspect(
+            connection_id=connection_id,
+            aspect=aspect,
+            event_id=event.id,
+            event_type=event.type,
+            created_at=event.created_at,
+            applied_at=utc_now(),
+            kind=kind,
+            entity_types=",".join(entity_types) or None,
+            message=message,
+        )
+    )
+    if not fresh:
+        return False, f"older than the last {aspect} event applied: ignored"
+    if event.type == REAUTHORIZATION_REQUIRED:
+        return True, _reauthorize(rt, connection_id, event)
+    if event.type == STATUS_CHANGED:
+        return True, _status_changed(rt, connection_id, event)
+    if event.type == SYNC_COMPLETED:
+        return True, _sync(rt, connection_id, event, entity_types, send)
+    connection_log.warning(
+        "the unified API reports %s: %s",
+        event.type,
+        message,
+        extra={"connection_id": connection_id, "kind": kind, "upstream_event_id": event.id},
+    )
+    return True, f"recorded ({kind or 'unclassified'})"
+
+
+def _classified(event: InboundEvent) -> tuple[str | None, list[str], str | None]:
+    """(kind by the error table, entity types named, message) of an event."""
+    data = event.data
+    raw_types = data.get("entity_types")
+    if not isinstance(raw_types, list):
+        single = data.get("entity_type")
+        raw_types = [single] if isinstance(single, str) else []
+    types = [t for t in raw_types if isinstance(t, str) and t in EntityType._value2member_map_]
+    text = data.get("message") or data.get("reason") or data.get("status")
+    message = str(text)[:500] if text is not None else None
+    if event.type == SYNC_FAILED:
+        # The unified API's own refresh failed: the source is failing now.
+        scope = Scope.ENTITY_TYPE if types else Scope.CONNECTION
+        action = action_for(Kind.UNAVAILABLE, scope)
+        return Kind.UNAVAILABLE.value, types, f"{message or 'sync failed'} (rule: {action})"
+    if event.type == CONNECTION_ERROR:
+        code = data.get("code")
+        error = error_for_code(code if isinstance(code, str) else None, message or "")
+        shown = f"{code}: {message}" if code else (message or "")
+        if error is None:
+            return None, types, f"{shown} (code not in the error table)"
+        scope = base_scope(error.kind, Where.LIST if types else Where.STATUS)
+        return error.kind.value, types, f"{shown} (rule: {action_for(error.kind, scope)})"
+    return None, types, message
+
+
+def _reauthorize(rt: Runtime, connection_id: str, event: InboundEvent) -> str:
+    """Halt through the path a 401 takes: one transition, one customer event."""
+    detail = str(event.data.get("reason") or "the unified API reports re-authorisation required")
+    reason = f"upstream webhook: {detail}"[:300]
+    change = rt.breaker.halt(connection_id, reason)
+    forget_preflight(rt.redis, connection_id)
+    if not change.transitioned:
+        return "halted already"
+    cause = AuthFailed(detail[:300], code="REAUTHORIZATION_REQUIRED")
+    rt.transitions(
+        StateChange(
+            connection_id, None, str(change.from_state), str(change.state), reason, None, cause
+        )
+    )
+    return "halted"
+
+
+def _status_changed(rt: Runtime, connection_id: str, event: InboundEvent) -> str:
+    status = str(event.data.get("status") or "").lower()
+    view = rt.breaker.show(connection_id)
+    if view.connection.state is State.HALTED:
+        return f"{status or 'status'} noted; the connection is halted (re-authorise it)"
+    if status == "offline":
+        reason = "upstream webhook: the customer's system is offline"
+        change = rt.breaker.force_open(
+            connection_id, seconds=rt.settings.upstream_offline_open_seconds, reason=reason
+        )
+        if change.transitioned:
+            cause: UpstreamError = Unavailable(reason, code="CONNECTION_OFFLINE")
+            rt.transitions(
+                StateChange(
+                    connection_id,
+                    None,
+                    str(change.from_state),
+                    str(change.state),
+                    reason,
+                    change.until,
+                    cause,
+                )
+            )
+        return "breaker open"
+    if status == "online":
+        probing = view.connection.state is State.OPEN
+        if probing:
+            # Its open time ends now: the next admission is the half-open probe.
+            rt.breaker.force_open(
+                connection_id, seconds=0.001, reason="upstream webhook: online again, probe now"
+            )
+        forget_preflight(rt.redis, connection_id)
+        resumed = rt.store.parked_due_now(connection_id)
+        return f"{'probe allowed, ' if probing else ''}{resumed} parked job(s) resumed"
+    return f"unknown status {status!r}: ignored"
+
+
+def _sync(
+    rt: Runtime, connection_id: str, event: InboundEvent, named: list[str], send: Send
+) -> str:
+    """Sync the named entity types soon; a pair with a run still queued joins that run."""
+    connection = rt.store.get_connection(connection_id)
+    types = [t for t in (named or connection.entity_types) if t in connection.entity_types]
+    if not types:
+        return "none of its entity types: nothing to sync"
+    queued = rt.store.queued_runs_of(connection_id)
+    request_id = f"upstream-{event.id}"[:100]
+    for entity in (t for t in types if t in queued):
+        now = utc_now()
+        rt.store.record_run(
+            Run(
+                id=str(uuid.uuid4()),
+                connection_id=connection_id,
+                entity_type=entity,
+                status=RunStatus.SKIPPED,
+                started_at=now,
+                finished_at=now,
+                request_id=request_id,
+                trigger="upstream",
+                coalesced_into=queued[entity],
+                error_message=f"coalesced: run {queued[entity]} is queued and reads the new data",
+            )
+        )
+    wanted = [t for t in types if t not in queued]
+    if wanted:
+        send(
+            SYNC_CONNECTION,
+            {
+                "connection_id": connection_id,
+                "entity_types": wanted,
+                "trigger": "upstream",
+                "request_id": request_id,
+            },
+            SYNC_QUEUE,
+        )
+    joined = f", {len(types) - len(wanted)} joined a queued run" if len(wanted) < len(types) else ""
+    return f"sync of {', '.join(wanted) or 'nothing new'} enqueued{joined}"
+
+
+def sweep(rt: Runtime, send: Send, *, older_than_s: float = 5.0) -> int:
+    """Enqueue processing of every kept event still waiting (its enqueue was lost)."""
+    before = canonical(datetime.now(UTC) - timedelta(seconds=older_than_s))
+    ids = rt.store.unprocessed_upstream_events(received_before=before)
+    for event_id in ids:
+        send(UPSTREAM_EVENT, {"event_id": event_id}, HOUSEKEEPING_QUEUE)
+    return len(ids)
+
+
+def event_json(event: UpstreamEvent) -> dict[str, Any]:
+    """An event for ``entity-sync upstream-events --json``."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "upstream_connection_id": event.upstream_connection_id,
+        "created_at": event.created_at,
+        "received_at": event.received_at,
+        "status": event.status,
+        "connection_ids": event.connection_ids,
+        "outcome": event.outcome,
+        "data": json.loads(event.body).get("data"),
+    }
