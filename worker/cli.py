@@ -31,7 +31,7 @@ from worker.operator_input import (
 from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings, get_settings
-from worker.status import render_table, status_rows
+from worker.status import render_table, render_upstream, status_rows
 from worker.store import Connection, Event, RunStatus, SqlStore, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT, EXIT_DEFERRED = 0, 1, 2, 3, 4
@@ -379,6 +379,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([row.as_json() for row in rows], indent=2))
     else:
         print(render_table(rows))
+        upstream = render_upstream(store, args.id)
+        if upstream:
+            print()
+            print(upstream)
     notice = beat_state(rt.redis, settings, store.parked_jobs(args.id)).notice()
     if notice:  # on stderr under --json, which stays parseable
         print(f"warning: {notice}", file=sys.stderr if args.json else sys.stdout)
@@ -509,8 +513,82 @@ def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from worker.sandbox import load_config, serve
+    from worker.sandbox.webhooks import WebhookTarget
 
-    serve(args.host, args.port, load_config(args.config or args.preset))
+    target = None
+    if args.webhook_url:
+        if not args.webhook_secret_file:
+            raise UsageError("--webhook-url needs --webhook-secret-file")
+        secret = decode_secret_bytes(
+            Path(args.webhook_secret_file).read_bytes(), what="webhook secret"
+        )
+        target = WebhookTarget(url=args.webhook_url, secret=secret)
+    serve(args.host, args.port, load_config(args.config or args.preset), webhooks=target)
+    return EXIT_OK
+
+
+def cmd_sandbox_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    body: dict[str, object] = {"type": args.type, "data": json.loads(args.data or "{}")}
+    if args.id:
+        body["id"] = args.id
+    if args.created_at:
+        body["created_at"] = args.created_at
+    url = f"{args.sandbox_url.rstrip('/')}/_sandbox/connections/{args.token}/webhooks"
+    try:
+        answer = httpx.post(url, json=body, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise EntitySyncError(f"the sandbox at {args.sandbox_url} did not answer: {exc}") from exc
+    print(json.dumps(answer.json(), indent=2))
+    return EXIT_OK if answer.status_code == 200 else EXIT_FAILED
+
+
+def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.receiver import serve
+
+    secrets = settings.upstream_webhook_secrets()
+    if not secrets:
+        raise ConfigError(
+            "ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET: not set (the secret the unified API signs "
+            "its webhooks with; several, comma-separated, during a rotation)"
+        )
+
+    def publish(event_id: str) -> None:
+        from worker.app import app
+        from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
+
+        app.send_task(
+            UPSTREAM_EVENT, kwargs={"event_id": event_id}, queue=HOUSEKEEPING_QUEUE, retry=False
+        )
+
+    from worker.logs import configure
+
+    configure(settings.log_level)
+    serve(
+        host=args.host or settings.receiver_host,
+        port=settings.receiver_port if args.port is None else args.port,
+        store=_store(settings),
+        secrets=secrets,
+        publish=publish,
+        max_bytes=settings.upstream_webhook_max_bytes,
+    )
+    return EXIT_OK
+
+
+def cmd_upstream_events(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.inbound import event_json
+
+    status = "unmapped" if args.unmapped else args.status
+    events = _store(settings).upstream_events(status=status, limit=args.limit)
+    if args.json:
+        print(json.dumps([event_json(e) for e in events], indent=2))
+        return EXIT_OK
+    for e in events:
+        print(
+            f"{e.received_at[:19]}  {e.id:<28} {e.type:<38} {e.upstream_connection_id:<16} "
+            f"{e.status:<9} {e.outcome or ''}"
+        )
     return EXIT_OK
 
 
@@ -668,6 +746,41 @@ def build_parser() -> argparse.ArgumentParser:
     source = sandbox.add_mutually_exclusive_group()
     source.add_argument("--config", help="a sandbox config file (worker/sandbox/README.md)")
     source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
+    sandbox.add_argument("--webhook-url", help="where the sandbox sends the unified API's webhooks")
+    sandbox.add_argument("--webhook-secret-file", help="the secret it signs them with")
+
+    emit = command(
+        "sandbox-webhook", cmd_sandbox_webhook, "make a running sandbox send one webhook now"
+    )
+    emit.add_argument("token", help="the sandbox connection's token")
+    emit.add_argument(
+        "type",
+        help="connection.reauthorization_required, connection.status_changed, "
+        "sync.completed, sync.failed or connection.error",
+    )
+    emit.add_argument("--data", help='the event\'s data as JSON, e.g. \'{"status": "offline"}\'')
+    emit.add_argument("--id", help="the event id (default: a new one)")
+    emit.add_argument("--created-at", help="the event's created_at (default: now)")
+    emit.add_argument("--sandbox-url", default="http://127.0.0.1:8900")
+
+    receiver = command(
+        "receiver", cmd_receiver, "receive the unified API's webhooks (POST /upstream/webhooks)"
+    )
+    receiver.add_argument("--host", help="default: ENTITY_SYNC_RECEIVER_HOST (127.0.0.1)")
+    receiver.add_argument(
+        "--port", type=int, help="default: ENTITY_SYNC_RECEIVER_PORT (8902); 0 picks a free one"
+    )
+    upstream_events = command(
+        "upstream-events", cmd_upstream_events, "webhooks received from the unified API"
+    )
+    upstream_events.add_argument(
+        "--status", choices=["received", "applied", "ignored", "unmapped", "stale"]
+    )
+    upstream_events.add_argument(
+        "--unmapped", action="store_true", help="only events for unknown connection ids"
+    )
+    upstream_events.add_argument("--limit", type=int, default=100)
+    upstream_events.add_argument("--json", action="store_true")
 
     dashboard = command("dashboard", cmd_dashboard, "serve the read-only health dashboard")
     dashboard.add_argument("--host", help="default: ENTITY_SYNC_DASHBOARD_HOST (127.0.0.1)")

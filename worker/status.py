@@ -10,6 +10,7 @@ from typing import Any
 from worker.breaker import Breaker, BreakerView, State
 from worker.errors import EntitySyncError
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
+from worker.store.inbound import UpstreamAspect
 from worker.store.models import TERMINAL_STATUSES
 from worker.transitions import unix_to_instant
 
@@ -81,9 +82,12 @@ class StatusRow:
     last_error_kind: str | None
     deleted_by_reconciliation: int = 0  # of ``deleted``: gone from a complete read
     last_reconciled_at: str | None = None  # end of the last successful full read
+    # What the unified API's webhooks last reported as wrong (sync.failed,
+    # connection.error) for this connection and entity type, if anything.
+    upstream_report: str | None = None
 
     @classmethod
-    def of(cls, status: EntityStatus, health: Health) -> StatusRow:
+    def of(cls, status: EntityStatus, health: Health, upstream: str | None = None) -> StatusRow:
         run = status.last_run
         return cls(
             connection_id=status.connection_id,
@@ -104,6 +108,7 @@ class StatusRow:
             last_error_kind=(run.error_kind if run and run.status == RunStatus.FAILED else None),
             deleted_by_reconciliation=status.deleted_by_reconciliation,
             last_reconciled_at=status.last_reconciled_at,
+            upstream_report=upstream,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -120,11 +125,63 @@ def status_rows(
     """
     rows = []
     health: dict[str, Callable[[str], Health]] = {}
+    reports = upstream_reports(store, connection_id)
     for status in store.entity_statuses(connection_id):
         if status.connection_id not in health:
             health[status.connection_id] = _health(breaker, status.connection_id)
-        rows.append(StatusRow.of(status, health[status.connection_id](status.entity_type)))
+        upstream = reports(status.connection_id, status.entity_type)
+        rows.append(
+            StatusRow.of(status, health[status.connection_id](status.entity_type), upstream)
+        )
     return rows
+
+
+# Aspects whose latest event reports a problem (worker/inbound.py).
+_PROBLEM_EVENTS = ("sync.failed", "connection.error")
+
+
+def upstream_reports(
+    store: SqlStore, connection_id: str | None = None
+) -> Callable[[str, str], str | None]:
+    """What the unified API last reported as wrong, per (connection, entity type)."""
+    by_connection: dict[str, list[UpstreamAspect]] = {}
+    for aspect in store.upstream_aspects(connection_id):
+        if aspect.event_type in _PROBLEM_EVENTS:
+            by_connection.setdefault(aspect.connection_id, []).append(aspect)
+
+    def report(connection: str, entity: str) -> str | None:
+        texts = [
+            f"[{a.kind or 'unclassified'}] {a.event_type} at {a.created_at[:19]}: {a.message}"
+            for a in by_connection.get(connection, [])
+            if not a.entity_types or entity in a.entity_types.split(",")
+        ]
+        return "; ".join(texts) or None
+
+    return report
+
+
+def render_upstream(store: SqlStore, connection_id: str | None = None) -> str:
+    """Below the status table: what the unified API's webhooks reported, and events
+    kept for a connection id no registered connection has (yet)."""
+    lines = []
+    for aspect in store.upstream_aspects(connection_id):
+        if aspect.event_type in _PROBLEM_EVENTS:
+            where = aspect.entity_types or "connection"
+            lines.append(
+                f"  {aspect.connection_id} ({where}): [{aspect.kind or 'unclassified'}] "
+                f"{aspect.event_type} at {aspect.created_at[:19]}: {aspect.message}"
+            )
+    if lines:
+        lines.insert(0, "Reported by the unified API (webhooks):")
+    unmapped = store.upstream_events(status="unmapped", limit=1000)
+    if unmapped and connection_id is None:
+        ids = sorted({e.upstream_connection_id for e in unmapped})
+        lines.append(
+            f"{len(unmapped)} webhook event(s) kept for unknown upstream connection id(s) "
+            f"{', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}: applied once a "
+            "connection's preflight reports the id (`entity-sync upstream-events --unmapped`)"
+        )
+    return "\n".join(lines)
 
 
 def _health(breaker: Breaker | None, connection_id: str) -> Callable[[str], Health]:
