@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from worker.sandbox import load_config, serve
 from worker.sandbox.presets import PRESETS
+from worker.sandbox.webhooks import WebhookTarget
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,13 +19,21 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", help="JSON config file (see worker/sandbox/README.md)")
     source.add_argument("--preset", choices=sorted(PRESETS), help="named config (default demo)")
+    parser.add_argument("--webhook-url", help="where to send the unified API's webhooks")
+    parser.add_argument("--webhook-secret-file", help="the secret to sign them with")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config or args.preset)
+        target = None
+        if args.webhook_url:
+            if not args.webhook_secret_file:
+                raise ValueError("--webhook-url needs --webhook-secret-file")
+            secret = Path(args.webhook_secret_file).read_text(encoding="utf-8-sig").strip()
+            target = WebhookTarget(url=args.webhook_url, secret=secret)
     except (OSError, ValueError) as exc:
         print(f"sandbox: cannot load config: {exc}", file=sys.stderr)
         return 2
-    serve(args.host, args.port, config)
+    serve(args.host, args.port, config, target)
     return 0
 
 

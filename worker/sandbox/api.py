@@ -92,7 +92,15 @@ def handle_api(sandbox: Sandbox, req: ApiRequest) -> Handled:
         msg = f"{req.method} is not allowed here"
         return Handled(error_response(405, "METHOD_NOT_ALLOWED", msg, rid), token, label)
     with conn.lock:
+        latched = conn.faults.auth_latch is not None
         verdict = conn.faults.judge(entity, entity is not None)
+        tripped = not latched and conn.faults.auth_latch is not None
+    if tripped:
+        conn.webhook(
+            "reauthorization",
+            "connection.reauthorization_required",
+            {"reason": "credentials changed in source system"},
+        )
     response = _answer(conn, req, entity, verdict, rid)
     response.latency_s += verdict.latency_s
     if entity is not None:

@@ -120,6 +120,9 @@ class HostileSpec(_Model):
         return classes
 
 
+WebhookSwitch = Literal["reauthorization", "sync", "status"]
+
+
 class ConnectionSpec(_Model):
     """What one bearer token connects to: a company, its data and its faults."""
 
@@ -135,6 +138,10 @@ class ConnectionSpec(_Model):
     mutation: MutationSpec | None = None
     scenarios: list[ScenarioSpec] = Field(default_factory=list)
     hostile: HostileSpec | None = None
+    # Which webhooks the sandbox sends by itself for this connection (when it has
+    # a webhook target): "reauthorization" when its 401 latch trips, "sync" after
+    # each mutation batch, "status" when an offline scenario's window starts or ends.
+    webhooks: list[WebhookSwitch] = Field(default_factory=list)
 
     @field_validator("sizes")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from worker.entities import ALL_ENTITY_TYPES, EntityType
 from worker.sandbox.clock import format_instant, now_us
 from worker.sandbox.config import ConnectionSpec, MutationBatch
 from worker.sandbox.records import Record, RecordFactory, generate
-from worker.sandbox.scenarios import FaultState
+from worker.sandbox.scenarios import FaultState, offline_now
 from worker.sandbox.table import EntityTable
 
 
@@ -50,6 +51,14 @@ class Connection:
         self._served_pages = 0
         self.last_timed_mutation = time.monotonic()
         self.sync_updated_at = format_instant(data_end_us)
+        # Sends one of the unified API's webhooks (set by the Sandbox when it has a target).
+        self.emit: Callable[[str, dict[str, Any]], None] | None = None
+        self._offline_reported = False
+
+    def webhook(self, switch: str, event_type: str, data: dict[str, Any]) -> None:
+        """Send a webhook if this connection's spec switches this kind on."""
+        if self.emit is not None and switch in self.spec.webhooks:
+            self.emit(event_type, data)
 
     def table(self, entity: EntityType) -> EntityTable:
         """The entity type's table, generated deterministically on first use."""
@@ -94,6 +103,11 @@ class Connection:
             for entity in chosen:
                 summary[entity.value] = self._mutate_table(self.table(entity), batch)
             self.sync_updated_at = format_instant(now_us())
+        self.webhook(
+            "sync",
+            "sync.completed",
+            {"entity_types": [e.value for e in chosen], "sync_status": "done"},
+        )
         return summary
 
     def _mutate_table(self, table: EntityTable, batch: MutationBatch) -> dict[str, Any]:
@@ -126,7 +140,16 @@ class Connection:
         }
 
     def tick(self, now: float) -> None:
-        """Apply the time-driven mutation when it is due (called by the ticker thread)."""
+        """Apply the time-driven mutation when it is due, and tell a change of an
+        offline scenario's window (called by the ticker thread)."""
+        if "status" in self.spec.webhooks:
+            with self.lock:
+                offline = offline_now(self.faults)
+                changed = offline != self._offline_reported
+                self._offline_reported = offline
+            if changed:
+                status = "offline" if offline else "online"
+                self.webhook("status", "connection.status_changed", {"status": status})
         mutation = self.spec.mutation
         if mutation is None or mutation.every_seconds is None:
             return

@@ -22,6 +22,7 @@ from worker.sandbox.config import (
 )
 from worker.sandbox.responses import Response, error_response, json_response
 from worker.sandbox.state import Sandbox, UnknownToken
+from worker.sandbox.webhooks import WebhookTarget
 
 PREFIX = "/_sandbox/"
 _SCENARIOS = TypeAdapter(list[ScenarioSpec])
@@ -33,6 +34,18 @@ class _BadBody(ValueError):
 
 class _RotateBody(BaseModel):
     new_token: str
+
+
+class _TargetBody(BaseModel):
+    url: str
+    secret: str
+
+
+class _EmitBody(BaseModel):
+    type: str
+    data: dict[str, Any] = {}
+    id: str | None = None
+    created_at: str | None = None
 
 
 def handle_control(sandbox: Sandbox, method: str, path: str, body: bytes) -> Response:
@@ -56,6 +69,21 @@ def _route(sandbox: Sandbox, method: str, parts: list[str], body: bytes) -> Resp
         case ("PUT", ["config"]):
             sandbox.load(parse_config(_json(body)))
             return json_response(200, {"status": "loaded"})
+        case ("PUT", ["webhooks"]):
+            target = _TargetBody.model_validate(_json(body))
+            sandbox.set_webhook_target(WebhookTarget(url=target.url, secret=target.secret))
+            return json_response(200, {"status": "sending", "url": target.url})
+        case ("GET", ["webhooks"]):
+            sent = sandbox.webhooks.sent() if sandbox.webhooks else []
+            return json_response(200, {"sent": sent})
+        case ("POST", ["connections", token, "webhooks"]):
+            emit = _EmitBody.model_validate(_json(body))
+            event, status = sandbox.emit_now(
+                token, emit.type, emit.data, event_id=emit.id, created_at=emit.created_at
+            )
+            return json_response(200, {"event": event, "status": status})
+        case ("POST", ["connections", token, "revoke"]):
+            return json_response(200, {"status": "revoked", "event": sandbox.revoke(token)})
         case ("GET", ["stats"]):
             return json_response(200, sandbox.stats.snapshot())
         case ("POST", ["stats", "reset"]):

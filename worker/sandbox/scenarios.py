@@ -55,6 +55,10 @@ class FaultState:
         self._retry_date: str | None = None
         self._retry_spec: ScenarioSpec | None = None
 
+    def revoke(self) -> None:
+        """The customer's credentials changed: every request answers 401 until rotated."""
+        self.auth_latch = ScenarioSpec(name="auth_fail_from_page")
+
     def clear_auth(self) -> None:
         """The customer re-authorised: lift the 401 latch (the scenario stays spent)."""
         self.auth_latch = None
@@ -126,6 +130,15 @@ class FaultState:
         if self._retry_date is not None:
             return self._retry_date
         return str(max(1, ceil_seconds(self._retry_until - now)))
+
+
+def offline_now(faults: FaultState) -> bool:
+    """Whether an ``offline`` scenario of the whole connection is in its window now."""
+    elapsed = time.monotonic() - faults.started
+    return any(
+        s.name == "offline" and s.entity is None and _applies(s, elapsed, None, False)
+        for s in faults.scenarios
+    )
 
 
 def _applies(spec: ScenarioSpec, elapsed: float, entity: EntityType | None, is_list: bool) -> bool:

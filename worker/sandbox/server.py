@@ -24,6 +24,7 @@ from worker.sandbox.control import PREFIX as CONTROL_PREFIX
 from worker.sandbox.control import handle_control
 from worker.sandbox.responses import Response
 from worker.sandbox.state import Sandbox
+from worker.sandbox.webhooks import WebhookTarget
 
 _MAX_BODY = 64 * 1024 * 1024
 _TICK_S = 0.1
@@ -158,16 +159,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
 
 
-def start_server(host: str, port: int, config: SandboxConfig) -> SandboxServer:
+def start_server(
+    host: str, port: int, config: SandboxConfig, webhooks: WebhookTarget | None = None
+) -> SandboxServer:
     """Bind and serve in a background thread; stop with ``shutdown()`` + ``server_close()``."""
-    server = SandboxServer(host, port, Sandbox(config))
+    server = SandboxServer(host, port, Sandbox(config, webhooks))
     threading.Thread(target=server.serve_forever, name="sandbox-http", daemon=True).start()
     return server
 
 
-def serve(host: str, port: int, config: SandboxConfig) -> None:
+def serve(
+    host: str, port: int, config: SandboxConfig, webhooks: WebhookTarget | None = None
+) -> None:
     """Serve until SIGINT/SIGTERM; first print ``SANDBOX LISTENING <url>`` on stdout."""
-    server = SandboxServer(host, port, Sandbox(config))
+    server = SandboxServer(host, port, Sandbox(config, webhooks))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from typing import Any
 
 from worker.sandbox.config import ConnectionSpec, SandboxConfig, ScenarioSpec
 from worker.sandbox.connection import Connection
 from worker.sandbox.stats import Stats
+from worker.sandbox.webhooks import WebhookSender, WebhookTarget, build_event
 
 
 class UnknownToken(LookupError):
@@ -18,16 +20,82 @@ class UnknownToken(LookupError):
 class Sandbox:
     """Thread-safe registry of connections; every control operation goes through it."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, webhooks: WebhookTarget | None = None) -> None:
         self._lock = threading.Lock()
         self._request_ids = itertools.count(1)
         self.stats = Stats()
+        self.webhooks: WebhookSender | None = None
         self.load(config)
+        if webhooks is not None:
+            self.set_webhook_target(webhooks)
+
+    # -- the unified API's webhooks ---------------------------------------------------
+
+    def set_webhook_target(self, target: WebhookTarget | None) -> None:
+        """Send webhooks to ``target`` from now on (None: stop sending)."""
+        old, self.webhooks = self.webhooks, (WebhookSender(target) if target else None)
+        if old is not None:
+            old.close()
+        with self._lock:
+            connections = list(self._connections.values())
+        for conn in connections:
+            self._wire(conn)
+
+    def _wire(self, conn: Connection) -> None:
+        sender = self.webhooks
+
+        def emit(event_type: str, data: dict[str, Any]) -> None:
+            if sender is not None:
+                sender.enqueue(build_event(event_type, conn.spec.connection_id(), data))
+
+        conn.emit = emit if sender is not None else None
+
+    def emit_now(
+        self,
+        token: str,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        created_at: str | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """Send one webhook of a connection now; returns the event and the answer's status."""
+        conn = self.require(token)
+        sender = self.webhooks
+        if sender is None:
+            raise ValueError(
+                "no webhook target: start with --webhook-url or PUT /_sandbox/webhooks"
+            )
+        event = build_event(
+            event_type,
+            conn.spec.connection_id(),
+            data,
+            event_id=event_id,
+            created_at=created_at,
+        )
+        return event, sender.send_now(event)
+
+    def revoke(self, token: str) -> dict[str, Any] | None:
+        """The customer's credentials changed: 401 from now on, and (with a target) the
+        re-authorisation webhook; returns the event sent, if any."""
+        conn = self.require(token)
+        with conn.lock:
+            conn.faults.revoke()
+        if self.webhooks is None:
+            return None
+        event, _ = self.emit_now(
+            token,
+            "connection.reauthorization_required",
+            {"reason": "credentials changed in source system"},
+        )
+        return event
 
     def load(self, config: SandboxConfig) -> None:
         """Replace the whole config: fresh data, clocks, counters and stats."""
         data_end = config.data_end_us()
         connections = {t: Connection(spec, data_end) for t, spec in config.connections.items()}
+        for conn in connections.values():
+            self._wire(conn)
         with self._lock:
             self._data_end = data_end
             self._data_end_text = config.data_end
@@ -55,6 +123,7 @@ class Sandbox:
     def put_connection(self, token: str, spec: ConnectionSpec) -> None:
         """Add or replace one connection, with fresh data and clocks."""
         fresh = Connection(spec, self._data_end)
+        self._wire(fresh)
         with self._lock:
             self._connections[token] = fresh
 

@@ -86,6 +86,27 @@ class SandboxHandle:
         """Forget all statistics."""
         self._call("POST", "/_sandbox/stats/reset")
 
+    def set_webhooks(self, url: str, secret: str) -> None:
+        """Send the unified API's webhooks to ``url``, signed with ``secret``."""
+        self._call("PUT", "/_sandbox/webhooks", {"url": url, "secret": secret})
+
+    def emit(self, token: str, event_type: str, data: dict[str, Any], **fields: Any) -> Any:
+        """Send one webhook of a connection now: ``{"event": ..., "status": ...}``."""
+        body = {"type": event_type, "data": data, **fields}
+        return self._call("POST", f"/_sandbox/connections/{token}/webhooks", body)
+
+    def revoke(self, token: str) -> dict[str, Any] | None:
+        """The customer's credentials change: 401 from now on, and the webhook saying so."""
+        event: dict[str, Any] | None = self._call("POST", f"/_sandbox/connections/{token}/revoke")[
+            "event"
+        ]
+        return event
+
+    def webhooks_sent(self) -> list[dict[str, Any]]:
+        """Webhooks sent so far: id, type, status, attempt."""
+        sent: list[dict[str, Any]] = self._call("GET", "/_sandbox/webhooks")["sent"]
+        return sent
+
     def truth(self, token: str, entity: str) -> list[dict[str, Any]]:
         """Every current record of an entity type, deleted ones included."""
         records: list[dict[str, Any]] = self._call(
@@ -118,6 +139,8 @@ def running_sandbox(
     preset: str | None = None,
     *,
     startup_timeout: float = 30.0,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
 ) -> Iterator[SandboxHandle]:
     """Start a sandbox subprocess on a free port; stop it on exit.
 
@@ -132,6 +155,10 @@ def running_sandbox(
             args += ["--config", str(path)]
         else:
             args += ["--preset", preset or "demo"]
+        if webhook_url is not None and webhook_secret is not None:
+            secret_file = Path(tmp) / "webhook-secret"
+            secret_file.write_text(webhook_secret, encoding="utf-8")
+            args += ["--webhook-url", webhook_url, "--webhook-secret-file", str(secret_file)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
