@@ -1,0 +1,285 @@
+"""The receiver of the unified API's webhooks, and what acting on an event does.
+
+Real HTTP to the receiver, real Redis, SQLite and PostgreSQL; the events are
+processed by ``worker.inbound.process_event`` in this process (the task body),
+with what it sends collected instead of published. The end-to-end path with a
+real worker and the sandbox sending is in test_upstream_webhooks.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import Env
+from worker.breaker import State
+from worker.inbound import learn_upstream_id, process_event
+from worker.receiver import PATH, ReceiverServer
+from worker.runtime import Runtime
+from worker.status import render_upstream, status_rows
+from worker.store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+SECRET = "upstream-secret-0123456789"
+OLD_SECRET = "upstream-secret-previous-000"
+UPSTREAM_ID = "09000000000042"
+
+
+class Harness:
+    """A receiver on a free port over one store, and a Runtime to process with."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.store: SqlStore = env.store()
+        self.rt = Runtime(settings=env.settings())
+        self.published: list[str] = []
+        self.sent: list[tuple[str, dict[str, Any], str]] = []
+        self.server = ReceiverServer(
+            "127.0.0.1",
+            0,
+            store=self.store,
+            secrets=self.rt.settings.upstream_webhook_secrets(),
+            publish=self.published.append,
+            max_bytes=self.rt.settings.upstream_webhook_max_bytes,
+        ).start()
+
+    def post(
+        self, body: bytes, *, secret: str | None = SECRET, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        host, port = self.server.server_address[:2]
+        conn = http.client.HTTPConnection(str(host), port, timeout=10)
+        sent = {"Content-Type": "application/json"}
+        if secret is not None:
+            sent["X-Webhook-Signature"] = signature(secret, body)
+        conn.request("POST", PATH, body=body, headers=sent | (headers or {}))
+        answer = conn.getresponse()
+        payload = json.loads(answer.read() or b"{}")
+        conn.close()
+        return answer.status, payload
+
+    def send(self, event: dict[str, Any]) -> int:
+        status, _ = self.post(json.dumps(event).encode())
+        return status
+
+    def process(self, event_id: str) -> str:
+        def send(name: str, payload: dict[str, Any], queue: str) -> None:
+            self.sent.append((name, payload, queue))
+
+        return process_event(self.rt, event_id, send)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def signature(secret: str, body: bytes) -> str:
+    """Written from docs/upstream-api.md, independently of worker.inbound."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def event(event_type: str, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:12]}",
+        "type": event_type,
+        "created_at": "2026-11-30T08:00:00Z",
+        "connection_id": UPSTREAM_ID,
+        "data": data,
+    } | fields
+
+
+@pytest.fixture
+def harness(store_url: str, test_redis: Any, tmp_path: Path) -> Iterator[Harness]:
+    env = Env(
+        store_url=store_url,
+        upstream_url="http://127.0.0.1:9",
+        ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET=f"{SECRET},{OLD_SECRET}",
+        ENTITY_SYNC_UPSTREAM_WEBHOOK_MAX_BYTES="4096",
+    )
+    h = Harness(env)
+    env.add_connection("acme", "tok-acme", ("assets", "work-orders"))
+    yield h
+    h.close()
+
+
+def test_forged_oversized_and_malformed_bodies_are_refused_and_nothing_is_kept(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="entity_sync.receiver")
+    good = json.dumps(event("sync.completed", {"entity_types": ["assets"]})).encode()
+    assert harness.post(good, secret=None)[0] == 401
+    assert harness.post(good, secret="not-the-secret-at-all")[0] == 401
+    assert harness.post(good, headers={"X-Webhook-Signature": "sha256=zz"})[0] == 401
+    assert (
+        harness.post(good, headers={"X-Webhook-Signature": signature(SECRET, b"other")})[0] == 401
+    )
+    md5 = "md5=" + hashlib.md5(good).hexdigest()  # noqa: S324 - a wrong scheme on purpose
+    assert harness.post(good, headers={"X-Webhook-Signature": md5})[0] == 401
+    assert harness.post(b"not json", secret=SECRET)[0] == 400
+    assert harness.post(b'{"id": "x"}', secret=SECRET)[0] == 422
+    bad_time = json.dumps(event("sync.completed", {}, created_at="yesterday")).encode()
+    assert harness.post(bad_time)[0] == 422
+    assert harness.post(b"[1, 2]")[0] == 422
+    big = json.dumps(event("sync.failed", {"message": "x" * 5000})).encode()
+    assert harness.post(big)[0] == 413
+    assert _raw(harness, b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n") == 411
+    # Claims a small body, sends less, and closes: the read comes up short.
+    short = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        f"X-Webhook-Signature: {signature(SECRET, good)}\r\n\r\n"
+    ).encode() + good[:20]
+    assert _raw(harness, short, shut=True) == 400
+    # A claimed 10 MB body is refused before a byte of it is read.
+    huge = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n".encode()
+    assert _raw(harness, huge) == 413
+    assert harness.store.upstream_events() == []
+    assert harness.published == []
+    refusals = [r for r in caplog.records if "refused a webhook" in r.getMessage()]
+    assert len(refusals) >= 12
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert SECRET not in logged and OLD_SECRET not in logged
+    # The previous secret of a rotation verifies too.
+    assert harness.post(good, secret=OLD_SECRET)[0] == 202
+    assert [e.id for e in harness.store.upstream_events()] == [json.loads(good)["id"]]
+
+
+def _raw(harness: Harness, request: bytes, *, shut: bool = False) -> int:
+    host, port = harness.server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=15) as sock:
+        sock.sendall(request)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(4096).decode()
+    return int(answer.split()[1])
+
+
+def test_health(harness: Harness) -> None:
+    host, port = harness.server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), port, timeout=10)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    hook = event("sync.completed", {"entity_types": ["assets"], "sync_status": "done"})
+    assert harness.send(hook) == 202
+    assert harness.send(hook) == 200  # a redelivery: same id
+    assert harness.published == [hook["id"]]
+    assert len(harness.store.upstream_events()) == 1
+    assert harness.process(hook["id"]) == "applied"
+    assert harness.process(hook["id"]) == "applied"  # already done: nothing again
+    assert harness.sent == [
+        (
+            "entity_sync.sync_connection",
+            {
+                "connection_id": "acme",
+                "entity_types": ["assets"],
+                "trigger": "upstream",
+                "request_id": f"upstream-{hook['id']}",
+            },
+            "sync",
+        )
+    ]
+
+
+def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    online = event(
+        "connection.status_changed", {"status": "online"}, created_at="2026-11-30T09:00:00Z"
+    )
+    offline = event(
+        "connection.status_changed", {"status": "offline"}, created_at="2026-11-30T08:00:00Z"
+    )
+    assert harness.send(online) == 202
+    assert harness.send(offline) == 202
+    assert harness.process(online["id"]) == "applied"
+    assert harness.process(offline["id"]) == "ignored"
+    assert harness.rt.breaker.show("acme").connection.state is State.CLOSED
+    kept = harness.store.get_upstream_event(offline["id"])
+    assert kept is not None and "older than the last availability event" in (kept.outcome or "")
+    # Another aspect is ordered on its own: an older sync event still applies.
+    sync = event("sync.completed", {"entity_types": ["assets"]}, created_at="2026-11-30T07:00:00Z")
+    assert harness.send(sync) == 202
+    assert harness.process(sync["id"]) == "applied"
+
+
+def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harness) -> None:
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    offline = event("connection.status_changed", {"status": "offline"})
+    assert harness.send(offline) == 202
+    harness.process(offline["id"])
+    view = harness.rt.breaker.show("acme")
+    assert view.connection.state is State.OPEN
+    assert view.connection.until and view.connection.until > view.now + 200
+    assert [t.to_state for t in harness.store.transitions("acme")] == ["open"]
+    online = event(
+        "connection.status_changed", {"status": "online"}, created_at="2026-11-30T08:00:01Z"
+    )
+    assert harness.send(online) == 202
+    harness.process(online["id"])
+    admission = harness.rt.breaker.admit("acme", "assets")
+    assert admission.allowed and admission.probe  # the half-open probe, now
+
+
+def test_reauthorization_halts_once_and_writes_one_customer_event(harness: Harness) -> None:
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    first = event("connection.reauthorization_required", {"reason": "credentials changed"})
+    again = event(
+        "connection.reauthorization_required",
+        {"reason": "credentials changed"},
+        created_at="2026-11-30T08:00:05Z",
+    )
+    for hook in (first, again):
+        assert harness.send(hook) == 202
+        assert harness.process(hook["id"]) == "applied"
+    assert harness.rt.breaker.show("acme").connection.state is State.HALTED
+    [customer_event] = harness.store.events()
+    assert customer_event.type == "connection.reauthorization_required"
+    body = json.loads(customer_event.body_json)
+    assert body["reason"]["kind"] == "auth"
+    assert "credentials changed" in body["reason"]["message"]
+    assert [t.to_state for t in harness.store.transitions("acme")] == ["halted"]
+
+
+def test_an_event_for_an_unknown_connection_is_kept_reported_and_applied_once_known(
+    harness: Harness,
+) -> None:
+    failed = event(
+        "connection.error",
+        {"code": "PERMISSION_DENIED", "message": "no access", "entity_type": "work-orders"},
+    )
+    assert harness.send(failed) == 202
+    assert harness.process(failed["id"]) == "unmapped"
+    assert "1 webhook event(s) kept for unknown upstream connection id(s) 0900000000004" in (
+        render_upstream(harness.store)
+    )
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)  # the first preflight reports it
+    assert harness.store.upstream_events(status="received")[0].id == failed["id"]
+    assert harness.process(failed["id"]) == "applied"
+    rows = {r.entity_type: r for r in status_rows(harness.store, harness.rt.breaker, "acme")}
+    report = rows["work-orders"].upstream_report or ""
+    assert "[permission] connection.error" in report and "block_entity" in report
+    assert rows["assets"].upstream_report is None
+    assert "PERMISSION_DENIED: no access" in render_upstream(harness.store)
+    assert "unknown upstream connection" not in render_upstream(harness.store)
+
+
+def test_sync_failed_is_recorded_and_classified(harness: Harness) -> None:
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    failed = event("sync.failed", {"entity_types": ["assets"], "message": "source timed out"})
+    assert harness.send(failed) == 202
+    assert harness.process(failed["id"]) == "applied"
+    [aspect] = harness.store.upstream_aspects("acme")
+    assert (aspect.aspect, aspect.kind, aspect.entity_types) == ("sync", "unavailable", "assets")
+    assert harness.sent == []  # recorded, nothing started
