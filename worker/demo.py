@@ -1,7 +1,10 @@
 """`entity-sync demo`: the whole product on one machine, end to end.
 
-Starts the sandbox (preset ``demo``) and a real Celery worker, registers the
-demo connections in a fresh SQLite store under ``var/demo``, syncs them all,
+Starts the sandbox (preset ``demo``), a real Celery worker and the receiver of
+the unified API's webhooks (`entity-sync receiver`), registers the demo
+connections in a fresh SQLite store under ``var/demo``, syncs them all, then
+has the sandbox announce by webhook that one customer's credentials changed
+(the connection halts and the customer is told, without a failed call),
 prints the status table and the throughput, and stops what it started.
 """
 
@@ -14,13 +17,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from worker.client import EntitySyncClient
 from worker.demo_receiver import DemoReceiver
 from worker.runtime import Runtime, redis_client
-from worker.sandbox.testing import running_sandbox
+from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
 from worker.status import render_table, status_rows, wait_for_request
@@ -28,6 +32,8 @@ from worker.store import Connection, RunStatus, SqlStore, open_store
 from worker.webhooks import new_secret
 
 DEMO_DIR = Path("var/demo")
+# Its credentials change after the syncs, and the unified API says so by webhook.
+REVOKED_BY_WEBHOOK = ("initech", "demo-initech")
 WORKER_READY_TIMEOUT_S = 60.0
 SYNC_TIMEOUT_S = 600.0
 
@@ -45,7 +51,7 @@ class DemoConnection:
 DEMO_CONNECTIONS = (
     DemoConnection("acme-plant-3", "Acme Plant 3 (Maximo)", "demo-acme"),
     DemoConnection("globex-refinery", "Globex Refinery (SAP PM), changing", "demo-globex"),
-    DemoConnection("initech", "Initech Facilities (Fiix)", "demo-initech"),
+    DemoConnection("initech", "Initech Facilities (Fiix): re-auth by webhook", "demo-initech"),
     DemoConnection("umbrella-labs", "Umbrella Labs (UpKeep), shuffled ties", "demo-umbrella"),
     DemoConnection("hooli-dc", "Hooli DC: offline for a few seconds", "demo-hooli"),
     DemoConnection("vandelay", "Vandelay: token expires mid-sync", "demo-expiring", False),
@@ -115,6 +121,30 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
     return process
 
 
+def _start_receiver(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """`entity-sync receiver` on a free loopback port; returns it and its URL."""
+    command = [sys.executable, "-m", "worker.cli", "receiver", "--port", "0"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, env=env, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("RECEIVER LISTENING "):
+        process.kill()
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the demo receiver did not start; its log ends:\n{tail}")
+    return process, line.split()[-1]
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def run_demo(settings: Settings) -> int:
     """Run the demo; returns the exit status (0 when every run succeeded)."""
     try:
@@ -146,31 +176,57 @@ def run_demo(settings: Settings) -> int:
             ENTITY_SYNC_RATE_BURST="20",
         )
         receiver = DemoReceiver(webhook_secret, sandbox).start()
+        upstream_secret = new_secret()
         env.update(
             ENTITY_SYNC_WEBHOOK_SECRET=webhook_secret,
             # The demo's receiver listens on this machine over plain http.
             ENTITY_SYNC_WEBHOOK_ALLOW_HTTP="true",
             ENTITY_SYNC_WEBHOOK_ALLOW_PRIVATE="true",
+            ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET=upstream_secret,
         )
         store = _fresh_store(store_url, secret_key, receiver.url)
         _say(f"registered {len(DEMO_CONNECTIONS)} connections in {store_url}")
+        upstream_receiver, upstream_url = _start_receiver(env, DEMO_DIR / "receiver.log")
+        sandbox.set_webhooks(upstream_url, upstream_secret)
+        _say(f"receiving the unified API's webhooks at {upstream_url}")
         worker = _start_worker(env, DEMO_DIR / "worker.log")
         _say(f"worker started (log: {DEMO_DIR / 'worker.log'})")
         try:
-            status = _sync_all(store, settings, worker)
+            status, summary = _sync_all(store, settings, worker)
             receiver.wait_for("connection.reauthorization_required", timeout_s=30)
+            _revoke_by_webhook(sandbox, receiver)
+            print()
+            print(render_table(status_rows(store, Runtime(settings=settings).breaker)))
+            print()
+            for line in summary:
+                _say(line)
             return status
         finally:
             receiver.stop()
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            _stop(upstream_receiver)
+            _stop(worker)
             _say(f"stopped; the demo store stays in {DEMO_DIR} until the next demo")
 
 
-def _sync_all(store: SqlStore, settings: Settings, worker: subprocess.Popen[bytes]) -> int:
+def _revoke_by_webhook(sandbox: SandboxHandle, receiver: DemoReceiver) -> None:
+    """A customer's credentials change; the unified API says so before any call fails."""
+    connection_id, token = REVOKED_BY_WEBHOOK
+    sandbox.reset_stats()
+    receiver.announced(connection_id)
+    sandbox.revoke(token)
+    _say(f"the unified API announces by webhook that {connection_id}'s credentials changed")
+    if not receiver.wait_for(
+        "connection.reauthorization_required", timeout_s=30, connection_id=connection_id
+    ):
+        _say(f"no re-authorisation event for {connection_id} within 30 s: see the logs")
+        return
+    calls = sandbox.token_stats(token)["total"]
+    _say(f"{connection_id} halted by the webhook; requests to the unified API before it: {calls}")
+
+
+def _sync_all(
+    store: SqlStore, settings: Settings, worker: subprocess.Popen[bytes]
+) -> tuple[int, list[str]]:
     client = EntitySyncClient(settings.effective_broker_url)
     started = time.monotonic()
     requests = {
@@ -186,17 +242,13 @@ def _sync_all(store: SqlStore, settings: Settings, worker: subprocess.Popen[byte
         if demo.healthy:
             failed += sum(run.status != RunStatus.SUCCEEDED for run in runs)
     elapsed = time.monotonic() - started
-    print()
-    print(render_table(status_rows(store, Runtime(settings=settings).breaker)))
-    print()
-    _say(
+    summary = [
         f"{records} records in {elapsed:.1f}s (enqueue to stored, one threads worker, "
-        f"concurrency 8, broken connections included)"
-    )
-    _say(
-        "vandelay is halted until re-authorised; stark-works/work-orders is blocked; "
-        "hooli-dc (offline) and wayne (rate limited) recovered by themselves"
-    )
+        f"concurrency 8, broken connections included)",
+        "vandelay is halted until re-authorised (a 401); initech too (the unified API's "
+        "webhook); stark-works/work-orders is blocked; hooli-dc (offline) and wayne "
+        "(rate limited) recovered by themselves",
+    ]
     if failed:
-        _say(f"{failed} run(s) of healthy connections did not succeed: see LAST ERROR")
-    return 1 if failed else 0
+        summary.append(f"{failed} run(s) of healthy connections did not succeed: see LAST ERROR")
+    return (1 if failed else 0), summary

@@ -26,6 +26,12 @@ class DemoReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
         self.events: list[dict[str, Any]] = []
+        # Connections whose trouble the unified API announced by webhook, and when.
+        self._announced: dict[str, float] = {}
+
+    def announced(self, connection_id: str) -> None:
+        """The unified API just sent a webhook about this connection (timing the notice)."""
+        self._announced[connection_id] = time.time()
 
     def start(self) -> DemoReceiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -35,11 +41,16 @@ class DemoReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def wait_for(self, event_type: str, *, timeout_s: float) -> bool:
-        """Wait until an event of this type has arrived."""
+    def wait_for(
+        self, event_type: str, *, timeout_s: float, connection_id: str | None = None
+    ) -> bool:
+        """Wait until an event of this type (for this connection) has arrived."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if any(e["type"] == event_type for e in self.events):
+            if any(
+                e["type"] == event_type and connection_id in (None, e["connection_id"])
+                for e in self.events
+            ):
                 return True
             time.sleep(0.1)
         return False
@@ -75,7 +86,10 @@ class DemoReceiver:
             + (f"/{event['entity_type']}" if event.get("entity_type") else "")
             + (f" ({cause})" if cause else "")
         )
-        if event["type"] == "connection.reauthorization_required":
+        announced = self._announced.get(str(event["connection_id"]))
+        if event["type"] == "connection.reauthorization_required" and announced is not None:
+            line += f", {arrived - announced:.2f}s after the unified API's webhook (no 401 needed)"
+        elif event["type"] == "connection.reauthorization_required":
             first_401 = self._first_401_wall_time()
             if first_401 is not None:
                 line += f", {arrived - first_401:.2f}s after the first 401"
