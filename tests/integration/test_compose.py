@@ -1,7 +1,8 @@
 """docker-compose.yml and the Dockerfile, checked without a Docker engine.
 
 There is no engine on the machines this project is built on, so the file is
-read and each of our own services (sandbox, worker, beat, flower, dashboard)
+read and each of our own services (sandbox, worker, beat, flower, dashboard,
+receiver)
 is run as its container would run it: a non-root user, a read-only working
 directory holding the source, the compose environment with the service names
 (redis, postgres, sandbox) pointing at this machine, and each volume a
@@ -12,7 +13,10 @@ run's own Redis and PostgreSQL stand in for them.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
+import json
 import os
 import pwd
 import re
@@ -40,9 +44,10 @@ pytestmark = pytest.mark.integration
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-OURS = ("sandbox", "worker", "beat", "flower", "dashboard")
+OURS = ("sandbox", "worker", "beat", "flower", "dashboard", "receiver")
 IMAGE_WORKDIR = "/app"
 DATA_DIR = "/var/lib/entity-sync"  # the image's writable data dir (Dockerfile)
+UPSTREAM_SECRET = "compose-upstream-secret-0123"
 
 
 # -- reading the file as Compose does ------------------------------------------------------
@@ -113,10 +118,12 @@ def test_the_whole_file_loads_without_any_variable_set() -> None:
 
 def test_the_secret_goes_to_the_worker_alone() -> None:
     compose = load_compose({})
-    env = {"ENTITY_SYNC_SECRET_KEY": "k"}
+    env = {"ENTITY_SYNC_SECRET_KEY": "k", "ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET": "u"}
     for name, service in compose["services"].items():
-        has_secret = "ENTITY_SYNC_SECRET_KEY" in service_environment(service, env)
-        assert has_secret == (name == "worker"), name
+        environment = service_environment(service, env)
+        assert ("ENTITY_SYNC_SECRET_KEY" in environment) == (name == "worker"), name
+        has_upstream_secret = "ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET" in environment
+        assert has_upstream_secret == (name == "receiver"), name
 
 
 def test_every_service_has_a_healthcheck_and_loopback_ports() -> None:
@@ -353,10 +360,18 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Container]]:
     app = read_only_copy_of_the_source(root)
     venv_bin = Path(sys.executable).parent
     prefix = as_container_user(app)
-    outer_env = {"ENTITY_SYNC_SECRET_KEY": generate_key()}  # `entity-sync keygen`, in .env
+    outer_env = {  # from .env
+        "ENTITY_SYNC_SECRET_KEY": generate_key(),  # `entity-sync keygen`
+        "ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET": UPSTREAM_SECRET,
+    }
     compose = load_compose(outer_env)
-    ports = {"sandbox": free_port(), "flower": free_port(), "dashboard": free_port()}
-    container_ports = {"sandbox": "8900", "flower": "5555", "dashboard": "8901"}
+    ports = {
+        "sandbox": free_port(),
+        "flower": free_port(),
+        "dashboard": free_port(),
+        "receiver": free_port(),
+    }
+    container_ports = {"sandbox": "8900", "flower": "5555", "dashboard": "8901", "receiver": "8902"}
     containers: dict[str, Container] = {}
     with postgres_schema() as store_url:
         for name in OURS:
@@ -470,6 +485,38 @@ def test_each_service_stays_up_and_passes_its_healthcheck(stack: dict[str, Conta
         assert added.returncode == 0, added.stderr
         synced = worker.run("entity-sync", "sync", "acme", "--wait", "--timeout", "90")
         assert synced.returncode == 0, synced.stdout + synced.stderr + worker.report()
+
+        # The compose-wired receiver keeps a signed event of the unified API,
+        # refuses a forged one, and the worker acts on it (the preflight of the
+        # sync above learned the connection's upstream id).
+        receiver_port = int(stack["receiver"].argv[stack["receiver"].argv.index("--port") + 1])
+        upstream_id = worker.run(
+            "python", "-c",
+            "from worker.runtime import runtime; "
+            "print(runtime().store.upstream_connection_id('acme'))",
+        ).stdout.strip()  # fmt: skip
+        body = json.dumps(
+            {
+                "id": "evt_compose_1",
+                "type": "sync.failed",
+                "created_at": "2026-11-30T08:00:00Z",
+                "connection_id": upstream_id,
+                "data": {"entity_types": ["sites"], "message": "refresh failed"},
+            }
+        ).encode()
+        good = "sha256=" + hmac.new(UPSTREAM_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        for signature, expected in (("sha256=" + "0" * 64, 401), (good, 202)):
+            conn = http.client.HTTPConnection("127.0.0.1", receiver_port, timeout=10)
+            conn.request(
+                "POST", "/upstream/webhooks", body=body, headers={"X-Webhook-Signature": signature}
+            )
+            assert conn.getresponse().status == expected
+            conn.close()
+        wait_for(
+            lambda: "refresh failed" in worker.run("entity-sync", "status", "acme").stdout,
+            30,
+            "the receiver's event in the worker's status",
+        )
     except AssertionError as exc:
         reports = "\n".join(c.report() for c in stack.values())
         raise AssertionError(f"{exc}\n{reports}") from exc
@@ -477,6 +524,16 @@ def test_each_service_stays_up_and_passes_its_healthcheck(stack: dict[str, Conta
 
 def _dead(container: Container) -> bool:
     raise AssertionError(f"{container.name} exited\n{container.report()}")
+
+
+def test_the_receiver_without_its_secret_says_why(stack: dict[str, Container]) -> None:
+    receiver = stack["receiver"]
+    receiver.env.pop("ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET")
+    receiver.start()
+    assert receiver.proc is not None
+    receiver.proc.wait(60)
+    assert receiver.proc.returncode == 2
+    assert "ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET: not set" in receiver.log_path.read_text()
 
 
 def test_the_worker_without_the_secret_says_why(stack: dict[str, Container]) -> None:
