@@ -19,14 +19,16 @@ request costs an HMAC and one short SQL insert, the only client is the
 unified API's sender (a few events per connection and day, retried after
 10 s), and the process needs no dependency beyond the worker's. What a
 production endpoint needs on top is here: a hard body cap, a per-connection
-socket timeout (a client trickling bytes is dropped), a bound on concurrent
-requests (503 beyond it) and no keep-alive. An ASGI server would buy
+socket timeout and a whole-request deadline (a client trickling bytes is
+dropped), a bound on concurrent
+connections (closed unanswered beyond it) and no keep-alive. An ASGI server would buy
 throughput this endpoint never needs. It binds to loopback by default; put a
 TLS-terminating proxy in front to receive from the Internet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -37,6 +39,7 @@ from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import EntitySyncError
@@ -46,7 +49,8 @@ from worker.store import SqlStore
 log = logging.getLogger("entity_sync.receiver")
 
 PATH = "/upstream/webhooks"
-SOCKET_TIMEOUT_S = 10.0  # a whole request must arrive within this
+SOCKET_TIMEOUT_S = 10.0  # the longest silence inside a request
+REQUEST_DEADLINE_S = 30.0  # a whole request, however it trickles
 MAX_CONCURRENT = 32
 
 Publish = Callable[[str], None]  # enqueue processing of one kept event, by id
@@ -68,6 +72,8 @@ class ReceiverServer(ThreadingHTTPServer):
         secrets: Sequence[bytes],
         publish: Publish,
         max_bytes: int,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_concurrent: int = MAX_CONCURRENT,
     ) -> None:
         if not secrets:
             raise ValueError("the receiver needs at least one secret")
@@ -75,7 +81,8 @@ class ReceiverServer(ThreadingHTTPServer):
         self.secrets = list(secrets)
         self.publish = publish
         self.max_bytes = max_bytes
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self.request_deadline_s = request_deadline_s
+        self.slots = threading.BoundedSemaphore(max_concurrent)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.address_family = family
         super().__init__((host, port), _Handler)
@@ -85,6 +92,25 @@ class ReceiverServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         shown = f"[{host!s}]" if ":" in str(host) else str(host)
         return f"http://{shown}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve a connection in a thread of its own, at most MAX_CONCURRENT at once:
+        beyond that the connection is closed unanswered (the sender retries)."""
+        if not self.slots.acquire(blocking=False):
+            log.warning("refused a connection from %s: too many at once", client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def start(self) -> ReceiverServer:
         """Serve in a background thread (tests)."""
@@ -100,6 +126,23 @@ class _Handler(BaseHTTPRequestHandler):
     server: ReceiverServer
     timeout = SOCKET_TIMEOUT_S  # applied to the connection's socket
     protocol_version = "HTTP/1.0"  # one request per connection
+
+    def setup(self) -> None:
+        super().setup()
+        # The socket timeout bounds each silence; this bounds the whole request,
+        # so a client trickling a byte every few seconds cannot hold a slot.
+        self._deadline = threading.Timer(self.server.request_deadline_s, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    def _cut(self) -> None:
+        log.warning("dropped a connection from %s: past its deadline", self.client_address[0])
+        with contextlib.suppress(OSError):  # closed meanwhile
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def version_string(self) -> str:
         return "entity-sync-receiver"
@@ -120,13 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, {"status": "ok"})
 
     def do_POST(self) -> None:  # noqa: N802
-        if not self.server.slots.acquire(blocking=False):
-            self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "too many requests at once")
-            return
-        try:
-            self._event()
-        finally:
-            self.server.slots.release()
+        self._event()
 
     def do_PUT(self) -> None:  # noqa: N802
         self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed")

@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +284,46 @@ def test_sync_failed_is_recorded_and_classified(harness: Harness) -> None:
     [aspect] = harness.store.upstream_aspects("acme")
     assert (aspect.aspect, aspect.kind, aspect.entity_types) == ("sync", "unavailable", "assets")
     assert harness.sent == []  # recorded, nothing started
+
+
+def test_tricklers_are_cut_off_and_connections_are_bounded(tmp_path: Path, test_redis: Any) -> None:
+    env = Env(
+        store_url=f"sqlite:///{tmp_path}/store.db",
+        upstream_url="http://127.0.0.1:9",
+        ENTITY_SYNC_UPSTREAM_WEBHOOK_SECRET=SECRET,
+    )
+    server = ReceiverServer(
+        "127.0.0.1",
+        0,
+        store=env.store(),
+        secrets=[SECRET.encode()],
+        publish=lambda _id: None,
+        max_bytes=4096,
+        request_deadline_s=2.0,
+        max_concurrent=3,
+    ).start()
+    host, port = server.server_address[:2]
+    try:
+        idle = [socket.create_connection((str(host), port), timeout=10) for _ in range(3)]
+        for sock in idle:
+            sock.sendall(b"POST ")  # and then a byte now and then, never finishing
+        time.sleep(0.3)
+        with socket.create_connection((str(host), port), timeout=10) as extra:
+            assert extra.recv(100) == b""  # closed unanswered: every slot is taken
+        started = time.monotonic()
+        for sock in idle:
+            sock.sendall(b"/")
+            assert sock.recv(100) == b""  # cut at the deadline
+            sock.close()
+        assert time.monotonic() - started < 5
+        status, _ = _post_one(str(host), port)
+        assert status == 401  # slots are free again
+    finally:
+        server.close()
+
+
+def _post_one(host: str, port: int) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("POST", PATH, body=b"{}")
+    answer = conn.getresponse()
+    return answer.status, answer.read()
