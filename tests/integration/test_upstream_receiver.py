@@ -24,6 +24,7 @@ import pytest
 
 from tests.support import Env
 from worker.breaker import State
+from worker.dashboard.data import build_grid
 from worker.inbound import learn_upstream_id, process_event
 from worker.receiver import PATH, ReceiverServer
 from worker.runtime import Runtime
@@ -272,6 +273,9 @@ def test_an_event_for_an_unknown_connection_is_kept_reported_and_applied_once_kn
     report = rows["work-orders"].upstream_report or ""
     assert "[permission] connection.error" in report and "block_entity" in report
     assert rows["assets"].upstream_report is None
+    grid = build_grid(harness.store, harness.rt.breaker, default_interval_s=900)
+    cells = {c.entity_type: c for c in grid.cells() if c.connection_id == "acme"}
+    assert cells["work-orders"].upstream_report == report  # the dashboard shows it too
     assert "PERMISSION_DENIED: no access" in render_upstream(harness.store)
     assert "unknown upstream connection" not in render_upstream(harness.store)
 

@@ -19,7 +19,7 @@ from worker.breaker import Breaker, BreakerView
 from worker.entities import ALL_ENTITY_TYPES
 from worker.errors import EntitySyncError
 from worker.settings import get_settings
-from worker.status import UNKNOWN, Health, StatusRow, health_of
+from worker.status import UNKNOWN, Health, StatusRow, health_of, upstream_reports
 from worker.store import Connection, ParkedJob, SqlStore
 from worker.timeutil import canonical, parse_instant
 
@@ -66,6 +66,8 @@ class Cell:
     recent_failures: int
     parked_until: str | None
     parked_reason: str | None
+    # What the unified API's webhooks last reported as wrong (sync.failed, connection.error).
+    upstream_report: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,14 @@ def build_grid(
     parked = {(job.connection_id, job.entity_type): job for job in parked_jobs}
     by_id = {c.id: c for c in connections}
     by_connection: dict[str, list[Cell]] = {c.id: [] for c in connections}
+    reports = upstream_reports(store)
     for status in store.entity_statuses():
         connection = by_id.get(status.connection_id)
         if connection is None:  # registered after we listed: on the next refresh
             continue
         view = views.get(status.connection_id)
         health = health_of(view)(status.entity_type) if view else UNKNOWN
-        row = StatusRow.of(status, health)
+        row = StatusRow.of(status, health, reports(status.connection_id, status.entity_type))
         job = parked.get((status.connection_id, status.entity_type))
         by_connection[status.connection_id].append(
             _cell(row, health, connection, moment, default_interval_s, job)
@@ -330,6 +333,7 @@ def _cell(
         recent_failures=row.recent_failures,
         parked_until=job.due_at if job else None,
         parked_reason=job.reason if job else None,
+        upstream_report=row.upstream_report,
     )
 
 

@@ -172,6 +172,9 @@ SCRIPT = """
     if (cell.parked_until) {
       list.push(["Parked until", when(cell.parked_until) + ": " + cell.parked_reason]);
     }
+    if (cell.upstream_report) {
+      list.push(["Unified API reports", cell.upstream_report]);
+    }
     return list;
   }
   function keyOf(row, cell) { return JSON.stringify([row.id, cell.entity_type]); }
