@@ -157,6 +157,8 @@ def cmd_connections_show(args: argparse.Namespace, settings: Settings) -> int:
     shown = _connection_json(store.get_connection(args.id))
     shown["webhook_events"] = store.webhook_events(args.id)
     shown["reconcile_interval_s"] = store.reconcile_intervals().get(args.id)
+    # The unified API's id of it, learned at a preflight: its webhooks name it so.
+    shown["upstream_connection_id"] = store.upstream_connection_id(args.id)
     print(json.dumps(shown, indent=2))
     return EXIT_OK
 
