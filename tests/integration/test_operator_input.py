@@ -31,6 +31,7 @@ from worker.store import (
     SqlStore,
     TransitionRecord,
 )
+from worker.store.inbound import UpstreamAspect
 from worker.store.registry import CONNECTION_TABLES
 
 pytestmark = pytest.mark.integration
@@ -228,6 +229,10 @@ def _fill(env: Env, store: SqlStore, client: redis.Redis, cid: str) -> None:
             " VALUES (?, 'connection', 'closed', 'open', 1)",
             (cid,),
         )
+    assert store.apply_aspect(
+        UpstreamAspect(cid, "auth", f"evt-{cid}", "connection.reauthorization_required",
+                       "2026-11-20T08:00:00.000000Z", "2026-11-20T08:00:01.000000Z")
+    )  # fmt: skip
     rt = Runtime(settings=env.settings())
     rt.breaker.halt(cid, "401")
     rt.breaker.pause(cid, 60, "429")
