@@ -163,3 +163,96 @@ def test_webhooks_from_the_sandbox_sync_open_probe_and_halt_with_one_notificatio
     finally:
         receiver.stop()
         customer.stop()
+
+
+class Collector:
+    """A local endpoint that records each webhook and whether its signature verifies."""
+
+    def __init__(self) -> None:
+        import hashlib
+        import hmac
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        collector = self
+        self.events: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                mac = hmac.new(UPSTREAM_SECRET.encode(), body, hashlib.sha256).hexdigest()
+                event = json.loads(body)
+                event["_verified"] = self.headers["X-Webhook-Signature"] == f"sha256={mac}"
+                collector.events.append(event)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def types(self) -> list[str]:
+        return [
+            e["type"] + (f":{e['data']['status']}" if "status" in e["data"] else "")
+            for e in self.events
+        ]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_the_sandbox_sends_what_its_switches_say_and_one_event_on_demand(
+    tmp_path: Path,
+) -> None:
+    collector = Collector()
+    token = "tok-switches"
+    config = {
+        "connections": {
+            token: {
+                "id": "09000000000077",
+                "default_size": 5,
+                "webhooks": ["reauthorization", "status"],
+                "scenarios": [
+                    {"name": "offline", "after_s": 0.5, "for_s": 1.0},
+                    {"name": "auth_fail_from_page", "page": 1, "after_s": 2.0},
+                ],
+            }
+        }
+    }
+    try:
+        with running_sandbox(
+            config, webhook_url=collector.url, webhook_secret=UPSTREAM_SECRET
+        ) as sandbox:
+            wait_for(
+                lambda: (
+                    collector.types()[:2]
+                    == ["connection.status_changed:offline", "connection.status_changed:online"]
+                ),
+                10,
+                "offline then online",
+            )
+            time.sleep(0.6)  # past after_s of the auth scenario
+            assert sandbox.api(token).get("/api/eam/assets").status_code == 401
+            wait_for(
+                lambda: "connection.reauthorization_required" in collector.types(),
+                10,
+                "the re-authorisation webhook",
+            )
+            done = subprocess.run(
+                [sys.executable, "-m", "worker.cli", "sandbox-webhook", token, "sync.failed",
+                 "--data", '{"entity_types": ["assets"], "message": "boom"}',
+                 "--sandbox-url", sandbox.url],
+                capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert collector.events[-1]["type"] == "sync.failed"
+            assert len(collector.events) == 4
+            assert all(e["_verified"] for e in collector.events)
+            assert {e["connection_id"] for e in collector.events} == {"09000000000077"}
+            assert [s["status"] for s in sandbox.webhooks_sent()] == [204] * 4
+    finally:
+        collector.stop()
