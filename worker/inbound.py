@@ -334,10 +334,12 @@ def _status_changed(rt: Runtime, connection_id: str, event: InboundEvent) -> str
     if view.connection.state is State.HALTED:
         return f"{status or 'status'} noted; the connection is halted (re-authorise it)"
     if status == "offline":
+        seconds = rt.settings.upstream_offline_open_seconds
+        until = view.connection.until or 0.0
+        if view.connection.state is State.OPEN and until >= view.now + seconds:
+            return "breaker open already, for longer"  # never shorten an open breaker
         reason = "upstream webhook: the customer's system is offline"
-        change = rt.breaker.force_open(
-            connection_id, seconds=rt.settings.upstream_offline_open_seconds, reason=reason
-        )
+        change = rt.breaker.force_open(connection_id, seconds=seconds, reason=reason)
         if change.transitioned:
             cause: UpstreamError = Unavailable(reason, code="CONNECTION_OFFLINE")
             rt.transitions(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Env
+from tests.support import Env, wait_for
 from worker.breaker import State
 from worker.dashboard.data import build_grid
 from worker.inbound import learn_upstream_id, process_event
@@ -321,14 +321,43 @@ def test_tricklers_are_cut_off_and_connections_are_bounded(tmp_path: Path, test_
             assert sock.recv(100) == b""  # cut at the deadline
             sock.close()
         assert time.monotonic() - started < 5
-        status, _ = _post_one(str(host), port)
-        assert status == 401  # slots are free again
+        # Slots are free again once the cut handlers have returned (a moment).
+        assert wait_for(lambda: _post_one(str(host), port)[0] == 401, 5, "a free slot")
     finally:
         server.close()
 
 
 def _post_one(host: str, port: int) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=10)
-    conn.request("POST", PATH, body=b"{}")
-    answer = conn.getresponse()
-    return answer.status, answer.read()
+    try:
+        conn.request("POST", PATH, body=b"{}")
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    except (ConnectionError, http.client.HTTPException):
+        return 0, b""  # closed unanswered: no free slot yet
+
+
+def test_the_answer_never_waits_for_the_enqueue(harness: Harness) -> None:
+    """The event is kept, answered, and only then published: a hanging broker costs
+    the sender nothing (the sweep sends what a failed publish dropped)."""
+
+    def hanging_publish(_event_id: str) -> None:
+        time.sleep(3)
+        raise ConnectionError("broker away")
+
+    harness.server.publish = hanging_publish
+    hook = event("sync.completed", {"entity_types": ["assets"]})
+    started = time.monotonic()
+    assert harness.send(hook) == 202
+    assert time.monotonic() - started < 0.5
+    assert harness.store.get_upstream_event(hook["id"]) is not None
+
+
+def test_offline_never_shortens_a_breaker_open_for_longer(harness: Harness) -> None:
+    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    harness.rt.breaker.force_open("acme", seconds=3000, reason="operator")
+    offline = event("connection.status_changed", {"status": "offline"})
+    assert harness.send(offline) == 202
+    harness.process(offline["id"])
+    view = harness.rt.breaker.show("acme")
+    assert view.connection.until and view.connection.until > view.now + 2900
