@@ -220,8 +220,9 @@ def _revoke_by_webhook(sandbox: SandboxHandle, receiver: DemoReceiver) -> None:
     ):
         _say(f"no re-authorisation event for {connection_id} within 30 s: see the logs")
         return
-    calls = sandbox.token_stats(token)["total"]
-    _say(f"{connection_id} halted by the webhook; requests to the unified API before it: {calls}")
+    by_path = sandbox.token_stats(token).get("by_path", {})
+    calls = sum(n for path, n in by_path.items() if path.startswith("/api/eam/"))
+    _say(f"{connection_id} halted by the webhook; data requests before it: {calls}")
 
 
 def _sync_all(
