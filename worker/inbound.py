@@ -166,6 +166,8 @@ def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> N
     if upstream_id is None or str(upstream_id) == "":
         return
     try:
+        if rt.store.upstream_connection_id(connection_id) == str(upstream_id):
+            return  # known: a read, not a write lock, at every preflight
         requeued = rt.store.learn_upstream_id(connection_id, str(upstream_id))
     except Exception as exc:  # a store hiccup costs the mapping until the next preflight
         log.warning("could not store the upstream id of %s: %s", connection_id, exc)
