@@ -197,6 +197,28 @@ def test_schedule_log_is_pruned_by_age(store: SqlStore) -> None:
     assert [slot for _, slot, _ in store.schedule_log("c1")] == list(range(25, 30))
 
 
+def test_upstream_webhook_events_go_once_processed_and_old(store: SqlStore) -> None:
+    rows = [
+        ("applied-old", "applied", OLD),
+        ("ignored-old", "ignored", OLD),
+        ("stale-old", "stale", OLD),
+        ("applied-recent", "applied", RECENT),
+        ("received-ancient", "received", ANCIENT),  # never processed: kept whatever its age
+        ("unmapped-old", "unmapped", OLD),  # kept for the dead events' longer period
+        ("unmapped-ancient", "unmapped", ANCIENT),
+    ]
+    with store._write() as tx:
+        tx.executemany(
+            "INSERT INTO upstream_events (id, type, upstream_connection_id, created_at,"
+            " received_at, body, status) VALUES (?, 'sync.completed', 'u1', ?, ?, '{}', ?)",
+            [(event_id, at, at, status) for event_id, status, at in rows],
+        )
+    pruned = prune_history(store, _settings(), now=NOW)
+    assert pruned.upstream_events == 4
+    left = {row[0] for row in store._read("SELECT id FROM upstream_events")}
+    assert left == {"applied-recent", "received-ancient", "unmapped-old"}
+
+
 def test_a_prune_does_a_bounded_amount_of_work_per_call(store: SqlStore) -> None:
     with store._write() as tx:
         tx.executemany(

@@ -14,7 +14,11 @@ deleted:
 - events: pending ones (whatever their age), and each subject's latest event
   (the outbox skips an event that repeats it); dead events are kept for their
   own, longer, period;
-- schedule_log: only history (the claim lives in ``connections.last_slot``).
+- schedule_log: only history (the claim lives in ``connections.last_slot``);
+- upstream_events (webhooks the unified API sent): those already processed
+  (applied, ignored, stale) after the history's period, those kept for an
+  unknown connection id after the dead events' period; one still waiting to
+  be processed never (``upstream_aspects`` keeps the newest applied per aspect).
 
 Deleted transitions are added to ``transition_totals`` in the same
 transaction, so ``entity_sync_breaker_transitions_total`` never goes down.
@@ -101,6 +105,12 @@ DELETE FROM schedule_log WHERE (connection_id, slot) IN (
 )
 """
 
+_PRUNE_UPSTREAM_EVENTS = """
+DELETE FROM upstream_events WHERE id IN (
+    SELECT id FROM upstream_events WHERE status = ? AND received_at < ? LIMIT ?
+)
+"""
+
 
 @dataclass(frozen=True)
 class Pruned:
@@ -111,11 +121,19 @@ class Pruned:
     events: int = 0
     dead_events: int = 0
     schedule_log: int = 0
+    upstream_events: int = 0
     more: bool = False  # a table still had a full batch left when the budget ran out
 
     @property
     def total(self) -> int:
-        return self.runs + self.transitions + self.events + self.dead_events + self.schedule_log
+        return (
+            self.runs
+            + self.transitions
+            + self.events
+            + self.dead_events
+            + self.schedule_log
+            + self.upstream_events
+        )
 
 
 class RetentionStore(StoreBase):
@@ -162,6 +180,11 @@ class RetentionStore(StoreBase):
             ("events", _PRUNE_EVENTS, ("delivered", before)),
             ("dead_events", _PRUNE_EVENTS, ("dead", dead_before)),
             ("schedule_log", _PRUNE_SCHEDULE_LOG, (before,)),
+            *(
+                ("upstream_events", _PRUNE_UPSTREAM_EVENTS, (status, before))
+                for status in ("applied", "ignored", "stale")
+            ),
+            ("upstream_events", _PRUNE_UPSTREAM_EVENTS, ("unmapped", dead_before)),
         ]
         for name, statement, params in jobs:
             deleted = 0
@@ -179,7 +202,7 @@ class RetentionStore(StoreBase):
                     break
             else:
                 more = True
-            counts[name] = deleted
+            counts[name] = counts.get(name, 0) + deleted
         return Pruned(**counts, more=more)
 
 
