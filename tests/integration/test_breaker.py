@@ -28,6 +28,7 @@ from worker.breaker import (
 )
 from worker.errors import CoordinationError, Kind, Scope
 from worker.limits import RatePolicy, connect_redis
+from worker.status import health_of
 
 pytestmark = pytest.mark.integration
 
@@ -463,3 +464,70 @@ def test_an_entity_failure_of_a_half_open_connections_probe_reopens_it(
     b.force_close("c1")
     r = b.record(b.admit("c1", "assets"), outcome=ent_fail)
     assert r.connection.state is State.CLOSED and b.show("c1").connection.calls == 0
+
+
+def test_show_many_reads_every_connection_in_a_few_round_trips(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    b = make(client, now_override=clock)
+    b.halt("halted", "auth")
+    b.pause("paused", 60, "rate_limited: 429")
+    b.force_open("open", seconds=30, reason="unavailable")
+    b.block("mixed", "vendors", "permission: 403")
+    b.force_open("mixed", "assets", seconds=30, reason="5 in a row")
+    entity_fail = Outcome.failure(Kind.UNAVAILABLE, counts_as_failure=True, scope=Scope.ENTITY_TYPE)
+    for _ in range(2):  # failures in the entity type's window, still closed
+        b.record(b.admit("mixed", "sites"), outcome=entity_fail)
+    b.record(b.admit("mixed", "users"), outcome=OK)  # quiet: closed, no failure
+    b.force_open("probing", "assets", seconds=1, reason="x")
+    clock.now += 2
+    assert b.admit("probing", "assets").probe  # half-open, the probe held
+    ids = ["halted", "paused", "open", "mixed", "probing", "never-seen"]
+    b.show_many(["warm-up"])  # the script is loaded once per Redis (SCRIPT LOAD)
+    writes: list[int] = []  # one write per round trip (a pipeline is written at once)
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: redis.connection.AbstractConnection, *args: object, **kw: object) -> None:
+        writes.append(1)
+        send(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    many = b.show_many(ids, chunk=4)
+    monkeypatch.undo()
+
+    # Two chunks of 4 and 2: a SCRIPT EXISTS and one pipeline each, not 2 per connection.
+    assert len(writes) == 4, len(writes)
+    for cid in ids:
+        one = b.show(cid)
+        view = many[cid]
+        assert (view.now, view.paused_until, view.pause_reason) == (
+            one.now,
+            one.paused_until,
+            one.pause_reason,
+        )
+        assert view.connection == one.connection
+        # Quiet closed levels are left out; every other level is the same as show's.
+        quiet = {
+            level.level
+            for level in one.entity_types
+            if level.state is State.CLOSED
+            and not level.failures
+            and not level.consecutive_failures
+            and not level.probe_held
+        }
+        assert [lv for lv in one.entity_types if lv.level not in quiet] == list(view.entity_types)
+        health_one, health_many = health_of(one), health_of(view)
+        for entity in ("assets", "sites", "users", "vendors", "work-orders"):
+            assert health_many(entity) == health_one(entity), (cid, entity)
+    assert [lv.level for lv in many["mixed"].entity_types] == ["assets", "sites", "vendors"]
+    assert many["mixed"].entity_types[1].failures == 2
+    assert health_of(many["probing"])("assets").state == "half-open"
+    assert many["paused"].paused_until == clock() + 58
+    assert set(many) == set(ids)
+
+
+def test_show_many_raises_when_redis_is_away() -> None:
+    away = Breaker(client=redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.3))
+    with pytest.raises(CoordinationError):
+        away.show_many(["c1", "c2"])
