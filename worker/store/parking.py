@@ -9,6 +9,7 @@ from worker.store.base import StoreBase, translated
 from worker.store.models import (
     ParkedJob,
 )
+from worker.store.runs import refresh_latest_of_run
 from worker.timeutil import utc_now
 
 _PARKED_COLUMNS = (
@@ -64,6 +65,7 @@ class ParkingStore(StoreBase):
                     "WHERE id = ? AND status IN ('running', 'deferred')",
                     (now, job.run_id, superseded),
                 )
+                refresh_latest_of_run(tx, job.run_id)
         return superseded
 
     @translated

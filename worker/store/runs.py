@@ -11,6 +11,7 @@ from typing import Any
 from worker.store import reconcile
 from worker.store.base import Tx, translated
 from worker.store.models import (
+    Connection,
     EntityStatus,
     Event,
     PageCommit,
@@ -19,6 +20,7 @@ from worker.store.models import (
     StoredRecord,
 )
 from worker.store.registry import RegistryStore
+from worker.store.schema import LATEST_RUNS
 from worker.timeutil import utc_now
 
 _RUN_COLUMNS = (
@@ -93,6 +95,8 @@ class SyncStore(RegistryStore, reconcile.ReconcileStore):
                 "error_message = ? WHERE id = ? AND status = 'queued'",
                 (utc_now(), coalesced_into, message, run_id),
             ).rowcount
+            if skipped:
+                refresh_latest_of_run(tx, run_id)
         return skipped == 1
 
     @translated
@@ -144,6 +148,8 @@ class SyncStore(RegistryStore, reconcile.ReconcileStore):
                 "WHERE id = ? AND status IN ('queued', 'running', 'deferred')",
                 (status.value, utc_now(), error_kind, error_message, run_id),
             ).rowcount
+            if ended:
+                refresh_latest_of_run(tx, run_id)
             return reconcile.on_run_end(tx, run_id, status) if ended else None
 
     @translated
@@ -320,90 +326,97 @@ class SyncStore(RegistryStore, reconcile.ReconcileStore):
         connections = (
             [self.get_connection(connection_id)] if connection_id else self.list_connections()
         )
-        # The counters kept with each page (schema version 5): never a scan of
-        # records; and each pair's last run and last success found through the
-        # runs_by_pair index, never a scan of the run history.
-        where, params = ("WHERE connection_id = ?", (connection_id,)) if connection_id else ("", ())
-        counts = {
-            (row[0], row[1]): tuple(row[2:])
-            for row in self._read(
-                "SELECT connection_id, entity_type, live + deleted, deleted, quarantined "
-                f"FROM pair_counts {where}",
-                params,
-            )
-        }
-        cursors = {
-            (row[0], row[1]): row[2]
-            for row in self._read(
-                f"SELECT connection_id, entity_type, since FROM cursors {where}", params
-            )
-        }
-        pairs = [(c.id, entity) for c in connections for entity in c.entity_types]
-        successes, last_runs = self._latest_runs(pairs)
-        reconciliation = self.reconciliation_counts(connection_id)
+        run_columns = ", ".join(f"r.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+        by_pair = self._pair_rows(run_columns, connection_id)
         statuses = []
         for connection in connections:
             for entity in connection.entity_types:
-                pair = (connection.id, entity)
-                record_count, deleted, quarantined = counts.get(pair, (0, 0, 0))
+                row = by_pair.get((connection.id, entity))
+                if row is None:
+                    statuses.append(EntityStatus(connection.id, entity, 0, 0, 0, None, None, None))
+                    continue
                 statuses.append(
                     EntityStatus(
                         connection_id=connection.id,
                         entity_type=entity,
-                        records=int(record_count or 0),
-                        deleted=int(deleted or 0),
-                        quarantined=int(quarantined or 0),
-                        cursor=cursors.get(pair),
-                        last_run=last_runs.get(pair),
-                        last_success_at=successes.get(pair),
-                        deleted_by_reconciliation=reconciliation.get(pair, (0, None))[0],
-                        last_reconciled_at=reconciliation.get(pair, (0, None))[1],
+                        records=int(row[2] or 0),
+                        deleted=int(row[3] or 0),
+                        quarantined=int(row[4] or 0),
+                        cursor=row[6],
+                        last_run=_run(row[9:]) if row[9] is not None else None,
+                        last_success_at=row[5],
+                        deleted_by_reconciliation=int(row[7] or 0),
+                        last_reconciled_at=row[8],
                     )
                 )
         return statuses
 
-    def _latest_runs(
-        self, pairs: Sequence[tuple[str, str]]
-    ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], Run]]:
-        """Per pair: when its latest successful run finished, and its latest run not skipped.
+    @translated
+    def pair_rows(
+        self, connections: Sequence[Connection], *, one: str | None = None
+    ) -> list[PairRow]:
+        """What status, the dashboard and /metrics show of every pair, as plain rows.
 
-        Two index lookups per pair (runs_by_pair, newest first), so the cost
-        follows the number of pairs and not the length of the run history.
+        ``entity_statuses`` without its objects, for the fleet at once: one row
+        per entity type of each of ``connections`` (those of ``one`` only when
+        given), in their order, from one query. See ``PairRow`` for the columns.
         """
-        successes: dict[tuple[str, str], str] = {}
-        last_ids: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(pairs), _PAIRS_PER_QUERY):
-            chunk = pairs[start : start + _PAIRS_PER_QUERY]
-            values = ",".join("(?, ?)" for _ in chunk)
-            rows = self._read(
-                f"WITH p (c, e) AS (VALUES {values}) SELECT p.c, p.e, "
-                "(SELECT x.id FROM runs x WHERE x.connection_id = p.c AND x.entity_type = p.e "
-                "AND x.status <> 'skipped' ORDER BY x.started_at DESC LIMIT 1), "
-                "(SELECT x.finished_at FROM runs x WHERE x.connection_id = p.c "
-                "AND x.entity_type = p.e AND x.status = 'succeeded' "
-                "ORDER BY x.started_at DESC LIMIT 1) FROM p",
-                [value for pair in chunk for value in pair],
-            )
-            for conn_id, entity, last_id, success_at in rows:
-                if last_id is not None:
-                    last_ids[last_id] = (conn_id, entity)
-                if success_at is not None:
-                    successes[(conn_id, entity)] = success_at
-        last_runs: dict[tuple[str, str], Run] = {}
-        ids = sorted(last_ids)
-        for start in range(0, len(ids), _PAIRS_PER_QUERY):
-            chunk_ids = ids[start : start + _PAIRS_PER_QUERY]
-            marks = ",".join("?" * len(chunk_ids))
-            for row in self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({marks})", chunk_ids
-            ):
-                run = _run(row)
-                last_runs[last_ids[run.id]] = run
-        return successes, last_runs
+        by_pair = self._pair_rows(_LAST_RUN_COLUMNS, one)
+        empty = (0, 0, 0, None, None, 0, None, None, None, None, None, None)
+        out: list[PairRow] = []
+        for connection in connections:
+            cid = connection.id
+            for entity in connection.entity_types:
+                row = by_pair.get((cid, entity))
+                out.append(row if row is not None else (cid, entity, *empty))  # type: ignore[arg-type]
+        return out
+
+    def _pair_rows(
+        self, run_columns: str, connection_id: str | None
+    ) -> dict[tuple[str, str], Sequence[Any]]:
+        # One query over the counters kept with the data (schema versions 5 and
+        # 7): never a scan of records, and each pair's last run is one primary-key
+        # lookup from its counter row, never a search of the run history.
+        where = "WHERE p.connection_id = ?" if connection_id else ""
+        params = (connection_id,) if connection_id else ()
+        rows = self._read(pair_rows_sql(run_columns, where), params)
+        return {(row[0], row[1]): row for row in rows}
 
 
-# Pairs (or run ids) per query: well under SQLite's and PostgreSQL's parameter limits.
-_PAIRS_PER_QUERY = 500
+# PairRow columns: connection id, entity type, records (deletions included),
+# deleted, quarantined, last success (finished at), cursor, keys deleted by
+# reconciliation, last reconciled at, and of the last run not skipped: status,
+# started at, pages, error kind, error message.
+PairRow = tuple[
+    str,
+    str,
+    int,
+    int,
+    int,
+    str | None,
+    str | None,
+    int,
+    str | None,
+    str | None,
+    str | None,
+    int | None,
+    str | None,
+    str | None,
+]
+_LAST_RUN_COLUMNS = "r.status, r.started_at, r.pages, r.error_kind, r.error_message"
+
+
+def pair_rows_sql(run_columns: str = _LAST_RUN_COLUMNS, where: str = "") -> str:
+    """The one query behind ``pair_rows``: counters, cursor and the last run by primary key."""
+    return (
+        "SELECT p.connection_id, p.entity_type, p.live + p.deleted, p.deleted, "
+        "p.quarantined, p.last_success_at, c.since, p.reconciled, p.reconciled_at, "
+        f"{run_columns} FROM pair_counts p "
+        "LEFT JOIN cursors c ON c.connection_id = p.connection_id "
+        "AND c.entity_type = p.entity_type "
+        f"LEFT JOIN runs r ON r.id = p.last_run_id {where}"
+    )
+
 
 _OPEN_PAIR_COUNTS = """
 INSERT INTO pair_counts (connection_id, entity_type) VALUES (?, ?)
@@ -437,6 +450,34 @@ def _page_state(
 
 
 def _insert_run(tx: Tx, run: Run) -> None:
+    _insert_run_row(tx, run)
+    if run.connection_id and run.entity_type:
+        tx.execute(_OPEN_PAIR_COUNTS, (run.connection_id, run.entity_type))
+        _refresh_latest(tx, run.connection_id, run.entity_type)
+
+
+def _refresh_latest(tx: Tx, connection_id: str, entity_type: str) -> None:
+    """Point the pair's counters at its latest run and latest success again.
+
+    Called in the transaction of every change that can move either (a run
+    recorded, finished or skipped): two lookups through runs_by_pair.
+    """
+    tx.execute(
+        f"UPDATE pair_counts SET {LATEST_RUNS} WHERE connection_id = ? AND entity_type = ?",
+        (connection_id, entity_type),
+    )
+
+
+def refresh_latest_of_run(tx: Tx, run_id: str) -> None:
+    """``_refresh_latest`` for the pair of run ``run_id`` (nothing for a pairless run)."""
+    row = tx.execute(
+        "SELECT connection_id, entity_type FROM runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    if row is not None and row[0] is not None and row[1] is not None:
+        _refresh_latest(tx, str(row[0]), str(row[1]))
+
+
+def _insert_run_row(tx: Tx, run: Run) -> None:
     tx.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (

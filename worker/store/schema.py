@@ -292,4 +292,25 @@ MIGRATIONS[8] = (
     "ALTER TABLE pair_counts ADD COLUMN reconciled_at TEXT",
 )
 
+# Version 9: each pair's latest run (not skipped) and when its latest successful
+# run finished, kept in ``pair_counts`` whenever a run of the pair is recorded,
+# finished or skipped, so status, /api/status and /metrics read one row per pair
+# instead of looking the run history up pair by pair.
+_LATEST = """(SELECT x.{column} FROM runs x WHERE x.connection_id = pair_counts.connection_id
+    AND x.entity_type = pair_counts.entity_type AND x.status {test}
+    ORDER BY x.started_at DESC LIMIT 1)"""
+LATEST_RUNS = "last_run_id = {}, last_success_at = {}".format(
+    _LATEST.format(column="id", test="<> 'skipped'"),
+    _LATEST.format(column="finished_at", test="= 'succeeded'"),
+)
+MIGRATIONS[9] = (
+    "ALTER TABLE pair_counts ADD COLUMN last_run_id TEXT",
+    "ALTER TABLE pair_counts ADD COLUMN last_success_at TEXT",
+    """INSERT INTO pair_counts (connection_id, entity_type)
+        SELECT DISTINCT connection_id, entity_type FROM runs
+        WHERE connection_id IS NOT NULL AND entity_type IS NOT NULL
+        ON CONFLICT (connection_id, entity_type) DO NOTHING""",
+    f"UPDATE pair_counts SET {LATEST_RUNS}",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)
