@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from worker.errors import EntitySyncError
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect
 from worker.store.models import TERMINAL_STATUSES
+from worker.store.runs import PairRow
 from worker.transitions import unix_to_instant
 
 
@@ -27,6 +29,7 @@ class Health:
 
 
 UNKNOWN = Health(state="unknown", reason="Redis unreachable")
+_HEALTHY = Health(state="healthy")
 
 
 def _state_name(state: State) -> str:
@@ -54,12 +57,16 @@ def health_of(view: BreakerView) -> Callable[[str], Health]:
         if level is not None and level.state is not State.CLOSED:
             state = _state_name(level.state)
             return Health(state, unix_to_instant(level.until), level.reason, failures, consecutive)
+        if failures == consecutive == 0:
+            return _HEALTHY  # most pairs: one shared answer, not an object each
         return Health("healthy", None, None, failures, consecutive)
 
     return of
 
 
-@dataclass(frozen=True)
+# One per pair of the fleet for `status` (8,000 at 1,000 connections): slots and no
+# frozen __setattr__, five times quicker to make.
+@dataclass(slots=True)
 class StatusRow:
     """One line of the status table."""
 
@@ -111,6 +118,32 @@ class StatusRow:
             upstream_report=upstream,
         )
 
+    @classmethod
+    def of_row(cls, row: PairRow, health: Health, upstream: str | None = None) -> StatusRow:
+        """From the store's plain row of the pair (``SqlStore.pair_rows``)."""
+        failed = row[9] == RunStatus.FAILED
+        return cls(
+            row[0],
+            row[1],
+            health.state,
+            health.until,
+            health.reason,
+            health.recent_failures,
+            row[2],
+            row[3],
+            row[4],
+            row[6],
+            row[9],
+            row[10],
+            row[11],
+            row[5],
+            row[13] if failed else None,
+            row[12] if failed else None,
+            int(row[7] or 0),
+            row[8],
+            upstream,
+        )
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -123,17 +156,22 @@ def status_rows(
     With no breaker, or Redis unreachable, the state column says ``unknown``:
     the store's half of the picture is still shown.
     """
-    rows = []
-    health: dict[str, Callable[[str], Health]] = {}
+    connections = (
+        [store.get_connection(connection_id)] if connection_id else store.list_connections()
+    )
+    # The breakers are read on a thread of their own while the store answers.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="breakers") as pool:
+        reading = pool.submit(_views, breaker, [c.id for c in connections])
+        rows = store.pair_rows(connections, one=connection_id)
+        views = reading.result()
+    health = {cid: health_of(view) for cid, view in views.items()}
     reports = upstream_reports(store, connection_id)
-    for status in store.entity_statuses(connection_id):
-        if status.connection_id not in health:
-            health[status.connection_id] = _health(breaker, status.connection_id)
-        upstream = reports(status.connection_id, status.entity_type)
-        rows.append(
-            StatusRow.of(status, health[status.connection_id](status.entity_type), upstream)
+    return [
+        StatusRow.of_row(
+            row, health[row[0]](row[1]) if row[0] in health else UNKNOWN, reports(row[0], row[1])
         )
-    return rows
+        for row in rows
+    ]
 
 
 # Aspects whose latest event reports a problem (worker/inbound.py).
@@ -184,13 +222,14 @@ def render_upstream(store: SqlStore, connection_id: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _health(breaker: Breaker | None, connection_id: str) -> Callable[[str], Health]:
-    if breaker is not None:
-        try:
-            return health_of(breaker.show(connection_id))
-        except EntitySyncError:
-            pass
-    return lambda _entity: UNKNOWN
+def _views(breaker: Breaker | None, connection_ids: list[str]) -> dict[str, BreakerView]:
+    """Every connection's breakers in pipelined reads; none when Redis does not answer."""
+    if breaker is None:
+        return {}
+    try:
+        return breaker.show_many(connection_ids)
+    except EntitySyncError:
+        return {}
 
 
 _COLUMNS = (

@@ -14,6 +14,8 @@ from worker.store import (
     PageCommit,
     QuarantinedRecord,
     RecordRow,
+    Run,
+    RunStatus,
     SqlStore,
     open_store,
 )
@@ -106,8 +108,8 @@ def test_pages_and_records_written_are_counted_with_the_page(store: SqlStore) ->
                 "c1", "assets", "r", (_row("a", day, False), _row("b", day, False)), (), None
             )
         )
-    written = {(t.connection_id, t.entity_type): (t.pages, t.records) for t in store.totals().runs}
-    assert written[("c1", "assets")] == (3, 6)
+    written = {t.connection_id: (t.pages, t.records) for t in store.totals().work}
+    assert written["c1"] == (3, 6)
     statuses = {s.entity_type: s for s in store.entity_statuses("c1")}
     assert (statuses["assets"].records, statuses["sites"].records) == (2, 0)
 
@@ -150,8 +152,11 @@ def test_migration_backfills_the_counters_from_existing_rows(store_url: str) -> 
     runs = {(t.status): t.runs for t in totals.runs if t.connection_id == "c1"}
     assert runs["succeeded"] == 2 and runs["failed"] == 1
     assert [(t.status, t.runs) for t in totals.active_runs] == [("running", 1)]
-    assert sum(t.pages for t in (*totals.runs, *totals.active_runs)) == 8
+    assert [(t.connection_id, t.pages, t.records) for t in totals.work] == [("c1", 8, 600)]
     assert [(f.kind, f.runs) for f in totals.failures] == [("auth", 1)]
+    # Version 7 points each pair at its latest run from the history already there.
+    (status,) = store.entity_statuses("c1")
+    assert status.last_run is not None and status.last_run.id == "r3"
 
 
 def test_status_and_totals_never_read_records(store: SqlStore) -> None:
@@ -166,3 +171,46 @@ def test_status_and_totals_never_read_records(store: SqlStore) -> None:
     finally:
         with store._write() as tx:
             tx.execute("ALTER TABLE records_hidden RENAME TO records")
+
+
+def _latest_by_search(store: SqlStore) -> tuple[str | None, str | None]:
+    """The pair's last run (not skipped) and last success, searched in the run history."""
+    last = store._read(
+        "SELECT id FROM runs WHERE connection_id = 'c1' AND entity_type = 'assets' "
+        "AND status <> 'skipped' ORDER BY started_at DESC LIMIT 1"
+    )
+    success = store._read(
+        "SELECT finished_at FROM runs WHERE connection_id = 'c1' AND entity_type = 'assets' "
+        "AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1"
+    )
+    return (last[0][0] if last else None), (success[0][0] if success else None)
+
+
+def test_last_run_and_last_success_are_kept_with_every_run_change(store: SqlStore) -> None:
+    store.add_connection(Connection(id="c1", name="n", entity_types=("assets",)))
+
+    def kept() -> tuple[str | None, str | None]:
+        (status,) = store.entity_statuses("c1")
+        (row,) = store.pair_rows(store.list_connections())
+        assert (row[5], row[7]) == (
+            status.last_success_at,
+            status.last_run.status if status.last_run else None,
+        )
+        return (status.last_run.id if status.last_run else None), status.last_success_at
+
+    assert kept() == (None, None)
+    store.record_run(Run("r1", "c1", "assets", RunStatus.SUCCEEDED, TIMES[0], finished_at=TIMES[1]))
+    store.start_run(Run("r2", "c1", "assets", RunStatus.RUNNING, TIMES[2]))
+    assert kept() == ("r2", TIMES[1]) == _latest_by_search(store)
+    store.finish_run("r2", RunStatus.FAILED, error_kind="bug", error_message="x")
+    store.queue_runs([Run("r3", "c1", "assets", RunStatus.QUEUED, TIMES[3])])
+    assert kept() == ("r3", TIMES[1]) == _latest_by_search(store)
+    assert store.skip_queued_run("r3", coalesced_into="r2", message="busy")
+    assert kept() == ("r2", TIMES[1]) == _latest_by_search(store)
+    store.start_run(Run("r4", "c1", "assets", RunStatus.RUNNING, TIMES[4]))
+    store.finish_run("r4", RunStatus.SUCCEEDED)
+    assert kept() == _latest_by_search(store)
+    assert kept()[0] == "r4" and (kept()[1] or "") > TIMES[4]
+    # A run of another pair moves nothing here.
+    store.record_run(Run("other", "c2", "assets", RunStatus.SUCCEEDED, "2027-01-01T00:00:00Z"))
+    assert kept() == _latest_by_search(store)

@@ -32,11 +32,20 @@ from scripts.dashboard_screenshot import (
 )
 from scripts.dashboard_screenshot import seed as seed_demo
 from tests.support import REDIS_URL, ROOT, Env
-from worker.breaker import Breaker
+from worker.breaker import Breaker, Outcome
 from worker.dashboard import metrics as exposition
 from worker.dashboard.server import Dashboard, DashboardServer
 from worker.settings import Settings
-from worker.store import Connection, Event, ParkedJob, SqlStore, TransitionRecord, open_store
+from worker.store import (
+    Connection,
+    Event,
+    ParkedJob,
+    Run,
+    RunStatus,
+    SqlStore,
+    TransitionRecord,
+    open_store,
+)
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration
@@ -190,34 +199,81 @@ def test_metrics_parse_and_add_up(fleet: Fleet) -> None:
     # The fast writer and prometheus_client's own exposition agree byte for byte.
     snapshot = fleet.server.dashboard.snapshot()
     registry = exposition.registry_for(lambda: snapshot)
-    assert exposition.render(registry) == exposition.render_reference(registry)
+    assert exposition.render(exposition.families(*snapshot)) == exposition.render_reference(
+        registry
+    )
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, frozenset(labels.items()))]
 
+    def names(name: str) -> list[dict[str, str]]:
+        return [dict(labels) for (found, labels) in samples if found == name]
+
     pair = {"connection": "slow", "entity_type": "assets"}
     assert value("entity_sync_redis_up") == 1
-    assert value("entity_sync_records_synced", **pair) == 3
-    assert value("entity_sync_stale", **pair) == 1
-    assert value("entity_sync_stale", connection="daily", entity_type="assets") == 0
+    assert value("entity_sync_records", **pair, status="live") == 3
+    assert ("entity_sync_records", frozenset({**pair, "status": "deleted"}.items())) not in samples
+    assert value("entity_sync_pairs", state="stale") == 1
+    assert value("entity_sync_pairs", state="healthy") == 5
     assert value("entity_sync_freshness_lag_seconds", **pair) > 4 * 3600 - 120
     halted = {"connection": "revoked", "entity_type": "assets", "state": "halted"}
     assert value("entity_sync_pair_state", **halted) == 1
-    assert value("entity_sync_runs_total", **pair, status="succeeded") == 1
-    assert value("entity_sync_runs_total", **pair, status="failed") == 1
-    assert value("entity_sync_run_failures_total", **pair, kind="bug") == 1
-    assert value("entity_sync_records_written_total", **pair) == 3
-    assert value("entity_sync_upstream_pages_total", **pair) == 1
-    transition = {"connection": "mixed", "level": "assets", "from": "closed", "to": "open"}
+    # One state per pair: only the current one is written.
+    assert len(names("entity_sync_pair_state")) == len(EXPECTED)
+    assert value("entity_sync_runs_total", connection="slow", status="succeeded") == 1
+    assert value("entity_sync_runs_total", connection="slow", status="failed") == 1
+    assert value("entity_sync_runs_total", connection="mixed", status="succeeded") == 4
+    assert value("entity_sync_run_failures_total", connection="slow", kind="bug") == 1
+    assert value("entity_sync_records_written_total", connection="slow") == 3
+    assert value("entity_sync_upstream_pages_total", connection="slow") == 1
+    transition = {"connection": "mixed", "level": "entity_type", "from": "closed", "to": "open"}
     assert value("entity_sync_breaker_transitions_total", **transition) == 2
     halt = {"connection": "revoked", "level": "connection", "from": "closed", "to": "halted"}
     assert value("entity_sync_breaker_transitions_total", **halt) == 1
     assert value("entity_sync_events", type="entity.access_lost", status="pending") == 1
     assert value("entity_sync_parked_jobs", connection="slow") == 1
+    assert names("entity_sync_parked_jobs") == [{"connection": "slow"}]
     assert value("entity_sync_sync_interval_seconds", connection="daily") == 86_400
-    # The half-open probe was admitted: the entity level's window saw no outcome yet.
-    probed = {"connection": "mixed", "level": "work-orders", "outcome": "success"}
-    assert value("entity_sync_breaker_window_requests", **probed) == 0
+    # The admitted half-open probe has no outcome yet: no request in any window.
+    assert names("entity_sync_breaker_window_requests") == []
+
+
+def documented_families() -> dict[str, tuple[str, set[str]]]:
+    """The README's table of metric families: name -> (type, label names)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| family | type | labels |") :].split("\n\n", 1)[0]
+    found = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        labels = {label.strip("` ") for label in cells[2].split(",") if label.strip("` -")}
+        found[cells[0].strip("`")] = (cells[1], labels)
+    return found
+
+
+def test_metrics_match_the_families_the_readme_documents(fleet: Fleet) -> None:
+    fleet.breaker.record(fleet.breaker.admit("fine", "assets"), outcome=Outcome.ok())
+    fleet.store.start_run(Run("going", "fine", "sites", RunStatus.RUNNING, utc_now()))
+    documented = documented_families()
+    assert len(documented) >= 15
+    text = fleet.get("/metrics")[2].decode()
+    exported = {
+        # The parser names a counter family without the _total its samples carry.
+        family.name + ("_total" if family.type == "counter" else ""): family
+        for family in text_string_to_metric_families(text)
+    }
+    assert set(exported) == set(documented), "every family in the README, and only those"
+    for name, (kind, labels) in documented.items():
+        family = exported[name]
+        assert family.type == kind, name
+        assert family.samples, f"{name} has no sample in a fleet with one of each"
+        for sample in family.samples:
+            assert set(sample.labels) == labels, (name, sample.labels)
+    requests = {
+        s.labels["outcome"]: s.value
+        for s in exported["entity_sync_breaker_window_requests"].samples
+        if s.labels["connection"] == "fine"
+    }
+    assert requests == {"success": 1, "failure": 0}
 
 
 def test_read_only_and_safe_headers(fleet: Fleet) -> None:

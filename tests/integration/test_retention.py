@@ -98,10 +98,10 @@ def test_old_runs_go_in_batches_but_live_and_latest_runs_stay(store: SqlStore) -
     assert prune_history(store, _settings(), now=NOW).total == 0
 
 
-def _runs(totals: object) -> dict[tuple[str, str, str], int]:
-    out: dict[tuple[str, str, str], int] = {}
+def _runs(totals: object) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
     for t in totals.runs:  # type: ignore[attr-defined]
-        key = (t.connection_id, t.entity_type, t.status)
+        key = (t.connection_id, t.status)
         out[key] = out.get(key, 0) + t.runs
     return {k: v for k, v in out.items() if v}
 

@@ -165,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             view = View.parse(parse_qs(urlsplit(self.path).query))
             self._send(HTTPStatus.OK, "application/json", _json(grid.as_json(view)), head)
         elif path == "/metrics":
-            text = metrics.render(self.server.dashboard.registry)
+            text = metrics.render(metrics.families(*self.server.dashboard.snapshot()))
             self._send(HTTPStatus.OK, metrics.CONTENT_TYPE, text, head)
         elif path == "/healthz":
             self.server.dashboard.snapshot()

@@ -375,7 +375,7 @@ class SyncStore(RegistryStore, reconcile.ReconcileStore):
         self, run_columns: str, connection_id: str | None
     ) -> dict[tuple[str, str], Sequence[Any]]:
         # One query over the counters kept with the data (schema versions 5 and
-        # 7): never a scan of records, and each pair's last run is one primary-key
+        # 9): never a scan of records, and each pair's last run is one primary-key
         # lookup from its counter row, never a search of the run history.
         where = "WHERE p.connection_id = ?" if connection_id else ""
         params = (connection_id,) if connection_id else ()

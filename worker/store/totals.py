@@ -18,32 +18,37 @@ TERMINAL = ("succeeded", "failed", "skipped", "rejected")
 
 @dataclass(frozen=True)
 class RunTotal:
-    """Runs of one (connection, entity type) that ended with one status."""
+    """Runs of one connection (all its entity types) that ended with one status."""
 
     connection_id: str  # "" for a rejected payload that named no connection
-    entity_type: str
     status: str
     runs: int
-    pages: int  # upstream list pages fetched and committed by these runs
-    records: int  # records written by these runs (a repeated page counts again)
 
 
 @dataclass(frozen=True)
 class FailureTotal:
-    """Failed runs of one pair by the kind of the failure."""
+    """Failed runs of one connection by the kind of the failure."""
 
     connection_id: str
-    entity_type: str
     kind: str
     runs: int
 
 
 @dataclass(frozen=True)
-class TransitionTotal:
-    """Breaker state changes of one level from one state to another."""
+class WorkTotal:
+    """What the runs of one connection fetched and wrote, since the beginning."""
 
     connection_id: str
-    level: str  # "connection" or an entity type
+    pages: int  # upstream list pages fetched and committed
+    records: int  # records written (a repeated page counts again)
+
+
+@dataclass(frozen=True)
+class TransitionTotal:
+    """Breaker state changes of one connection at one level, from one state to another."""
+
+    connection_id: str
+    level: str  # "connection", or "entity_type" for its entity types' breakers together
     from_state: str
     to_state: str
     count: int
@@ -60,14 +65,21 @@ class EventTotal:
 
 @dataclass(frozen=True)
 class Totals:
-    """What the store's history adds up to."""
+    """What the store's history adds up to, per connection (never per entity type)."""
 
     runs: tuple[RunTotal, ...]
     active_runs: tuple[RunTotal, ...]  # queued, running or deferred right now
     failures: tuple[FailureTotal, ...]
+    work: tuple[WorkTotal, ...]
     transitions: tuple[TransitionTotal, ...]
     events: tuple[EventTotal, ...]
     parked: tuple[tuple[str, int], ...]  # (connection, jobs parked)
+
+
+# A transition's level, folded to two values: the connection's breaker or one of its
+# entity types' (which one is per pair; the dashboard and `transitions` show it).
+_TOTAL_LEVEL = "CASE WHEN level = 'connection' THEN 'connection' ELSE 'entity_type' END"
+_ROW_LEVEL = "CASE WHEN entity_type IS NULL THEN 'connection' ELSE 'entity_type' END"
 
 
 class TotalsStore(StoreBase):
@@ -75,53 +87,50 @@ class TotalsStore(StoreBase):
 
     @translated
     def totals(self) -> Totals:
-        """Add up runs, failures, transitions, events and parked jobs.
+        """Add up runs, failures, work, transitions, events and parked jobs per connection.
 
         Finished runs come from ``run_totals`` plus the few runs housekeeping
         has not folded in yet (``counted = 0``, a partial index); pages and
         records written from ``pair_counts``; transitions from the live rows
         plus those retention deleted. Events and parked jobs are small tables
-        (retention keeps the outbox short).
+        (retention keeps the outbox short). The store adds up per connection,
+        so what comes back is a few rows per connection, not per pair.
         """
         read = self._read
-        by_run: dict[tuple[str, str, str], int] = {}
-        by_failure: dict[tuple[str, str, str], int] = {}
-        folded = read("SELECT connection_id, entity_type, status, error_kind, runs FROM run_totals")
-        fresh = read(
-            "SELECT COALESCE(connection_id, ''), COALESCE(entity_type, ''), status, "
-            "COALESCE(error_kind, ''), COUNT(*) FROM runs WHERE counted = 0 "
-            "GROUP BY connection_id, entity_type, status, error_kind"
+        by_run: dict[tuple[str, str], int] = {}
+        by_failure: dict[tuple[str, str], int] = {}
+        folded = read(
+            "SELECT connection_id, status, error_kind, SUM(runs) FROM run_totals "
+            "GROUP BY connection_id, status, error_kind"
         )
-        for cid, entity, status, kind, count in (*folded, *fresh):
-            key = (str(cid), str(entity), str(status))
+        fresh = read(
+            "SELECT COALESCE(connection_id, ''), status, COALESCE(error_kind, ''), COUNT(*) "
+            "FROM runs WHERE counted = 0 GROUP BY connection_id, status, error_kind"
+        )
+        for cid, status, kind, count in (*folded, *fresh):
+            key = (str(cid), str(status))
             by_run[key] = by_run.get(key, 0) + int(count)
-            if status == "failed" and cid and entity:
-                fkey = (str(cid), str(entity), str(kind) or "unknown")
+            if status == "failed" and cid:
+                fkey = (str(cid), str(kind) or "unknown")
                 by_failure[fkey] = by_failure.get(fkey, 0) + int(count)
-        work = {
-            (str(r[0]), str(r[1])): (int(r[2]), int(r[3]))
-            for r in read("SELECT connection_id, entity_type, pages, written FROM pair_counts")
-        }
         runs: list[RunTotal] = []
         active: list[RunTotal] = []
-        for (cid, entity, status), count in sorted(by_run.items()):
-            # A pair's pages and records ride on its first status; the metrics
-            # sum them over statuses, so where they sit does not matter.
-            pages, written = work.pop((cid, entity), (0, 0))
-            total = RunTotal(cid, entity, status, count, pages, written)
-            (runs if status in TERMINAL else active).append(total)
-        for (cid, entity), (pages, written) in sorted(work.items()):
-            if pages or written:
-                runs.append(RunTotal(cid, entity, "succeeded", 0, pages, written))
+        for (cid, status), count in sorted(by_run.items()):
+            if count:
+                (runs if status in TERMINAL else active).append(RunTotal(cid, status, count))
+        work = read(
+            "SELECT connection_id, SUM(pages), SUM(written) FROM pair_counts "
+            "GROUP BY connection_id ORDER BY connection_id"
+        )
         transitions: dict[tuple[str, str, str, str], int] = {}
         for row in (
             *read(
-                "SELECT connection_id, level, from_state, to_state, count FROM transition_totals"
+                f"SELECT connection_id, {_TOTAL_LEVEL}, "
+                "from_state, to_state, SUM(count) FROM transition_totals GROUP BY 1, 2, 3, 4"
             ),
             *read(
-                "SELECT connection_id, COALESCE(entity_type, 'connection'), from_state, "
-                "to_state, COUNT(*) FROM transitions "
-                "GROUP BY connection_id, entity_type, from_state, to_state"
+                f"SELECT connection_id, {_ROW_LEVEL}, "
+                "from_state, to_state, COUNT(*) FROM transitions GROUP BY 1, 2, 3, 4"
             ),
         ):
             tkey = (str(row[0]), str(row[1]), str(row[2]), str(row[3]))
@@ -136,6 +145,7 @@ class TotalsStore(StoreBase):
             runs=tuple(runs),
             active_runs=tuple(active),
             failures=tuple(FailureTotal(*key, count) for key, count in sorted(by_failure.items())),
+            work=tuple(WorkTotal(str(r[0]), int(r[1] or 0), int(r[2] or 0)) for r in work),
             transitions=tuple(
                 TransitionTotal(*key, count) for key, count in sorted(transitions.items())
             ),
