@@ -17,10 +17,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TextIO
+from typing import TextIO, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from worker.breaker import Breaker
@@ -32,6 +34,7 @@ from worker.store import SqlStore
 from worker.store.totals import Totals
 
 log = logging.getLogger("entity_sync.dashboard")
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8901
@@ -50,7 +53,15 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class Dashboard:
-    """Builds the grid and the totals, at most once per ``cache_s`` for all requests."""
+    """Builds the grid and the totals, each at most once per ``cache_s`` for all requests.
+
+    Every read of the store runs on one thread of the dashboard's own, which
+    keeps its database connection from one refresh to the next: a scrape does
+    not pay for a new connection (a new backend process on PostgreSQL, a cold
+    page cache on SQLite), and the dashboard holds one connection, not one per
+    request thread. /api/status reads the grid only; /metrics the grid and the
+    totals.
+    """
 
     store: SqlStore
     breaker: Breaker | None
@@ -59,25 +70,36 @@ class Dashboard:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._built_at = float("-inf")
-        self._snapshot: tuple[Grid, Totals] | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-store")
+        self._grid: tuple[float, Grid] | None = None
+        self._totals: tuple[float, Totals] | None = None
         self.registry = metrics.registry_for(self.snapshot)
 
-    def snapshot(self) -> tuple[Grid, Totals]:
-        """The grid and totals; raises EntitySyncError when the store does not answer."""
+    def grid(self) -> Grid:
+        """The grid; raises EntitySyncError when the store does not answer."""
         with self._lock:
-            if self._snapshot is None or time.monotonic() - self._built_at > self.cache_s:
-                try:
-                    grid = build_grid(
+            if self._grid is None or time.monotonic() - self._grid[0] > self.cache_s:
+                grid = self._read(
+                    lambda: build_grid(
                         self.store, self.breaker, default_interval_s=self.default_interval_s
                     )
-                    self._snapshot = (grid, self.store.totals())
-                    self._built_at = time.monotonic()
-                finally:
-                    # Each request runs on its own thread; don't leave one
-                    # database connection behind per request.
-                    self.store.drop_connection()
-            return self._snapshot
+                )
+                self._grid = (time.monotonic(), grid)
+            return self._grid[1]
+
+    def totals(self) -> Totals:
+        """The store's totals; raises EntitySyncError when the store does not answer."""
+        with self._lock:
+            if self._totals is None or time.monotonic() - self._totals[0] > self.cache_s:
+                self._totals = (time.monotonic(), self._read(self.store.totals))
+            return self._totals[1]
+
+    def snapshot(self) -> tuple[Grid, Totals]:
+        """The grid and totals (/metrics)."""
+        return self.grid(), self.totals()
+
+    def _read(self, build: Callable[[], T]) -> T:
+        return self._reader.submit(build).result()
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -161,14 +183,14 @@ class Handler(BaseHTTPRequestHandler):
             extra = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode(), head, extra)
         elif path == "/api/status":
-            grid, _ = self.server.dashboard.snapshot()
+            grid = self.server.dashboard.grid()
             view = View.parse(parse_qs(urlsplit(self.path).query))
             self._send(HTTPStatus.OK, "application/json", _json(grid.as_json(view)), head)
         elif path == "/metrics":
             text = metrics.render(metrics.families(*self.server.dashboard.snapshot()))
             self._send(HTTPStatus.OK, metrics.CONTENT_TYPE, text, head)
         elif path == "/healthz":
-            self.server.dashboard.snapshot()
+            self.server.dashboard.grid()
             self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", head)
         else:
             self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"404 not found\n", head)
