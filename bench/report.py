@@ -160,15 +160,21 @@ def splice(section: Section, summary: list[str], *, prefix: str, path: Path | No
     )
     heading = f"## {section.title}"
     parts = text.split("\n## ")
-    kept = [p for p in parts[1:] if not ("## " + p).startswith(heading)]
-    lines = [line for line in parts[0].splitlines() if not line.startswith(prefix)]
-    head = "\n".join(lines)
-    out = [head.rstrip("\n"), *("## " + p.rstrip("\n") for p in kept), block.rstrip("\n")]
+    # The section stays where it was (other sections may have been pasted after it).
+    sections = ["## " + p.rstrip("\n") for p in parts[1:]]
+    where = [i for i, p in enumerate(sections) if p.startswith(heading)]
+    if where:
+        sections[where[0]] = block.rstrip("\n")
+        sections = [p for i, p in enumerate(sections) if i not in where[1:]]
+    else:
+        sections.append(block.rstrip("\n"))
+    out = [parts[0].rstrip("\n"), *sections]
     text = "\n\n".join(out) + "\n"
     if "## Targets at a glance" in text:
         anchor = text.index("## Targets at a glance")
         end = text.index("\n\n## ", anchor + 1) if "\n\n## " in text[anchor + 1 :] else len(text)
-        glance = text[anchor:end].rstrip("\n")
-        text = text[:anchor] + glance + "\n" + "\n".join(summary) + text[end:]
+        glance = text[anchor:end].rstrip("\n").splitlines()
+        glance = [line for line in glance if not line.startswith(prefix)]
+        text = text[:anchor] + "\n".join(glance) + "\n" + "\n".join(summary) + text[end:]
     path.write_text(text, encoding="utf-8")
     print(f"bench: wrote {section.title!r} into {path}", file=sys.stderr)
