@@ -192,7 +192,7 @@ def test_last_run_and_last_success_are_kept_with_every_run_change(store: SqlStor
     def kept() -> tuple[str | None, str | None]:
         (status,) = store.entity_statuses("c1")
         (row,) = store.pair_rows(store.list_connections())
-        assert (row[5], row[7]) == (
+        assert (row[5], row[9]) == (
             status.last_success_at,
             status.last_run.status if status.last_run else None,
         )
