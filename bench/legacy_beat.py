@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from worker.app import app
+from worker.celeryapp.app import app
 
 LEGACY_SCHEDULE = {
     "schedule-syncs": {"task": "entity_sync.housekeeping.schedule", "schedule": 1.0},

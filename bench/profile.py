@@ -25,13 +25,19 @@ from bench.common import (
 )
 from bench.report import Section, Table
 from bench.throughput import traced_shape, warm
-from worker.sandbox.testing import running_sandbox
+from worker.testing.sandbox import running_sandbox
 
 # (category, substring of the file path or function) in order: first match wins.
 CATEGORIES = (
     ("SQL commit (sqlite3 / psycopg)", ("sqlite3", "psycopg", "worker/store/")),
-    ("record checks (worker/records.py, timeutil)", ("worker/records.py", "worker/timeutil.py")),
-    ("JSON parse + envelope validation (pydantic)", ("pydantic", "json/", "upstream.py:list_page")),
+    (
+        "record checks (worker/sync/records.py, timeutil)",
+        ("worker/sync/records.py", "worker/timeutil.py"),
+    ),
+    (
+        "JSON parse + envelope validation (pydantic)",
+        ("pydantic", "json/", "upstream/client.py:list_page"),
+    ),
     ("HTTP (httpx, httpcore, sockets)", ("httpx", "httpcore", "h11", "socket", "ssl")),
     (
         "Redis (breaker, lease, limits)",
@@ -150,7 +156,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         "`PAGES_PER_TASK` to spread per-task costs further."
     )
     section.text(
-        "**Easy win taken**: `worker/records.py` now skips `strftime` for timestamps that "
+        "**Easy win taken**: `worker/sync/records.py` now skips `strftime` for timestamps that "
         "already have the store's form (`...SSZ` or `...SS.ffffffZ`, the usual upstream "
         "forms), validating them with `datetime.fromisoformat` and producing byte-identical "
         "text; other forms take the old path. `split_records` went from about 21 to about "

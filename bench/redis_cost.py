@@ -33,7 +33,7 @@ from bench.common import (
 )
 from bench.report import Section, Table
 from bench.throughput import traced_shape, warm
-from worker.sandbox.testing import running_sandbox
+from worker.testing.sandbox import running_sandbox
 
 
 def _free_port() -> int:

@@ -27,11 +27,11 @@ import redis
 
 from bench.common import fresh_store, median, redis_url, say
 from bench.report import Section, Table
-from worker.breaker import Breaker, Outcome
-from worker.dashboard.metrics import families, registry_for, render, render_reference
-from worker.dashboard.server import Dashboard, DashboardServer
 from worker.entities import ALL_ENTITY_TYPES
-from worker.status import status_rows
+from worker.ops.dashboard.metrics import families, registry_for, render, render_reference
+from worker.ops.dashboard.server import Dashboard, DashboardServer
+from worker.ops.status import status_rows
+from worker.resilience.breaker import Breaker, Outcome
 from worker.store import SqlStore, open_store
 from worker.store.runs import pair_rows_sql
 from worker.store.schema import LATEST_RUNS

@@ -22,7 +22,7 @@ from bench.common import (
     timed_sync,
 )
 from bench.report import Section, Table
-from worker.sandbox.testing import SandboxHandle, running_sandbox
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 ENTITY_TYPES = ("assets", "work-orders", "materials", "users")
 

@@ -6,7 +6,7 @@ import time
 
 from chaos.harness import Audit, CaseResult, Stack
 from worker.errors import StoreError
-from worker.status import wait_for_request
+from worker.ops.status import wait_for_request
 from worker.store import Run
 
 

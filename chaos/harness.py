@@ -25,9 +25,9 @@ from typing import Any
 from chaos.infra import PostgresCluster, RedisServer
 from tests.support import ROOT, Env, WorkerProcess, wait_for
 from worker.client import EntitySyncClient
-from worker.sandbox.testing import SandboxHandle, running_sandbox
-from worker.status import wait_for_request
+from worker.ops.status import wait_for_request
 from worker.store import Run, RunStatus, SqlStore
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
 
@@ -251,7 +251,7 @@ class Stack:
             f"{worker.log_path.stem}-r{len(self.deaths)}",
             pool=worker.pool,
             concurrency=worker.concurrency,
-            beat=worker.beat,
+            beat=worker.celeryapp.beat,
             **worker.extra_env,
         )
 

@@ -17,7 +17,7 @@ from chaos.common import describe
 from chaos.harness import CaseResult, default_settings, log, stack, succeeded
 from tests.odd_records import HostileAudit, audit_hostile
 from worker.sandbox.hostile import CLASSES
-from worker.sandbox.testing import running_sandbox
+from worker.testing.sandbox import running_sandbox
 
 ENTITIES = ("assets", "work-orders", "materials", "users")
 

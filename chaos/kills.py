@@ -19,7 +19,7 @@ from collections import Counter
 
 from chaos.harness import CaseResult, Stack, default_settings, log, stack, succeeded
 from tests.support import wait_for
-from worker.status import wait_for_request
+from worker.ops.status import wait_for_request
 from worker.store import Run
 
 RECEIVED = re.compile(r"sync_entity\[([0-9a-f-]{36})\] received")

@@ -38,7 +38,7 @@ each is now a row above:
    and closing the channel then restores the unacknowledged messages through a
    Redis client it can no longer build (`AttributeError: 'NoneType' object has no
    attribute 'hostname'`, "Unrecoverable error"); a task finishing after the loss
-   hit the same wall when it acknowledged its message. `worker/broker_loss.py`
+   hit the same wall when it acknowledged its message. `worker/celeryapp/broker_loss.py`
    closes the connection first, while the transport is attached (the messages go
    back when the broker already answers), and drops acks and rejects on a closed
    channel (the message was returned, or died with the broker).
@@ -64,7 +64,7 @@ each is now a row above:
   (`appendonly yes`) or an AMQP broker (`BROKER_URL=amqp://...`) closes it.
   Webhook deliveries and housekeeping are re-derived from the store (outbox sweep
   every 5 s, beat), so they are not at risk.
-- `worker/broker_loss.py` overrides one method of celery 5.7's consumer and one of
+- `worker/celeryapp/broker_loss.py` overrides one method of celery 5.7's consumer and one of
   kombu's Redis channel; `pyproject.toml` pins celery to 5.7.x, and a newer one
   has to pass this suite before the pin moves.
 

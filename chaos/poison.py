@@ -37,7 +37,7 @@ def run(*, max_deliveries: int = 3, timeout: float = 120) -> CaseResult:
             worker,
         )
         took = time.monotonic() - started
-        from worker.status import wait_for_request
+        from worker.ops.status import wait_for_request
 
         [healthy_run] = wait_for_request(s.store, healthy, ["assets"], timeout_s=timeout)
         log = worker.log()

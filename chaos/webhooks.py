@@ -14,7 +14,7 @@ from collections import Counter
 
 from chaos.harness import CaseResult, log, stack
 from tests.support import WebhookReceiver, wait_for
-from worker.events import EventReason, EventType, build_event
+from worker.outbox.events import EventReason, EventType, build_event
 
 SECRET = "whsec_chaos_0123456789abcdef"  # noqa: S105 - a throwaway test secret
 

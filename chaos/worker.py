@@ -71,7 +71,7 @@ def install() -> None:
     from celery import signals
 
     import tasks.sync
-    from worker.app import app
+    from worker.celeryapp.app import app
     from worker.store import base, runs
 
     app.conf.broker_transport_options = {

@@ -31,8 +31,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.breaker import Breaker  # noqa: E402 (after the path fix above)
-from worker.dashboard.server import Dashboard, DashboardServer  # noqa: E402
+from worker.ops.dashboard.server import Dashboard, DashboardServer  # noqa: E402
+from worker.resilience.breaker import Breaker  # noqa: E402 (after the path fix above)
 from worker.store import Connection, PageCommit, RecordRow, Run, SqlStore, open_store  # noqa: E402
 from worker.timeutil import canonical  # noqa: E402
 

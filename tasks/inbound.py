@@ -2,16 +2,16 @@
 
 The receiver keeps each event in the store before it answers, then enqueues
 this task; the sweep enqueues any event still waiting (a publish lost with
-the broker). Acting on an event twice changes nothing (worker/inbound.py).
+the broker). Acting on an event twice changes nothing (worker/inbound/actions.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.app import app
+from worker.celeryapp.app import app
 from worker.errors import CoordinationError, StoreError
-from worker.inbound import process_event, sweep
+from worker.inbound.actions import process_event, sweep
 from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
 from worker.runtime import runtime
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.app import app
+from worker.celeryapp.app import app
 from worker.errors import CoordinationError, StoreError, UnknownConnection
 from worker.jobs import NOTIFY, NOTIFY_QUEUE
 from worker.logs import bound
-from worker.notifier import deliver_pending, webhook_sender
+from worker.outbox.notifier import deliver_pending, webhook_sender
 from worker.runtime import runtime
 from worker.timeutil import utc_now
 

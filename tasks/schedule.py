@@ -2,7 +2,7 @@
 stalled runs, probes, the outbox sweep and the sweep of kept upstream webhooks,
 each at its own cadence.
 
-One beat task enqueues what is due from the store (``worker.schedule``)
+One beat task enqueues what is due from the store (``worker.sync.schedule``)
 rather than one beat entry per connection: the registry stays the only list
 of connections, a new connection needs no beat restart, and a slot is claimed
 in SQL so it is sent at most once whoever sends it. A Redis lock keeps one
@@ -19,17 +19,17 @@ from typing import Any
 
 from tasks.inbound import sweep_upstream_events
 from tasks.notify import sweep_outbox
-from worker import redis_keys
-from worker.app import app
+from worker.celeryapp.app import app
+from worker.coordination import redis_keys
 from worker.errors import CoordinationError, StoreError
-from worker.housekeeping import Step, tick
 from worker.jobs import HOUSEKEEPING_QUEUE, RESUME_PARKED_JOB, SYNC_CONNECTION, SYNC_QUEUE
-from worker.reconciliation import reconciliation_due
-from worker.recovery import probe, resend_stalled_runs, resume_parked, resume_parked_job
-from worker.retention import prune_history
 from worker.runtime import runtime
-from worker.schedule import schedule_due
 from worker.store import Connection
+from worker.sync.housekeeping import Step, tick
+from worker.sync.reconciliation import reconciliation_due
+from worker.sync.recovery import probe, resend_stalled_runs, resume_parked, resume_parked_job
+from worker.sync.retention import prune_history
+from worker.sync.schedule import schedule_due
 
 SCHEDULE = "entity_sync.housekeeping.schedule"
 RESUME_PARKED = "entity_sync.housekeeping.resume_parked"

@@ -13,9 +13,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from worker.app import app
-from worker.backoff import retry_delay
-from worker.deliveries import count_delivery
+from worker.celeryapp.app import app
+from worker.celeryapp.task_base import SyncTask
 from worker.errors import (
     CoordinationError,
     Kind,
@@ -35,8 +34,12 @@ from worker.jobs import (
     sync_queue,
 )
 from worker.logs import bound
-from worker.recovery import plan_self_resume
-from worker.runner import (
+from worker.resilience.backoff import retry_delay
+from worker.runtime import Runtime, runtime
+from worker.store import Run, RunStatus
+from worker.sync.poison import count_delivery
+from worker.sync.recovery import plan_self_resume
+from worker.sync.runner import (
     Step,
     StepOutcome,
     dead_letter,
@@ -47,9 +50,6 @@ from worker.runner import (
     record_rejection,
     run_step,
 )
-from worker.runtime import Runtime, runtime
-from worker.store import Run, RunStatus
-from worker.task_base import SyncTask
 from worker.timeutil import utc_now
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
@@ -87,7 +87,7 @@ def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     with bound(connection_id=connection.id, task_id=task_id):
         runs = [_queued_run(rt, job, connection.id, entity) for entity in types]
         # Recorded before sending: a message the broker loses leaves a queued
-        # run that housekeeping finds and sends again (worker/recovery.py).
+        # run that housekeeping finds and sends again (worker/sync/recovery.py).
         rt.store.queue_runs(runs)
         for run in runs:
             app.send_task(
@@ -164,7 +164,7 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     except Exception as exc:
         if isinstance(exc, Retry) or is_outage(exc):
             raise
-        # Every run ends (worker/runner.py): raised outside the step, it ends here,
+        # Every run ends (worker/sync/runner.py): raised outside the step, it ends here,
         # redacted, rather than as a task failure whose text Celery logs verbatim.
         fields = kwargs or (args[0] if args and isinstance(args[0], dict) else {})
         end_crashed_task(rt, fields, task_id, exc)

@@ -76,25 +76,25 @@ def _wrap(owner: Any, name: str, step: str, faults: dict[str, str]) -> None:
 
 def install() -> None:
     """Wrap one function per step (only calls of an armed connection raise)."""
-    import worker.breaker
-    import worker.paging
-    import worker.records
-    import worker.runner
-    import worker.sync
-    import worker.transitions
-    import worker.upstream
+    import worker.outbox.transitions
+    import worker.resilience.breaker
+    import worker.sync.pager
+    import worker.sync.records
+    import worker.sync.runner
+    import worker.sync.slice
+    import worker.upstream.client
     from worker.store import runs
 
     faults = _faults()
-    _wrap(worker.runner, "connection_for", "start", faults)
-    _wrap(worker.upstream.UpstreamClient, "_get", "fetch", faults)
-    _wrap(worker.sync, "split_records", "parse", faults)
-    _wrap(worker.records, "check_record", "record_check", faults)
+    _wrap(worker.sync.runner, "connection_for", "start", faults)
+    _wrap(worker.upstream.client.UpstreamClient, "_get", "fetch", faults)
+    _wrap(worker.sync.slice, "split_records", "parse", faults)
+    _wrap(worker.sync.records, "check_record", "record_check", faults)
     _wrap(runs.SyncStore, "commit_page", "commit", faults)
     _wrap(runs.SyncStore, "commit_page", "refusal", faults)
-    _wrap(worker.paging.Pager, "advance", "cursor", faults)
-    _wrap(worker.breaker.Breaker, "admit", "breaker", faults)
-    _wrap(worker.transitions.TransitionRecorder, "__call__", "event", faults)
+    _wrap(worker.sync.pager.Pager, "advance", "cursor", faults)
+    _wrap(worker.resilience.breaker.Breaker, "admit", "breaker", faults)
+    _wrap(worker.outbox.transitions.TransitionRecorder, "__call__", "event", faults)
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from worker.sandbox.hostile import KEYLESS, OUTCOME, odd_class
-from worker.sandbox.testing import SandboxHandle
 from worker.store import SqlStore
+from worker.testing.sandbox import SandboxHandle
 from worker.timeutil import NULL_DATE, canonical_instant
 
 # Classes whose ``data`` is an escaped form, with the exact text in ``raw``.

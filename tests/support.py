@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 import redis
 
+from worker.ops.status import wait_for_request
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
-from worker.status import wait_for_request
 from worker.store import Connection, Run, SqlStore, open_store
 
 
@@ -167,7 +167,7 @@ class Env:
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
+            [sys.executable, "-m", "worker.ops.cli", *args],
             env=self.process_env(),
             input=stdin,
             capture_output=True,
@@ -311,7 +311,7 @@ class WebhookReceiver:
     """A local webhook endpoint that checks signatures on its own and records events.
 
     The check is written here from the documented scheme (HMAC-SHA256 over
-    ``"<t>." + body``), independently of ``worker.webhooks``. ``failing`` makes
+    ``"<t>." + body``), independently of ``worker.outbox.webhooks``. ``failing`` makes
     it answer 503 while true; ``start()`` may come late, to model a receiver
     that is down (connections refused) for a while.
     """

@@ -13,7 +13,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "celery":
-        from worker.app import app
+        from worker.celeryapp.app import app
 
         return app
     raise AttributeError(name)

@@ -14,19 +14,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker.backoff import RetryBudget
-from worker.breaker import Breaker, BreakerPolicy
-from worker.lease import Leases
-from worker.limits import Limits, RatePolicy
-from worker.notifier import webhook_client
-from worker.relay import relay
-from worker.retry_budget import RetryBudgets
+from worker.coordination.lease import Leases
+from worker.outbox.notifier import webhook_client
+from worker.outbox.relay import relay
+from worker.outbox.transitions import TransitionRecorder
+from worker.outbox.webhooks import WebhookClient
+from worker.resilience.backoff import RetryBudget
+from worker.resilience.breaker import Breaker, BreakerPolicy
+from worker.resilience.limits import Limits, RatePolicy
+from worker.resilience.retry_budget import RetryBudgets
 from worker.secrets import SecretBox
 from worker.settings import Settings, get_settings
 from worker.store import SqlStore, open_store
-from worker.transitions import TransitionRecorder
-from worker.upstream import UpstreamClient
-from worker.webhooks import WebhookClient
+from worker.upstream.client import UpstreamClient
 
 
 def redis_client(settings: Settings) -> redis.Redis:

@@ -73,12 +73,12 @@ class Settings(BaseSettings):
     stalled_run_seconds: PositiveSeconds = 900.0
     visibility_timeout: PositiveSeconds = 3600.0
     # Beat sends one housekeeping tick this often; the tick runs every step that
-    # is due (worker/housekeeping.py). A worker that sees no beat heartbeat for
+    # is due (worker/sync/housekeeping.py). A worker that sees no beat heartbeat for
     # beat_stale_seconds warns once: long deferrals wait for beat.
     housekeeping_tick_seconds: Annotated[float, Field(ge=0.5, le=60)] = 5.0
     beat_stale_seconds: PositiveSeconds = 120.0
 
-    # Breakers (worker.breaker): trip on a failure rate over a window once
+    # Breakers (worker.resilience.breaker): trip on a failure rate over a window once
     # enough calls were made, or on consecutive failures for low volume.
     breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
     breaker_min_calls: Annotated[int, Field(ge=1, le=10_000)] = 10
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     retry_budget_reserve: Annotated[int, Field(ge=0, le=10_000)] = 10
     retry_budget_ratio: Annotated[float, Field(ge=0, le=10)] = 0.2
 
-    # Webhooks (worker.notifier): signed with the connection's secret, else this one.
+    # Webhooks (worker.outbox.notifier): signed with the connection's secret, else this one.
     webhook_secret: SecretStr | None = None
     # Rotating the global secret: the previous one signs next to it until then.
     webhook_secret_previous: SecretStr | None = None
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     dead_event_retention_days: Annotated[float, Field(gt=0, le=3650)] = 90.0
     retention_batch_size: Annotated[int, Field(ge=10, le=100_000)] = 1000
 
-    # Webhooks the unified API sends (`entity-sync receiver`, worker/inbound.py):
+    # Webhooks the unified API sends (`entity-sync receiver`, worker/inbound/actions.py):
     # comma-separated secrets, the current one first; any of them verifies, so a
     # rotation keeps the old one listed until the sender uses the new one.
     upstream_webhook_secret: SecretStr | None = None

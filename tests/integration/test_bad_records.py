@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from worker.pagebody import parse_list_body
-from worker.records import split_records
 from worker.settings import Settings
 from worker.store import Connection, PageCommit, Run, RunStatus, SqlStore, open_store
+from worker.sync.records import split_records
 from worker.timeutil import NULL_DATE, utc_now
-from worker.upstream import PageQuery, UpstreamClient
+from worker.upstream.client import PageQuery, UpstreamClient
+from worker.upstream.pagebody import parse_list_body
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.sandbox.testing import running_sandbox
 from worker.store import RunStatus
+from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_no_warning_while_beat_runs(
 def test_status_dashboard_and_wait_say_when_parked_work_waits_for_beat(
     tmp_path: Path, test_redis: Any, worker_factory: list[WorkerProcess]
 ) -> None:
-    from worker.dashboard.data import build_grid
+    from worker.ops.dashboard.data import build_grid
     from worker.runtime import Runtime
 
     with running_sandbox(preset="empty") as sandbox:

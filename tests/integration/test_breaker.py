@@ -1,4 +1,4 @@
-"""Integration tests for worker.breaker against a real Redis (DB 15, flushed per test).
+"""Integration tests for worker.resilience.breaker against a real Redis (DB 15, flushed per test).
 
 Tests that are about the clock (open -> half-open, pause, probe expiry) use
 Redis TIME with sub-second windows and real sleeps; the others pin the
@@ -17,7 +17,9 @@ import redis
 from redis.crc import key_slot
 
 from tests.support import SCRIPTS_REDIS_URL, FakeClock
-from worker.breaker import (
+from worker.errors import CoordinationError, Kind, Scope
+from worker.ops.status import health_of
+from worker.resilience.breaker import (
     Admission,
     Breaker,
     BreakerPolicy,
@@ -26,9 +28,7 @@ from worker.breaker import (
     RecordResult,
     State,
 )
-from worker.errors import CoordinationError, Kind, Scope
-from worker.limits import RatePolicy, connect_redis
-from worker.status import health_of
+from worker.resilience.limits import RatePolicy, connect_redis
 
 pytestmark = pytest.mark.integration
 

@@ -28,12 +28,12 @@ from tests.integration.test_scenarios import (
 )
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.connection_limits import apply_limits
 from worker.entities import ALL_ENTITY_TYPES
+from worker.resilience.connection_limits import apply_limits
 from worker.runtime import Runtime
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox
 from worker.store import Connection, RunStatus, TransitionRecord
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import parse_instant
 
 pytestmark = pytest.mark.integration

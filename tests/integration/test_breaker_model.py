@@ -33,7 +33,8 @@ from hypothesis.stateful import (
 )
 
 from tests.support import SCRIPTS_REDIS_URL
-from worker.breaker import (
+from worker.errors import Kind, Scope
+from worker.resilience.breaker import (
     Admission,
     Breaker,
     BreakerPolicy,
@@ -42,8 +43,7 @@ from worker.breaker import (
     level_effects,
     open_interval,
 )
-from worker.errors import Kind, Scope
-from worker.limits import RatePolicy
+from worker.resilience.limits import RatePolicy
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support import Env, WorkerProcess
-from worker.sandbox.testing import running_sandbox
+from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 

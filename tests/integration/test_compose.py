@@ -302,7 +302,7 @@ def read_only_copy_of_the_source(parent: Path) -> Path:
 def _runs(prefix: list[str], app: Path) -> str | None:
     """None when the test venv's Python imports our services' packages under ``prefix``."""
     done = subprocess.run(
-        [*prefix, sys.executable, "-c", "import celery, flower, worker.cli"],
+        [*prefix, sys.executable, "-c", "import celery, flower, worker.ops.cli"],
         cwd=app,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(app)},
         capture_output=True,

@@ -32,9 +32,9 @@ from scripts.dashboard_screenshot import (
 )
 from scripts.dashboard_screenshot import seed as seed_demo
 from tests.support import REDIS_URL, ROOT, Env
-from worker.breaker import Breaker, Outcome
-from worker.dashboard import metrics as exposition
-from worker.dashboard.server import Dashboard, DashboardServer
+from worker.ops.dashboard import metrics as exposition
+from worker.ops.dashboard.server import Dashboard, DashboardServer
+from worker.resilience.breaker import Breaker, Outcome
 from worker.settings import Settings
 from worker.store import (
     Connection,
@@ -330,7 +330,7 @@ def listening_addresses(port: int) -> set[str]:
 
 def start_cli(env: Env, *args: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "dashboard", *args],
+        [sys.executable, "-m", "worker.ops.cli", "dashboard", *args],
         env=env.process_env(),
         stderr=subprocess.PIPE,
         text=True,

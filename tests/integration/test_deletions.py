@@ -23,11 +23,11 @@ from standardwebhooks import Webhook
 
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.sandbox.testing import SandboxHandle, running_sandbox
+from worker.outbox.webhooks import new_secret
 from worker.store import Connection, PageCommit, RecordRow, Run, RunStatus, SqlStore, open_store
 from worker.store.models import QuarantinedRecord
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import utc_now
-from worker.webhooks import new_secret
 
 pytestmark = pytest.mark.integration
 

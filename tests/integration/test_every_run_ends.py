@@ -22,9 +22,9 @@ import pytest
 from tests.fault_worker import STEPS
 from tests.integration.test_sentry import IngestStandIn
 from tests.support import Env, WorkerProcess, wait_for
-from worker.lease import Leases
-from worker.sandbox.testing import SandboxHandle, running_sandbox
+from worker.coordination.lease import Leases
 from worker.store import RunStatus
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

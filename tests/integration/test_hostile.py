@@ -25,8 +25,8 @@ from worker.client import EntitySyncClient
 from worker.sandbox.config import parse_config
 from worker.sandbox.hostile import CLASSES
 from worker.sandbox.presets import preset
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.store import RunStatus
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -25,11 +25,11 @@ import pytest
 
 from tests.support import Env, WorkerProcess, wait_for
 from worker.client import EntitySyncClient
+from worker.coordination.lease import Leases
 from worker.jobs import SYNC_ENTITY
-from worker.lease import Leases
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox
 from worker.store import Connection, RunStatus
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

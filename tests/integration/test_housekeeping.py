@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from tests.support import Env
-from worker.housekeeping import Step, tick
-from worker.recovery import resume_parked, resume_parked_job
 from worker.runtime import Runtime
 from worker.store import Connection, ParkedJob
+from worker.sync.housekeeping import Step, tick
+from worker.sync.recovery import resume_parked, resume_parked_job
 from worker.timeutil import canonical
 
 pytestmark = pytest.mark.integration

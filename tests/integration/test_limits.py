@@ -1,4 +1,4 @@
-"""Integration tests for worker.limits: the GCRA limiter inside ``admit``, concurrency
+"""Integration tests for worker.resilience.limits: the GCRA limiter inside ``admit``, concurrency
 slots and per-connection overrides, against a real Redis (DB 15, flushed per test).
 """
 
@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from tests.support import SCRIPTS_REDIS_URL, FakeClock
-from worker.breaker import Breaker, Reason
 from worker.errors import CoordinationError
-from worker.limits import ConnectionLimits, Limits, RatePolicy, connect_redis
+from worker.resilience.breaker import Breaker, Reason
+from worker.resilience.limits import ConnectionLimits, Limits, RatePolicy, connect_redis
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,9 @@ import pytest
 import redis
 
 from tests.support import Env
-from worker import redis_keys
-from worker.events import EventReason, EventType, build_event
-from worker.recovery import probe
+from worker.coordination import redis_keys
+from worker.outbox.events import EventReason, EventType, build_event
 from worker.runtime import Runtime
-from worker.schedule import current_slot, schedule_due
 from worker.secrets import SecretBox
 from worker.store import (
     Connection,
@@ -33,6 +31,8 @@ from worker.store import (
 )
 from worker.store.inbound import UpstreamAspect
 from worker.store.registry import CONNECTION_TABLES
+from worker.sync.recovery import probe
+from worker.sync.schedule import current_slot, schedule_due
 
 pytestmark = pytest.mark.integration
 
@@ -423,7 +423,7 @@ def test_rotate_key_command_rotates_again_what_changed_meanwhile(
 ) -> None:
     import argparse
 
-    from worker import cli
+    from worker.ops import cli
     from worker.secrets import generate_key
 
     old, new = generate_key(), generate_key()

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.support import Env, WorkerProcess, wait_for
-from worker.reconciliation import reconciliation_due
-from worker.sandbox.testing import SandboxHandle, running_sandbox
-from worker.schedule import offset_s
 from worker.store import Connection, Run, RunStatus, open_store
+from worker.sync.reconciliation import reconciliation_due
+from worker.sync.schedule import offset_s
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import parse_instant, utc_now
 
 pytestmark = pytest.mark.integration

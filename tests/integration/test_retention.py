@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.retention import prune_history
 from worker.settings import Settings
 from worker.store import Connection, Event, Run, RunStatus, SqlStore, TransitionRecord, open_store
+from worker.sync.retention import prune_history
 from worker.timeutil import canonical
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -240,7 +240,7 @@ def test_the_housekeeping_task_prunes_on_beat_s_schedule(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tasks.schedule as housekeeping
-    from worker.app import BEAT_SCHEDULE, HOUSEKEEPING_TICK, app
+    from worker.celeryapp.app import BEAT_SCHEDULE, HOUSEKEEPING_TICK, app
     from worker.runtime import Runtime
 
     assert housekeeping.PRUNE_HISTORY == "entity_sync.housekeeping.prune_history"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.backoff import RetryBudget
-from worker.breaker import Breaker, Outcome
-from worker.retry_budget import RetryBudgets
+from worker.resilience.backoff import RetryBudget
+from worker.resilience.breaker import Breaker, Outcome
+from worker.resilience.retry_budget import RetryBudgets
 
 
 def test_a_connection_spends_its_reserve_plus_a_share_of_its_requests(test_redis: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.sandbox.testing import SandboxHandle, running_sandbox
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 DATA_END = "2026-11-01T00:00:00Z"
 CONFIG: dict[str, Any] = {

@@ -26,14 +26,14 @@ import pytest
 import redis
 
 from tests.support import REDIS_URL, Env, WorkerProcess, postgres_schema
-from worker.breaker import BreakerView, State
 from worker.client import EntitySyncClient
-from worker.connection_limits import apply_limits
+from worker.resilience.breaker import BreakerView, State
+from worker.resilience.connection_limits import apply_limits
 from worker.runtime import Runtime
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox
 from worker.store import Connection, Run, RunStatus, SqlStore, TransitionRecord
 from worker.store.models import TERMINAL_STATUSES
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
 pytestmark = pytest.mark.integration

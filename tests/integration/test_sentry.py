@@ -27,8 +27,7 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
 from tests.support import Env, WorkerProcess, wait_for
-from worker import sentry as es_sentry
-from worker.app import BEAT_SCHEDULE
+from worker.celeryapp.app import BEAT_SCHEDULE
 from worker.client import EntitySyncClient
 from worker.errors import (
     AuthFailed,
@@ -39,15 +38,16 @@ from worker.errors import (
     RetryLater,
     Unavailable,
 )
-from worker.guard import StateChange
 from worker.jobs import SYNC_ENTITY
 from worker.logs import bound, connection_log, log
-from worker.sandbox.testing import SandboxHandle, running_sandbox
+from worker.observability import sentry as es_sentry
+from worker.observability.sentry_throttle import EVENTS_PER_KIND
+from worker.outbox.transitions import TransitionRecorder
+from worker.resilience.guard import StateChange
 from worker.secrets import SecretBox, generate_key
-from worker.sentry_throttle import EVENTS_PER_KIND
 from worker.settings import Settings
 from worker.store import open_store
-from worker.transitions import TransitionRecorder
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 DSN = "http://publickey@127.0.0.1:9/42"  # nothing listens: only the capturing transport sends
 
@@ -469,6 +469,6 @@ def test_a_401_seen_by_many_jobs_is_one_sentry_event_without_the_token(
         assert event["contexts"]["transition"]["http_status"] == 401
         assert all(p == "/api/42/envelope/" for p in ingest.paths)
         slugs = {c["monitor_slug"] for c in ingest.items("check_in")}
-        assert "housekeeping" in slugs  # the tick (worker/app.py BEAT_SCHEDULE)
+        assert "housekeeping" in slugs  # the tick (worker/celeryapp/app.py BEAT_SCHEDULE)
     finally:
         ingest.stop()

@@ -16,11 +16,11 @@ import redis
 
 from tests.support import REDIS_URL
 from worker.jobs import BACKFILL_QUEUE, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
-from worker.recovery import MAX_RECOVERIES, resend_stalled_runs
-from worker.runner import StepOutcome, dead_letter, holder_of, run_step
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Connection, PageCommit, Run, RunStatus
+from worker.sync.recovery import MAX_RECOVERIES, resend_stalled_runs
+from worker.sync.runner import StepOutcome, dead_letter, holder_of, run_step
 from worker.timeutil import canonical, utc_now
 
 pytestmark = pytest.mark.integration

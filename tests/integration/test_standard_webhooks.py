@@ -20,10 +20,10 @@ import redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.support import Env
-from worker.events import EventReason, EventType, build_event
-from worker.notifier import deliver_pending, webhook_client, webhook_sender
+from worker.outbox.events import EventReason, EventType, build_event
+from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
+from worker.outbox.webhooks import new_secret
 from worker.secrets import SecretBox
-from worker.webhooks import new_secret
 
 pytestmark = pytest.mark.integration
 

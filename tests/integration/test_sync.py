@@ -14,8 +14,8 @@ import pytest
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.jobs import SYNC_ENTITY
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.store import Run, RunStatus, SqlStore
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
 pytestmark = pytest.mark.integration

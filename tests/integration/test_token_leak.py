@@ -22,7 +22,7 @@ import pytest
 
 from tests.support import ROOT, Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.sandbox.testing import running_sandbox
+from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_the_token_appears_nowhere(
 
         port = _free_port()
         dashboard = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port)],
+            [sys.executable, "-m", "worker.ops.cli", "dashboard", "--port", str(port)],
             env=env.process_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.test_upstream_edge import Serve, _client, _peak_rss_mb, raw_server
 from worker.errors import AuthFailed, BadRequest, BadResponse, RateLimited, Unavailable
-from worker.upstream import Page, PageQuery
+from worker.upstream.client import Page, PageQuery
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 
 from worker.errors import BadResponse, Unavailable
 from worker.settings import Settings
-from worker.upstream import PageQuery, UpstreamClient
+from worker.upstream.client import PageQuery, UpstreamClient
 
 pytestmark = pytest.mark.integration
 

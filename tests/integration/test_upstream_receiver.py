@@ -1,7 +1,7 @@
 """The receiver of the unified API's webhooks, and what acting on an event does.
 
 Real HTTP to the receiver, real Redis, SQLite and PostgreSQL; the events are
-processed by ``worker.inbound.process_event`` in this process (the task body),
+processed by ``worker.inbound.actions.process_event`` in this process (the task body),
 with what it sends collected instead of published. The end-to-end path with a
 real worker and the sandbox sending is in test_upstream_webhooks.py.
 """
@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 
 from tests.support import Env, wait_for
-from worker.breaker import State
-from worker.dashboard.data import build_grid
-from worker.inbound import learn_upstream_id, process_event
-from worker.receiver import PATH, ReceiverServer
+from worker.inbound.actions import learn_upstream_id, process_event
+from worker.inbound.receiver import PATH, ReceiverServer
+from worker.ops.dashboard.data import build_grid
+from worker.ops.status import render_upstream, status_rows
+from worker.resilience.breaker import State
 from worker.runtime import Runtime
-from worker.status import render_upstream, status_rows
 from worker.store import SqlStore
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ class Harness:
 
 
 def signature(secret: str, body: bytes) -> str:
-    """Written from docs/upstream-api.md, independently of worker.inbound."""
+    """Written from docs/upstream-api.md, independently of worker.inbound.actions."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

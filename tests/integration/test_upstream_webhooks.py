@@ -17,11 +17,11 @@ from typing import IO, Any
 import pytest
 
 from tests.support import ROOT, Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
-from worker.breaker import State
 from worker.client import EntitySyncClient
+from worker.resilience.breaker import State
 from worker.runtime import Runtime
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.store import RunStatus
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ class ReceiverProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "worker.cli", "receiver", "--port", "0"],
+            [sys.executable, "-m", "worker.ops.cli", "receiver", "--port", "0"],
             env=env.process_env(),
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -253,7 +253,7 @@ def test_the_sandbox_sends_what_its_switches_say_and_one_event_on_demand(
                 "the re-authorisation webhook",
             )
             done = subprocess.run(
-                [sys.executable, "-m", "worker.cli", "sandbox-webhook", token, "sync.failed",
+                [sys.executable, "-m", "worker.ops.cli", "sandbox-webhook", token, "sync.failed",
                  "--data", '{"entity_types": ["assets"], "message": "boom"}',
                  "--sandbox-url", sandbox.url],
                 capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,

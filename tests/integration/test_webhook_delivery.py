@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from worker.urls import validate_webhook_url
-from worker.webhooks import DeliveryResult, WebhookClient, deliver
+from worker.outbox.destinations import validate_webhook_url
+from worker.outbox.webhooks import DeliveryResult, WebhookClient, deliver
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from tests.support import Env
-from worker.events import EventReason, EventType, build_event
-from worker.notifier import deliver_pending, webhook_client, webhook_sender
+from worker.outbox.events import EventReason, EventType, build_event
+from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
 from worker.secrets import SecretBox
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Unit tests for worker.backoff: jitter bounds, Retry-After, retry floor, budget."""
+"""Unit tests for worker.resilience.backoff: jitter bounds, Retry-After, retry floor, budget."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.backoff import RetryBudget, full_jitter, parse_retry_after, retry_delay
+from worker.resilience.backoff import RetryBudget, full_jitter, parse_retry_after, retry_delay
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from worker.beat import BeatState, BeatWatch
+from worker.celeryapp.beat import BeatState, BeatWatch
 
 
 def _watch() -> BeatWatch:

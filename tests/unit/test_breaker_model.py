@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.breaker import BreakerPolicy, Outcome, level_effects, open_interval
 from worker.errors import Kind, Scope
-from worker.limits import gcra
+from worker.resilience.breaker import BreakerPolicy, Outcome, level_effects, open_interval
+from worker.resilience.limits import gcra
 
 POLICY = BreakerPolicy(base_open_s=5.0, max_open_s=600.0, min_open_s=1.0)
 

@@ -1,4 +1,4 @@
-"""Unit tests for worker.classify: the status table, the messy cases, the rule table."""
+"""Unit tests for worker.resilience.classify: the status table, the messy cases, the rule table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker import classify as classify_module
-from worker.classify import (
+from worker.errors import (
+    AuthFailed,
+    BadRequest,
+    BadResponse,
+    Kind,
+    NotSupported,
+    PermissionDenied,
+    RateLimited,
+    Scope,
+    Unavailable,
+    UpstreamError,
+)
+from worker.resilience import classify as classify_module
+from worker.resilience.classify import (
     RULES,
     Action,
     Rule,
@@ -23,18 +35,6 @@ from worker.classify import (
     deferral,
     error_for_status,
     error_for_sync_status,
-)
-from worker.errors import (
-    AuthFailed,
-    BadRequest,
-    BadResponse,
-    Kind,
-    NotSupported,
-    PermissionDenied,
-    RateLimited,
-    Scope,
-    Unavailable,
-    UpstreamError,
 )
 
 CLIENT_KINDS = {

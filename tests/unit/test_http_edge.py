@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from worker.http_edge import (
+from worker.upstream.http_edge import (
     MAX_JSON_DEPTH,
     BodyTooLarge,
     Decoder,

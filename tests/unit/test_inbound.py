@@ -1,4 +1,4 @@
-"""Verifying and parsing the unified API's webhooks (worker/inbound.py)."""
+"""Verifying and parsing the unified API's webhooks (worker/inbound/actions.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from worker.inbound import BadEvent, parse_event, sign, verify_signature
+from worker.inbound.actions import BadEvent, parse_event, sign, verify_signature
 
 BODY = (
     b'{"id": "evt_1", "type": "sync.completed", "created_at": "2026-11-30T09:00:00+01:00", '

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.errors import BadResponse
-from worker.paging import Pager
-from worker.records import split_records
+from worker.sync.pager import Pager
+from worker.sync.records import split_records
 from worker.timeutil import canonical
-from worker.upstream import Meta, Page, PageQuery
+from worker.upstream.client import Meta, Page, PageQuery
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -13,10 +13,10 @@ import pytest
 
 from tests.unit.test_paging import BASE, ModelUpstream, run_once
 from worker.errors import BadResponse
-from worker.paging import Pager
-from worker.records import split_records
+from worker.sync.pager import Pager
+from worker.sync.records import split_records
 from worker.timeutil import canonical
-from worker.upstream import Meta, Page, PageQuery
+from worker.upstream.client import Meta, Page, PageQuery
 
 STAMP = canonical(BASE)
 MAX_REQUESTS = 1000  # far above what any bounded pager needs here

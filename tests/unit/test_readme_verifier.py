@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.webhooks import sign
+from worker.outbox.webhooks import sign
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.pagebody import MAX_DEPTH, BodyError, parse_list_body
-from worker.records import split_records
 from worker.secrets import SecretBox, generate_key
 from worker.store import QuarantinedRecord, RecordRow
+from worker.sync.records import split_records
 from worker.timeutil import NULL_DATE, after, canonical_instant
+from worker.upstream.pagebody import MAX_DEPTH, BodyError, parse_list_body
 
 
 def test_bad_records_are_set_aside_with_their_reason() -> None:

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.jobs import BACKFILL_QUEUE, MANUAL_QUEUE, SYNC_QUEUE, sync_queue
-from worker.schedule import current_slot, offset_s
+from worker.sync.schedule import current_slot, offset_s
 
 
 @given(st.text(min_size=1, max_size=40), st.integers(1, 86_400), st.floats(0, 2e9))

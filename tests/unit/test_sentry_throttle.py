@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.sentry_throttle import RepeatThrottle, kind_of
+from worker.observability.sentry_throttle import RepeatThrottle, kind_of
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.urls import (
+from worker.outbox.destinations import (
     InvalidWebhookUrl,
     address_problem,
     allowed_addresses,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from worker.status import Health
+from worker.ops.status import Health
+from worker.ops.waiting import Progress, Watcher, _progress
 from worker.store import ParkedJob, Run, RunStatus
-from worker.waiting import Progress, Watcher, _progress
 
 UNTIL = "2030-01-01T00:00:10.000000Z"
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.backoff import full_jitter
-from worker.webhooks import is_expired, new_secret, next_attempt_delay, sign, verify
+from worker.outbox.webhooks import is_expired, new_secret, next_attempt_delay, sign, verify
+from worker.resilience.backoff import full_jitter
 
 SECRET = "whsec_test_secret"
 BODY = b'{"id":"evt_1","type":"connection.recovered"}'
@@ -203,7 +203,7 @@ def test_is_expired_at_the_24_hour_boundary() -> None:
 
 def test_standard_signature_matches_the_spec_example() -> None:
     # The example of the Standard Webhooks specification's reference libraries.
-    from worker.webhooks import sign_standard
+    from worker.outbox.webhooks import sign_standard
 
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     value = sign_standard([secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
@@ -214,7 +214,7 @@ def test_standard_signature_matches_the_spec_example() -> None:
 def test_legacy_secrets_key_with_their_bytes_and_spec_secrets_with_the_decoded_key() -> None:
     import base64
 
-    from worker.webhooks import signing_key, standard_form
+    from worker.outbox.webhooks import signing_key, standard_form
 
     fresh = new_secret()
     assert len(signing_key(fresh)) == 32

@@ -11,12 +11,12 @@ from typing import Any
 from celery import Celery, signals
 
 from worker import logs
-from worker.beat import watch_beat
+from worker.celeryapp.beat import watch_beat
+from worker.celeryapp.startup import check_ready
 from worker.errors import ConfigError
 from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
-from worker.sentry import init_sentry
+from worker.observability.sentry import init_sentry
 from worker.settings import Settings, get_settings
-from worker.startup import check_ready
 
 TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify", "tasks.inbound"]
 
@@ -62,17 +62,17 @@ def create_app(settings: Settings) -> Celery:
             "entity_sync.housekeeping.*": {"queue": HOUSEKEEPING_QUEUE},
         },
         beat_schedule=beat_schedule(settings),
-        # Writes beat's heartbeat as it ticks (worker/beat.py).
-        beat_scheduler="worker.beat:HeartbeatScheduler",
+        # Writes beat's heartbeat as it ticks (worker/celeryapp/beat.py).
+        beat_scheduler="worker.celeryapp.beat:HeartbeatScheduler",
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         # Celery's consumer and kombu's Redis channel, fixed to survive a broker
-        # restart under running tasks (worker/broker_loss.py).
-        worker_consumer="worker.broker_loss:Consumer",
+        # restart under running tasks (worker/celeryapp/broker_loss.py).
+        worker_consumer="worker.celeryapp.broker_loss:Consumer",
     )
     if _redis_broker(settings):
-        app.conf.broker_transport = "worker.broker_loss:Transport"
+        app.conf.broker_transport = "worker.celeryapp.broker_loss:Transport"
     return app
 
 

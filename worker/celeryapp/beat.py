@@ -8,7 +8,7 @@ talks to Redis, and a write every few seconds forever would be needless load
 on a single-writer SQLite store.
 
 Without beat, a worker still resumes jobs parked for a short while by itself
-(``worker.recovery.plan_self_resume``); long deferrals, schedules, probes, the
+(``worker.sync.recovery.plan_self_resume``); long deferrals, schedules, probes, the
 outbox sweep and the stalled-run rescue wait for beat. A worker that sees no
 heartbeat for ``beat_stale_seconds`` says so once in its log.
 """
@@ -24,12 +24,12 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
-from worker import redis_keys
+from worker.coordination import redis_keys
 from worker.logs import log
-from worker.recovery import self_resuming
 from worker.runtime import redis_client
 from worker.settings import Settings, get_settings
 from worker.store import ParkedJob
+from worker.sync.recovery import self_resuming
 
 HEARTBEAT_EVERY_S = 10.0  # at most; more often when beat_stale_seconds is short
 HEARTBEAT_TTL_S = 86_400  # long enough to say "last seen at", short enough to vanish

@@ -48,11 +48,11 @@ class SyncTask(Task):  # type: ignore[misc]
     ) -> None:
         if self.name != SYNC_ENTITY:
             return
-        from worker.runner import end_crashed_task, is_outage
         from worker.runtime import runtime
+        from worker.sync.runner import end_crashed_task, is_outage
 
         if is_outage(exc):
-            return  # the run waits for housekeeping to send it again (worker/recovery.py)
+            return  # the run waits for housekeeping to send it again (worker/sync/recovery.py)
         try:
             fields = payload_of(tuple(args or ()), dict(kwargs or {}))
             end_crashed_task(runtime(), fields, str(task_id), exc, report=False)

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import redis
 
+from worker.coordination.redis_keys import lease as lease_key
 from worker.errors import CoordinationError
-from worker.limits import coordination
-from worker.redis_keys import lease as lease_key
+from worker.resilience.limits import coordination
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ still run on Redis Cluster (one tag, one slot).
     {cb:<c>}:rate             string GCRA theoretical arrival time
     {cb:<c>}:limits           hash   per-connection overrides: rate_per_s, burst, max_concurrency
     {cb:<c>}:slots            zset   concurrency-slot holders scored by expiry (ms)
-    {cb:<c>}:lease:<e>        string sync lease of one entity type (worker.lease)
+    {cb:<c>}:lease:<e>        string sync lease of one entity type (worker.coordination.lease)
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def slots(connection_id: str) -> str:
 
 
 def lease(connection_id: str, entity_type: str) -> str:
-    """The sync lease of one (connection, entity type): see ``worker.lease``."""
+    """The sync lease of one (connection, entity type): see ``worker.coordination.lease``."""
     return f"{tag(connection_id)}:lease:{check_entity_type(entity_type)}"
 
 
@@ -140,13 +140,15 @@ def connection_pattern(connection_id: str) -> str:
 
 
 SCHEDULER_LOCK = "entity_sync:scheduler:lock"  # the one active scheduler
-BEAT_HEARTBEAT = "entity_sync:beat:heartbeat"  # unix time of beat's last tick (worker.beat)
+BEAT_HEARTBEAT = (
+    "entity_sync:beat:heartbeat"  # unix time of beat's last tick (worker.celeryapp.beat)
+)
 # Parked jobs a worker will resume by itself (countdown), scored by due time.
 SELF_RESUMES = "entity_sync:parked:self_resumes"
 
 
 def housekeeping_step(name: str) -> str:
-    """Set while a housekeeping step rests between two runs (worker.housekeeping)."""
+    """Set while a housekeeping step rests between two runs (worker.sync.housekeeping)."""
     return f"entity_sync:housekeeping:{name}"
 
 

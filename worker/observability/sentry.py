@@ -46,13 +46,13 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from worker.errors import Blocked, Deferred, Halted, RetryLater, Scope, UpstreamError
 from worker.logs import context, log
-from worker.sentry_throttle import RepeatThrottle, kind_of
+from worker.observability.sentry_throttle import RepeatThrottle, kind_of
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Breadcrumb, BreadcrumbHint, Event, Hint
     from sentry_sdk.transport import Transport
 
-    from worker.guard import StateChange
+    from worker.resilience.guard import StateChange
     from worker.settings import Settings
 
 FILTERED = "[Filtered]"

@@ -28,10 +28,10 @@ from worker.operator_input import (
     clean_secret,
     decode_secret_bytes,
 )
+from worker.ops.status import render_table, render_upstream, status_rows
 from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings, get_settings
-from worker.status import render_table, render_upstream, status_rows
 from worker.store import Connection, Event, RunStatus, SqlStore, open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_TIMEOUT, EXIT_DEFERRED = 0, 1, 2, 3, 4
@@ -92,7 +92,7 @@ def _upstream_url(url: str | None) -> str | None:
 
 def _webhook_url(url: str | None, settings: Settings) -> str | None:
     """The URL if it is a safe webhook destination, else UsageError saying why."""
-    from worker.urls import InvalidWebhookUrl, validate_webhook_url
+    from worker.outbox.destinations import InvalidWebhookUrl, validate_webhook_url
 
     if url is None:
         return None
@@ -164,7 +164,7 @@ def cmd_connections_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connections_remove(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.removal import remove_connection
+    from worker.ops.removal import remove_connection
 
     deleted = remove_connection(_store(settings), Runtime(settings=settings).redis, args.id)
     print(
@@ -177,7 +177,7 @@ def cmd_connections_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> int:
     from worker.client import EntitySyncClient
-    from worker.recovery import resume_connection
+    from worker.sync.recovery import resume_connection
 
     box = SecretBox.from_settings(settings)
     store = _store(settings)
@@ -243,7 +243,7 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
 
 def _opt_in_events(value: str) -> list[str]:
     """``--events``: a comma-separated list of opt-in event types, or ``none``."""
-    from worker.events import OPT_IN_EVENTS, EventType
+    from worker.outbox.events import OPT_IN_EVENTS, EventType
 
     names = [part.strip() for part in value.split(",") if part.strip()]
     if names == ["none"]:
@@ -309,7 +309,7 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_connections_limits(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.connection_limits import apply_limits
+    from worker.resilience.connection_limits import apply_limits
 
     try:
         values = check_limits(args.rate, args.burst, args.max_concurrency)
@@ -351,7 +351,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     print(f"sync of {connection.id} enqueued (request {request_id})")
     if not args.wait:
         return EXIT_OK
-    from worker.waiting import Watcher
+    from worker.ops.waiting import Watcher
 
     outcome = Watcher(
         Runtime(settings=settings), request_id, connection.id, entity_types, timeout_s=args.timeout
@@ -373,7 +373,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.beat import beat_state
+    from worker.celeryapp.beat import beat_state
 
     store, rt = _store(settings), Runtime(settings=settings)
     rows = status_rows(store, rt.breaker, args.id)
@@ -397,7 +397,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     if args.action == "redeliver":
-        from worker.relay import relay
+        from worker.outbox.relay import relay
         from worker.timeutil import utc_now
 
         if not args.event_id:
@@ -442,7 +442,7 @@ def _event_json(event: Event) -> dict[str, object]:
 
 
 def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.breaker_cli import breaker_command
+    from worker.ops.breaker_commands import breaker_command
 
     _store(settings).get_connection(args.id)
     print(breaker_command(Runtime(settings=settings), args))
@@ -453,7 +453,7 @@ def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.webhooks import new_secret, standard_form
+    from worker.outbox.webhooks import new_secret, standard_form
 
     if args.standard_form:
         # A secret set before the whsec_ + base64 form: what a Standard Webhooks
@@ -547,7 +547,7 @@ def cmd_sandbox_webhook(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.receiver import serve
+    from worker.inbound.receiver import serve
 
     secrets = settings.upstream_webhook_secrets()
     if not secrets:
@@ -557,7 +557,7 @@ def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
         )
 
     def publish(event_id: str) -> None:
-        from worker.app import app
+        from worker.celeryapp.app import app
         from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
 
         app.send_task(
@@ -579,7 +579,7 @@ def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_upstream_events(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.inbound import event_json
+    from worker.inbound.actions import event_json
 
     status = "unmapped" if args.unmapped else args.status
     events = _store(settings).upstream_events(status=status, limit=args.limit)
@@ -595,7 +595,7 @@ def cmd_upstream_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.dashboard import serve
+    from worker.ops.dashboard import serve
 
     runtime = Runtime(settings=settings)
     serve(
@@ -610,7 +610,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.demo import run_demo
+    from worker.ops.demo import run_demo
 
     return run_demo(settings)
 

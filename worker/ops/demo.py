@@ -22,14 +22,14 @@ from typing import Any
 import redis
 
 from worker.client import EntitySyncClient
-from worker.demo_receiver import DemoReceiver
+from worker.ops.demo_receiver import DemoReceiver
+from worker.ops.status import render_table, status_rows, wait_for_request
+from worker.outbox.webhooks import new_secret
 from worker.runtime import Runtime, redis_client
-from worker.sandbox.testing import SandboxHandle, running_sandbox
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
-from worker.status import render_table, status_rows, wait_for_request
 from worker.store import Connection, RunStatus, SqlStore, open_store
-from worker.webhooks import new_secret
+from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 DEMO_DIR = Path("var/demo")
 # Its credentials change after the syncs, and the unified API says so by webhook.
@@ -123,7 +123,7 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
 
 def _start_receiver(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[str], str]:
     """`entity-sync receiver` on a free loopback port; returns it and its URL."""
-    command = [sys.executable, "-m", "worker.cli", "receiver", "--port", "0"]
+    command = [sys.executable, "-m", "worker.ops.cli", "receiver", "--port", "0"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command, env=env, stdout=subprocess.PIPE, stderr=log, text=True

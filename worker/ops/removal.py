@@ -3,7 +3,7 @@
 Redis is cleared before the store is touched, so a Redis that does not answer
 stops the removal with nothing changed (run it again later), and once more
 afterwards, for what a task still running wrote in between. Every key of a
-connection shares its hash tag (``worker.redis_keys``), so one SCAN finds
+connection shares its hash tag (``worker.coordination.redis_keys``), so one SCAN finds
 breakers, pauses, limits, leases, slots, retry budgets and the rest, including
 kinds of keys added later. Without this, a connection added again under the
 same id would inherit the old one's halt, limits or held leases.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import redis
 
-from worker import redis_keys
-from worker.limits import coordination
+from worker.coordination import redis_keys
 from worker.logs import connection_log
+from worker.resilience.limits import coordination
 from worker.store import SqlStore
 
 

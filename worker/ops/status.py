@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from worker.breaker import Breaker, BreakerView, State
 from worker.errors import EntitySyncError
+from worker.outbox.transitions import unix_to_instant
+from worker.resilience.breaker import Breaker, BreakerView, State
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect
 from worker.store.models import TERMINAL_STATUSES
 from worker.store.runs import PairRow
-from worker.transitions import unix_to_instant
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def status_rows(
     ]
 
 
-# Aspects whose latest event reports a problem (worker/inbound.py).
+# Aspects whose latest event reports a problem (worker/inbound/actions.py).
 _PROBLEM_EVENTS = ("sync.failed", "connection.error")
 
 

@@ -23,13 +23,13 @@ from typing import TextIO
 
 import redis
 
-from worker.beat import BEAT_HINT, beat_running
+from worker.celeryapp.beat import BEAT_HINT, beat_running
 from worker.errors import EntitySyncError
-from worker.recovery import self_resuming
+from worker.ops.status import UNKNOWN, Health, health_of
 from worker.runtime import Runtime
-from worker.status import UNKNOWN, Health, health_of
 from worker.store import ParkedJob, Run, RunStatus
 from worker.store.models import TERMINAL_STATUSES
+from worker.sync.recovery import self_resuming
 from worker.timeutil import parse_instant
 
 PATIENCE_S = 30.0  # held back with no page fetched this long: deferred (within a minute)

@@ -19,14 +19,14 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from worker import redis_keys
-from worker.limits import coordination
+from worker.coordination import redis_keys
 from worker.logs import connection_log
+from worker.outbox.webhooks import WebhookClient, deliver, is_expired, next_attempt_delay
+from worker.resilience.limits import coordination
 from worker.secrets import SecretBox
 from worker.settings import Settings
 from worker.store import Connection, Event, EventStatus, SqlStore
 from worker.timeutil import canonical, parse_instant
-from worker.webhooks import WebhookClient, deliver, is_expired, next_attempt_delay
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from worker.logs import log
 
 def relay(connection_id: str) -> None:
     """Enqueue delivery of a connection's pending events."""
-    from worker.app import app  # here, not at the top: the app module imports the runtime
+    from worker.celeryapp.app import app  # here, not at the top: the app module imports the runtime
 
     try:
         app.send_task(NOTIFY, kwargs={"connection_id": connection_id}, queue=NOTIFY_QUEUE)

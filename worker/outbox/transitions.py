@@ -6,10 +6,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from worker.errors import UpstreamError
-from worker.events import EventReason, build_event, event_for_transition
-from worker.guard import StateChange
 from worker.logs import connection_log
-from worker.sentry import report_transition
+from worker.observability.sentry import report_transition
+from worker.outbox.events import EventReason, build_event, event_for_transition
+from worker.resilience.guard import StateChange
 from worker.store import SqlStore, TransitionRecord
 from worker.timeutil import canonical, utc_now
 

@@ -14,14 +14,14 @@
 - ``WebhookClient``         an httpx client for customer endpoints: no redirects,
                             explicit timeouts, a whole-request deadline, a capped
                             response read, connecting through the SSRF guard of
-                            ``worker.urls.guarded_transport``
+                            ``worker.outbox.destinations.guarded_transport``
 - ``deliver``               one attempt; every outcome is a DeliveryResult, nothing
                             raises for network problems
 - ``next_attempt_delay``,   capped full-jitter backoff and the 24 h dead-letter rule
   ``is_expired``
 
-With ``worker.urls`` this is the webhook edge's only user of httpx, as
-``worker.upstream`` is for the unified API. The secret is only ever an HMAC key:
+With ``worker.outbox.destinations`` this is the webhook edge's only user of httpx, as
+``worker.upstream.client`` is for the unified API. The secret is only ever an HMAC key:
 it is never sent, logged, or put in a reason.
 """
 
@@ -43,8 +43,7 @@ from types import TracebackType
 
 import httpx
 
-from worker.backoff import full_jitter
-from worker.urls import (
+from worker.outbox.destinations import (
     InvalidWebhookUrl,
     Resolver,
     check_destination,
@@ -52,6 +51,7 @@ from worker.urls import (
     request_deadline,
     system_resolve,
 )
+from worker.resilience.backoff import full_jitter
 
 # Standard Webhooks headers (lower case, as the spec writes them).
 WEBHOOK_ID_HEADER = "webhook-id"

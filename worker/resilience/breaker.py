@@ -1,8 +1,8 @@
 """Circuit breakers per connection and per (connection, entity type), held in Redis.
 
-Every decision is one Lua script (``worker/lua/*.lua``) using Redis ``TIME`` as
+Every decision is one Lua script (``worker/resilience/lua/*.lua``) using Redis ``TIME`` as
 the only clock; all keys of a connection share the hash tag ``{cb:<id>}``
-(``worker.redis_keys``), so the scripts also run on Redis Cluster.
+(``worker.coordination.redis_keys``), so the scripts also run on Redis Cluster.
 
 States: ``closed``; ``open`` until T; ``half_open`` (one probe, the caller that
 wins ``SET probe NX PX probe_ttl_s``; the token is released by
@@ -58,9 +58,10 @@ from typing import Any
 
 import redis
 
-from worker import redis_keys
-from worker.backoff import full_jitter
-from worker.breaker_types import (
+from worker.coordination import redis_keys
+from worker.errors import Scope
+from worker.resilience.backoff import full_jitter
+from worker.resilience.breaker_types import (
     Admission,
     BreakerView,
     Change,
@@ -74,8 +75,7 @@ from worker.breaker_types import (
     Transition,
     level_effects,
 )
-from worker.errors import Scope
-from worker.limits import Clock, RatePolicy, coordination, lua, now_arg, text
+from worker.resilience.limits import Clock, RatePolicy, coordination, lua, now_arg, text
 
 __all__ = [
     "Admission",

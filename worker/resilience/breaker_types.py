@@ -1,6 +1,6 @@
 """Value types of the breaker: states, admissions, outcomes, results and views.
 
-They carry no behaviour beyond pure helpers; ``worker.breaker`` re-exports
+They carry no behaviour beyond pure helpers; ``worker.resilience.breaker`` re-exports
 them, so callers import everything from there.
 """
 

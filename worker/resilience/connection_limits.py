@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.limits import Limits
 from worker.logs import connection_log
 from worker.operator_input import usable_limits
+from worker.resilience.limits import Limits
 from worker.store import Connection
 
 

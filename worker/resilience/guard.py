@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from worker.breaker import (
+from worker.errors import Blocked, Deferred, Halted, Kind, RetryLater, Scope, UpstreamError
+from worker.resilience.breaker import (
     Admission,
     Breaker,
     Change,
@@ -32,8 +33,7 @@ from worker.breaker import (
     State,
     open_interval,
 )
-from worker.classify import Action, Verdict, Where, classify
-from worker.errors import Blocked, Deferred, Halted, Kind, RetryLater, Scope, UpstreamError
+from worker.resilience.classify import Action, Verdict, Where, classify
 
 T = TypeVar("T")
 

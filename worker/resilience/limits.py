@@ -1,5 +1,5 @@
 """Per-connection rate and concurrency limits held in Redis, plus the Redis plumbing
-shared with ``worker.breaker``.
+shared with ``worker.resilience.breaker``.
 
 Rate: a GCRA limiter per connection (``rate_per_s`` sustained, ``burst`` at once).
 Its state is one number under the connection's hash tag and it is checked
@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from worker import redis_keys
+from worker.coordination import redis_keys
 from worker.errors import CoordinationError
 
 Clock = Callable[[], float]
@@ -74,8 +74,8 @@ def count_with_ttl(client: redis.Redis, key: str, *, ttl_s: float) -> int:
 
 
 def lua(name: str) -> str:
-    """The source of ``worker/lua/<name>.lua`` with the shared helpers prepended."""
-    folder = resources.files("worker").joinpath("lua")
+    """The source of ``worker/resilience/lua/<name>.lua`` with the shared helpers prepended."""
+    folder = resources.files("worker.resilience").joinpath("lua")
     parts = ["common"] + (["gcra"] if name == "admit" else []) + [name]
     return "\n".join(folder.joinpath(f"{part}.lua").read_text("utf-8") for part in parts)
 

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import redis
 
-from worker import redis_keys
-from worker.classify import Where, error_for_sync_status
-from worker.guard import Guard
-from worker.limits import coordination
-from worker.upstream import UpstreamClient
+from worker.coordination import redis_keys
+from worker.resilience.classify import Where, error_for_sync_status
+from worker.resilience.guard import Guard
+from worker.resilience.limits import coordination
+from worker.upstream.client import UpstreamClient
 
 
 def preflight(

@@ -1,6 +1,6 @@
 """A per-connection retry budget, so retries cannot multiply an outage.
 
-Finagle's shape (``worker.backoff.RetryBudget``): a reserve of retries per
+Finagle's shape (``worker.resilience.backoff.RetryBudget``): a reserve of retries per
 window plus a share of the requests the connection made in it. Requests are
 read from the breaker's failure-rate window; retries are counted here. Only
 the retry path pays for this (one script read and one pipeline), never a
@@ -13,10 +13,10 @@ import time
 
 import redis
 
-from worker import redis_keys
-from worker.backoff import RetryBudget
-from worker.breaker import Breaker
-from worker.limits import coordination, count_with_ttl
+from worker.coordination import redis_keys
+from worker.resilience.backoff import RetryBudget
+from worker.resilience.breaker import Breaker
+from worker.resilience.limits import coordination, count_with_ttl
 
 
 class RetryBudgets:

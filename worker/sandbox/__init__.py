@@ -1,7 +1,7 @@
 """The sandbox: a simulated unified API (docs/upstream-api.md) with named fault scenarios.
 
 Run it with ``python -m worker.sandbox --port 8900 --preset demo``; tests use
-``worker.sandbox.testing.running_sandbox``. See ``README.md`` for the config
+``worker.testing.sandbox.running_sandbox``. See ``README.md`` for the config
 format, the scenarios and the control API.
 """
 

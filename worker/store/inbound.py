@@ -1,5 +1,5 @@
 """Webhooks the unified API sends: the events as received, the id mapping, and
-the newest event applied per connection and aspect (worker/inbound.py acts on them).
+the newest event applied per connection and aspect (worker/inbound/actions.py acts on them).
 
 An event is written here by the receiver before it answers, keyed by the
 upstream's event id, so a redelivery is one row; its ``status`` then says what

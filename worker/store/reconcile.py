@@ -159,7 +159,7 @@ def on_run_end(tx: Tx, run_id: str, status: RunStatus) -> Event | None:
     wanted = tx.execute(
         "SELECT webhook_events FROM connections WHERE id = ?", (connection_id,)
     ).fetchall()
-    from worker.events import EventType, RunSummary, build_run_event
+    from worker.outbox.events import EventType, RunSummary, build_run_event
 
     kind = EventType.SYNC_COMPLETED if status is RunStatus.SUCCEEDED else EventType.SYNC_FAILED
     if not wanted or kind.value not in split_events(wanted[0][0]):

@@ -229,7 +229,7 @@ MIGRATIONS[6] = (
     "ALTER TABLE connections ADD COLUMN webhook_secret_previous_until TEXT",
 )
 
-# Version 7: webhooks the unified API sends (worker/inbound.py). Each event is
+# Version 7: webhooks the unified API sends (worker/inbound/actions.py). Each event is
 # kept by its id before the receiver answers; ``upstream_connection_id`` maps
 # the upstream's id of a connection (its status endpoint's ``id``) to ours;
 # ``upstream_aspects`` holds, per connection and aspect (auth, availability,

@@ -5,7 +5,7 @@ Beat sends ``entity_sync.housekeeping.tick`` every ``housekeeping_tick_seconds``
 whether or not anything was due. Each step keeps its own cadence; a step is
 due when its resting key in Redis has expired (``SET NX PX``), so two beats,
 or a tick delivered twice, run a step at most once per period. Every step is
-idempotent anyway (worker/recovery.py, worker/schedule.py).
+idempotent anyway (worker/sync/recovery.py, worker/sync/schedule.py).
 
 A step that fails is logged and the others still run; it is due again at the
 next tick.
@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from worker import redis_keys
+from worker.coordination import redis_keys
 from worker.logs import log
 
 

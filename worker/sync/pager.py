@@ -39,7 +39,7 @@ from datetime import timedelta
 from worker.errors import BadResponse
 from worker.store import RecordRow
 from worker.timeutil import after, parse_instant
-from worker.upstream import Page, PageQuery
+from worker.upstream.client import Page, PageQuery
 
 
 @dataclass

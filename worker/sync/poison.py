@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import redis
 
-from worker import redis_keys
-from worker.limits import count_with_ttl
+from worker.coordination import redis_keys
+from worker.resilience.limits import count_with_ttl
 
 COUNT_TTL_S = 86_400
 

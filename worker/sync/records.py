@@ -4,7 +4,7 @@ A page is only as broken as its worst record if the worker lets it be: here a
 record that did not decode, or has no usable ``key`` or ``updatedAt``, is set
 aside with its raw text and reason while the rest of the page is stored
 (principle 10). What the store holds for each odd kind of record is in
-docs/records.md; decoding is ``worker.pagebody``, instants ``worker.timeutil``.
+docs/records.md; decoding is ``worker.upstream.pagebody``, instants ``worker.timeutil``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from worker.pagebody import BodyRecord, encode, storable_text
 from worker.store import QuarantinedRecord, RecordRow
 from worker.timeutil import canonical_instant, is_null_date
+from worker.upstream.pagebody import BodyRecord, encode, storable_text
 
 MAX_KEY_LENGTH = 512
 MAX_RAW_CHARS = 100_000  # a quarantined record is kept for a person to read, not whole

@@ -16,19 +16,19 @@ from typing import Any
 
 import redis
 
-from worker import redis_keys
-from worker.breaker import State
-from worker.classify import error_for_sync_status
-from worker.connection_limits import apply_limits
+from worker.coordination import redis_keys
 from worker.errors import EntitySyncError
-from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
-from worker.guard import StateChange
-from worker.inbound import learn_upstream_id
+from worker.inbound.actions import learn_upstream_id
 from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
-from worker.preflight import forget_preflight
-from worker.relay import relay
+from worker.outbox.events import PROBLEM_EVENTS, EventReason, EventType, build_event
+from worker.outbox.relay import relay
+from worker.resilience.breaker import State
+from worker.resilience.classify import error_for_sync_status
+from worker.resilience.connection_limits import apply_limits
+from worker.resilience.guard import StateChange
+from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Connection, Run, RunStatus
 from worker.timeutil import canonical, parse_instant
@@ -57,11 +57,11 @@ def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
 # A parked job due within this many seconds is resumed by the worker itself, with a
 # countdown: far inside the broker's visibility timeout (1 h), so the held message
 # is never redelivered early, and about the longest countdown a retry already uses
-# (worker/runner.py MAX_COUNTDOWN_S). Later ones wait for beat's resume_parked.
+# (worker/sync/runner.py MAX_COUNTDOWN_S). Later ones wait for beat's resume_parked.
 SELF_RESUME_MAX_S = 60.0
 # At most this many such countdowns outstanding at once, across every worker: each
 # sits unacknowledged in a worker's memory and counts against its
-# worker_eta_task_limit (worker/app.py), which must stay free for retries.
+# worker_eta_task_limit (worker/celeryapp/app.py), which must stay free for retries.
 SELF_RESUME_CAP = 50
 _SELF_RESUME_GRACE_S = 30.0  # a countdown this overdue died with its worker
 

@@ -40,18 +40,18 @@ from worker.errors import (
     StoreError,
     UpstreamError,
 )
-from worker.guard import Guard
-from worker.inbound import learn_upstream_id
+from worker.inbound.actions import learn_upstream_id
 from worker.jobs import SyncEntityJob
 from worker.logs import connection_log, log
-from worker.preflight import preflight
-from worker.relay import relay
+from worker.observability.sentry import scrub_text
+from worker.outbox.relay import relay
+from worker.outbox.transitions import unix_to_instant
+from worker.resilience.guard import Guard
+from worker.resilience.preflight import preflight
 from worker.runtime import Runtime
-from worker.sentry import scrub_text
 from worker.store import Connection, ParkedJob, Run, RunStatus
-from worker.sync import SliceResult, SliceTarget, sync_slice
+from worker.sync.slice import SliceResult, SliceTarget, sync_slice
 from worker.timeutil import utc_now
-from worker.transitions import unix_to_instant
 
 
 class StepOutcome(StrEnum):

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.classify import Where
 from worker.errors import (
     Blocked,
     Deferred,
@@ -26,12 +25,13 @@ from worker.errors import (
     RetryLater,
     UpstreamError,
 )
-from worker.guard import Guard
-from worker.paging import Pager
-from worker.records import split_records
+from worker.resilience.classify import Where
+from worker.resilience.guard import Guard
 from worker.settings import Settings
 from worker.store import PageCommit, SqlStore
-from worker.upstream import UpstreamClient
+from worker.sync.pager import Pager
+from worker.sync.records import split_records
+from worker.upstream.client import UpstreamClient
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ import httpcore
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.backoff import parse_retry_after
-from worker.classify import error_for_status
 from worker.errors import AuthFailed, BadRequest, BadResponse, Unavailable, UpstreamError
-from worker.http_edge import (
+from worker.resilience.backoff import parse_retry_after
+from worker.resilience.classify import error_for_status
+from worker.settings import Settings
+from worker.upstream.http_edge import (
     ACCEPT_ENCODING,
     BodyTooLarge,
     DeadlineBackend,
@@ -33,8 +34,7 @@ from worker.http_edge import (
     Watchdog,
     loads_bounded,
 )
-from worker.pagebody import BodyError, parse_list_body
-from worker.settings import Settings
+from worker.upstream.pagebody import BodyError, parse_list_body
 
 MAX_RETRY_AFTER_S = 3600.0  # clamp: a wild Retry-After must not park a connection for days
 STATUS_PATH = "/api/integrations/current"
@@ -148,7 +148,7 @@ class UpstreamClient:
         """GET /api/eam/{entity_type} for one page."""
         url = f"{base_url}/api/eam/{entity_type}"
         body, headers = self._get(url, token, params=query.params(), limit=self._max_bytes)
-        # Record by record (worker.pagebody): one bad record must not sink the page.
+        # Record by record (worker.upstream.pagebody): one bad record must not sink the page.
         try:
             parsed = parse_list_body(body)
             meta = Meta() if parsed.meta is None else Meta.model_validate(parsed.meta)
@@ -251,7 +251,7 @@ class _DeadlineTransport(httpx.HTTPTransport):
     def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
         super().__init__(limits=limits, proxy=proxy)
         # httpx takes no network backend, so the pool is swapped for one that
-        # does (as worker/urls.py does for webhooks). Should httpx move the
+        # does (as worker/outbox/destinations.py does for webhooks). Should httpx move the
         # attribute, fail loudly rather than send requests without a deadline.
         if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
             raise RuntimeError("cannot install the request deadline in this httpx version")

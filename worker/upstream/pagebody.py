@@ -9,7 +9,7 @@ string-aware bracket scanner (iterative, so no depth limit of its own; the
 body cap bounds its work) and kept with its raw text and the reason.
 
 What the store holds for each odd kind of record is decided here and in
-``worker.records`` and written down in docs/records.md:
+``worker.sync.records`` and written down in docs/records.md:
 
 * ``data_json`` is always JSON that SQLite's JSON functions and PostgreSQL's
   ``jsonb`` both accept. Where the record as received is not (a NUL character,

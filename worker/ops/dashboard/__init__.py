@@ -7,8 +7,8 @@ the self-contained HTML, and ``server`` serves them (GET and HEAD only).
 
 from __future__ import annotations
 
-from worker.dashboard.data import Cell, ConnectionRow, Grid, build_grid
-from worker.dashboard.server import DashboardServer, is_loopback, serve
+from worker.ops.dashboard.data import Cell, ConnectionRow, Grid, build_grid
+from worker.ops.dashboard.server import DashboardServer, is_loopback, serve
 
 __all__ = [
     "Cell",

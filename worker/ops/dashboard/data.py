@@ -15,12 +15,12 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.beat import beat_state
-from worker.breaker import Breaker, BreakerView
+from worker.celeryapp.beat import beat_state
 from worker.entities import ALL_ENTITY_TYPES
 from worker.errors import EntitySyncError
+from worker.ops.status import UNKNOWN, Health, health_of, upstream_reports
+from worker.resilience.breaker import Breaker, BreakerView
 from worker.settings import get_settings
-from worker.status import UNKNOWN, Health, health_of, upstream_reports
 from worker.store import ParkedJob, SqlStore
 from worker.store.runs import PairRow
 from worker.timeutil import canonical, parse_instant
@@ -105,7 +105,7 @@ class Grid:
     entity_types: tuple[str, ...]
     connections: tuple[ConnectionRow, ...]
     windows: tuple[LevelWindow, ...]
-    # Parked work that waits for a celery beat that is not running (worker/beat.py).
+    # Parked work that waits for a celery beat that is not running (worker/celeryapp/beat.py).
     beat_notice: str | None = None
 
     def cells(self) -> list[Cell]:

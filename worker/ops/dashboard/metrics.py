@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from worker.dashboard.data import STATES, Grid
+from worker.ops.dashboard.data import STATES, Grid
 from worker.store.totals import Totals
 
 # The classic text format (what generate_latest writes), which every scraper reads.

@@ -25,11 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from worker.breaker import Breaker
-from worker.dashboard import metrics
-from worker.dashboard.data import Grid, View, build_grid
-from worker.dashboard.page import CONTENT_SECURITY_POLICY, PAGE
 from worker.errors import EntitySyncError
+from worker.ops.dashboard import metrics
+from worker.ops.dashboard.data import Grid, View, build_grid
+from worker.ops.dashboard.page import CONTENT_SECURITY_POLICY, PAGE
+from worker.resilience.breaker import Breaker
 from worker.store import SqlStore
 from worker.store.totals import Totals
 

@@ -43,7 +43,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import EntitySyncError
-from worker.inbound import SIGNATURE_HEADER, BadEvent, parse_event, to_record, verify_signature
+from worker.inbound.actions import (
+    SIGNATURE_HEADER,
+    BadEvent,
+    parse_event,
+    to_record,
+    verify_signature,
+)
 from worker.store import SqlStore
 
 log = logging.getLogger("entity_sync.receiver")

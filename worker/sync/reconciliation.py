@@ -18,8 +18,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from worker.operator_input import usable_reconcile_interval
-from worker.schedule import offset_s
 from worker.store import Connection, SqlStore
+from worker.sync.schedule import offset_s
 from worker.timeutil import parse_instant
 
 

@@ -1,7 +1,7 @@
 """Webhooks the unified API sends (docs/upstream-api.md, "Webhooks the unified API
 sends"): verify, parse, and act on them.
 
-The receiver (``worker/receiver.py``) verifies the signature over the raw
+The receiver (``worker/inbound/receiver.py``) verifies the signature over the raw
 body, parses the event and keeps it in the store by its id before it answers;
 the task ``entity_sync.upstream_event`` then calls ``process_event``. Every
 event is a hint, never state: polling, the preflight and the breakers stay the
@@ -37,15 +37,15 @@ from pydantic import (
     field_validator,
 )
 
-from worker.breaker import State
-from worker.classify import Where, action_for, base_scope, error_for_code
 from worker.entities import EntityType
 from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
-from worker.guard import StateChange
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT
-from worker.limits import coordination
 from worker.logs import connection_log, log
-from worker.preflight import forget_preflight
+from worker.resilience.breaker import State
+from worker.resilience.classify import Where, action_for, base_scope, error_for_code
+from worker.resilience.guard import StateChange
+from worker.resilience.limits import coordination
+from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Run, RunStatus
 from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventStatus

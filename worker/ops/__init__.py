@@ -1,0 +1,7 @@
+"""What an operator runs: the ``entity-sync`` command and the dashboard.
+
+Pipeline: ``cli.main`` parses a command -> builds a ``Runtime`` and unpacks
+it -> ``status``, ``waiting`` (``sync --wait``), ``breaker_commands``,
+``removal``, ``demo`` do the work; ``dashboard/`` serves the same status
+over HTTP.
+"""
