@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.celeryapp.app import app
+from worker.celeryapp.app import app, publish
 from worker.errors import CoordinationError, StoreError
 from worker.inbound.actions import process_event, sweep
-from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
+from worker.jobs import HOUSEKEEPING_QUEUE, SWEEP_UPSTREAM_EVENTS, UPSTREAM_EVENT
 from worker.runtime import runtime
-
-SWEEP_UPSTREAM_EVENTS = "entity_sync.housekeeping.sweep_upstream_events"
-
-
-def _send(name: str, payload: dict[str, Any], queue: str) -> object:
-    return app.send_task(name, kwargs=payload, queue=queue)
 
 
 @app.task(
@@ -32,10 +26,10 @@ def _send(name: str, payload: dict[str, Any], queue: str) -> object:
 )
 def upstream_event(event_id: str) -> dict[str, Any]:
     """Act on one kept webhook of the unified API."""
-    return {"outcome": process_event(runtime(), event_id, _send)}
+    return {"outcome": process_event(runtime(publish), event_id, publish)}
 
 
 @app.task(name=SWEEP_UPSTREAM_EVENTS, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def sweep_upstream_events() -> int:
     """Enqueue every kept upstream event that is still waiting."""
-    return sweep(runtime(), _send)
+    return sweep(runtime(publish), publish)

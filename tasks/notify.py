@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.celeryapp.app import app
+from worker.celeryapp.app import app, publish
 from worker.errors import CoordinationError, StoreError, UnknownConnection
-from worker.jobs import NOTIFY, NOTIFY_QUEUE
+from worker.jobs import NOTIFY, NOTIFY_QUEUE, SWEEP_OUTBOX
 from worker.logs import bound
 from worker.outbox.notifier import deliver_pending, webhook_sender
 from worker.runtime import runtime
 from worker.timeutil import utc_now
-
-SWEEP_OUTBOX = "entity_sync.housekeeping.sweep_outbox"
 
 
 @app.task(
@@ -25,7 +23,7 @@ SWEEP_OUTBOX = "entity_sync.housekeeping.sweep_outbox"
 )
 def deliver(connection_id: str) -> dict[str, Any]:
     """Deliver one connection's due events, in order."""
-    rt = runtime()
+    rt = runtime(publish)
     with bound(connection_id=connection_id):
         try:
             report = deliver_pending(
@@ -49,8 +47,8 @@ def deliver(connection_id: str) -> dict[str, Any]:
 @app.task(name=SWEEP_OUTBOX, ignore_result=True)
 def sweep_outbox() -> int:
     """Enqueue delivery for every connection with a due event (the relay's safety net)."""
-    rt = runtime()
+    rt = runtime(publish)
     connections = rt.store.connections_with_due_events(now=utc_now())
     for connection_id in connections:
-        app.send_task(NOTIFY, kwargs={"connection_id": connection_id}, queue=NOTIFY_QUEUE)
+        publish(NOTIFY, {"connection_id": connection_id}, NOTIFY_QUEUE)
     return len(connections)

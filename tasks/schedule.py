@@ -19,10 +19,21 @@ from typing import Any
 
 from tasks.inbound import sweep_upstream_events
 from tasks.notify import sweep_outbox
-from worker.celeryapp.app import app
+from worker.celeryapp.app import app, publish
 from worker.coordination import redis_keys
 from worker.errors import CoordinationError, StoreError
-from worker.jobs import HOUSEKEEPING_QUEUE, RESUME_PARKED_JOB, SYNC_CONNECTION, SYNC_QUEUE
+from worker.jobs import (
+    HOUSEKEEPING_QUEUE,
+    HOUSEKEEPING_TICK,
+    PROBE,
+    PRUNE_HISTORY,
+    RESEND_STALLED,
+    RESUME_PARKED,
+    RESUME_PARKED_JOB,
+    SCHEDULE,
+    SYNC_CONNECTION,
+    SYNC_QUEUE,
+)
 from worker.runtime import runtime
 from worker.store import Connection
 from worker.sync.housekeeping import Step, tick
@@ -31,24 +42,13 @@ from worker.sync.recovery import probe, resend_stalled_runs, resume_parked, resu
 from worker.sync.retention import prune_history
 from worker.sync.schedule import schedule_due
 
-SCHEDULE = "entity_sync.housekeeping.schedule"
-RESUME_PARKED = "entity_sync.housekeeping.resume_parked"
-PROBE = "entity_sync.housekeeping.probe"
-RESEND_STALLED = "entity_sync.housekeeping.resend_stalled"
-PRUNE_HISTORY = "entity_sync.housekeeping.prune_history"
-TICK = "entity_sync.housekeeping.tick"
-
 LOCK_TTL_MS = 10_000
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _send(name: str, payload: dict[str, Any], queue: str) -> object:
-    return app.send_task(name, kwargs=payload, queue=queue)
-
-
 def _holds_scheduler_lock() -> bool:
     """Take or keep the scheduler lock; False while another scheduler holds it."""
-    client = runtime().redis
+    client = runtime(publish).redis
     if client.set(redis_keys.SCHEDULER_LOCK, _OWNER, nx=True, px=LOCK_TTL_MS):
         return True
     if client.get(redis_keys.SCHEDULER_LOCK) == _OWNER.encode():
@@ -60,7 +60,7 @@ def _holds_scheduler_lock() -> bool:
 @app.task(name=SCHEDULE, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def schedule_syncs() -> int:
     """Enqueue a scheduled sync for every connection whose slot has come."""
-    rt = runtime()
+    rt = runtime(publish)
     if not rt.settings.schedule_enabled or not _holds_scheduler_lock():
         return 0
 
@@ -78,7 +78,7 @@ def schedule_syncs() -> int:
             now=datetime.now(UTC),
         ):
             payload["full"] = True  # a complete read: it finds what the source deleted
-        _send(SYNC_CONNECTION, payload, SYNC_QUEUE)
+        publish(SYNC_CONNECTION, payload, SYNC_QUEUE)
 
     decisions = schedule_due(
         rt.store,
@@ -93,7 +93,7 @@ def schedule_syncs() -> int:
 @app.task(name=RESUME_PARKED, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def resume_parked_jobs() -> int:
     """Send the parked sync jobs that are due."""
-    return resume_parked(runtime(), _send)
+    return resume_parked(runtime(publish), publish)
 
 
 def _backlog(queue: str) -> int:
@@ -109,19 +109,19 @@ def _backlog(queue: str) -> int:
 @app.task(name=RESEND_STALLED, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def resend_stalled() -> int:
     """Send again the runs whose next task the broker lost."""
-    return resend_stalled_runs(runtime(), _send, _backlog)
+    return resend_stalled_runs(runtime(publish), publish, _backlog)
 
 
 @app.task(name=PROBE, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def probe_connections() -> dict[str, int]:
     """Re-probe halted connections and blocked entity types that are due."""
-    return probe(runtime(), _send)
+    return probe(runtime(publish), publish)
 
 
 @app.task(name=PRUNE_HISTORY, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def prune_old_history() -> int:
     """Fold finished runs into the counters and delete history past its retention."""
-    return prune_history(runtime().store, runtime().settings).total
+    return prune_history(runtime(publish).store, runtime(publish).settings).total
 
 
 @app.task(
@@ -135,8 +135,8 @@ def prune_old_history() -> int:
 def resume_parked_job_task(connection_id: str, entity_type: str, run_id: str, due_at: str) -> bool:
     """Resume one job this worker parked for a short while (no beat needed)."""
     return resume_parked_job(
-        runtime(),
-        _send,
+        runtime(publish),
+        publish,
         connection_id=connection_id,
         entity_type=entity_type,
         run_id=run_id,
@@ -156,7 +156,7 @@ STEPS = (
 )
 
 
-@app.task(name=TICK, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
+@app.task(name=HOUSEKEEPING_TICK, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def housekeeping_tick() -> dict[str, Any]:
     """Do all housekeeping that is due (beat sends this every few seconds)."""
-    return tick(runtime().redis, STEPS)
+    return tick(runtime(publish).redis, STEPS)

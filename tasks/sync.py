@@ -13,7 +13,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from worker.celeryapp.app import app
+from worker.celeryapp.app import app, publish
 from worker.celeryapp.task_base import SyncTask
 from worker.errors import (
     CoordinationError,
@@ -67,7 +67,7 @@ _RETRY = {
 @app.task(name=SYNC_CONNECTION, bind=True, **_RETRY)
 def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Fan out one sync_entity task per entity type of a connection."""
-    rt = runtime()
+    rt = runtime(publish)
     task_id = str(self.request.id)
     if _poisoned(self, rt, SYNC_CONNECTION, args, kwargs):
         return {"outcome": "dead-lettered"}
@@ -90,17 +90,17 @@ def sync_connection(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # run that housekeeping finds and sends again (worker/sync/recovery.py).
         rt.store.queue_runs(runs)
         for run in runs:
-            app.send_task(
+            publish(
                 SYNC_ENTITY,
-                kwargs={
+                {
                     "connection_id": connection.id,
                     "entity_type": run.entity_type,
                     "full": job.full,
                     "request_id": job.request_id,
                     "trigger": job.trigger,
                 },
+                run.queue,
                 task_id=run.id,  # the first task's id is its run's id
-                queue=run.queue,
             )
     return {"outcome": "fanned_out", "entity_types": types}
 
@@ -125,7 +125,7 @@ def _queued_run(rt: Runtime, job: SyncConnectionJob, connection_id: str, entity:
 @app.task(name=SYNC_ENTITY, bind=True, **_RETRY)
 def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Sync one entity type of one connection for a bounded slice, then continue."""
-    rt = runtime()
+    rt = runtime(publish)
     task_id = str(self.request.id)
     if _poisoned(self, rt, SYNC_ENTITY, args, kwargs):
         return {"outcome": "dead-lettered"}
@@ -147,13 +147,13 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                         "resume_from": step.resume_from,
                     }
                 )
-                app.send_task(
+                publish(
                     SYNC_ENTITY,
-                    kwargs=continuation.model_dump(mode="json"),
-                    task_id=step.successor_task_id,
+                    continuation.model_dump(mode="json"),
                     # A run continues in the queue it started in: a backfill
                     # stays behind manual and incremental work.
-                    queue=_queue_of(self),
+                    _queue_of(self),
+                    task_id=step.successor_task_id,
                 )
             return step.summary()
     except (PayloadError, UnknownConnection) as exc:
@@ -179,16 +179,16 @@ def _resume_soon(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> Non
     countdown = plan_self_resume(rt, job.connection_id, entity, step.parked_until)
     if countdown is None:
         return  # a long deferral: beat's resume_parked sends it when due
-    app.send_task(
+    publish(
         RESUME_PARKED_JOB,
-        kwargs={
+        {
             "connection_id": job.connection_id,
             "entity_type": entity,
             "run_id": step.run_id,
             "due_at": step.parked_until,
         },
+        _queue_of(task),  # a queue this worker reads
         countdown=countdown,
-        queue=_queue_of(task),  # a queue this worker reads
     )
 
 

@@ -17,7 +17,13 @@ from typing import Any
 from celery import Celery
 
 from worker.errors import EntitySyncError
-from worker.jobs import MANUAL_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, SyncConnectionJob
+from worker.jobs import (
+    MANUAL_QUEUE,
+    SYNC_CONNECTION,
+    SYNC_QUEUE,
+    SyncConnectionJob,
+    publisher,
+)
 
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
 
@@ -29,10 +35,13 @@ class BrokerUnavailable(EntitySyncError):
 class EntitySyncClient:
     """Sends validated jobs to the entity-sync workers by task name."""
 
-    def __init__(self, broker_url: str, *, app: Celery | None = None) -> None:
+    def __init__(self, broker_url: str, *, app: Celery | None = None, retry: bool = True) -> None:
         self._app = app or Celery("entity_sync_client", broker=broker_url)
         self._app.conf.broker_connection_timeout = 3
         self._app.conf.broker_transport_options = {"socket_connect_timeout": 3, "socket_timeout": 5}
+        # retry=False: one attempt (a caller that must not wait on the broker).
+        options = {"retry": True, "retry_policy": PUBLISH_RETRY} if retry else {"retry": False}
+        self._publish = publisher(self._app, **options)
 
     def sync_connection(
         self,
@@ -58,12 +67,17 @@ class EntitySyncClient:
         assert job.request_id is not None
         return job.request_id
 
-    def send(self, task_name: str, payload: dict[str, Any], *, queue: str = SYNC_QUEUE) -> str:
-        """Send any job by name; returns the Celery task id."""
+    def send(
+        self,
+        name: str,
+        payload: dict[str, Any],
+        queue: str | None = SYNC_QUEUE,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+    ) -> str:
+        """Send any job by name; returns the Celery task id (a ``jobs.Publish``)."""
         try:
-            result = self._app.send_task(
-                task_name, kwargs=payload, queue=queue, retry=True, retry_policy=PUBLISH_RETRY
-            )
+            return self._publish(name, payload, queue, task_id=task_id, countdown=countdown)
         except Exception as exc:  # kombu raises several unrelated types for "no broker"
-            raise BrokerUnavailable(f"could not enqueue {task_name}: {exc}") from exc
-        return str(result.id)
+            raise BrokerUnavailable(f"could not enqueue {name}: {exc}") from exc

@@ -9,7 +9,7 @@ never retried, because sending it again would not make it valid.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -100,7 +100,9 @@ def is_valid_connection_id(value: str) -> bool:
     return re.fullmatch(CONNECTION_ID_PATTERN, value) is not None
 
 
-# Public task names: other services enqueue by these (send_task), never by import.
+# Every task name, defined here and nowhere else. Tasks are sent by name
+# (send_task), never by import, so the worker never imports ``tasks``.
+# Public: other services enqueue these.
 SYNC_CONNECTION = "entity_sync.sync_connection"
 SYNC_ENTITY = "entity_sync.sync_entity"
 
@@ -109,6 +111,56 @@ NOTIFY = "entity_sync.notify.deliver"
 RESUME_PARKED_JOB = "entity_sync.resume_parked_job"
 # Payload {"event_id": ...}: act on one webhook of the unified API the receiver kept.
 UPSTREAM_EVENT = "entity_sync.upstream_event"
+# Internal: housekeeping. Beat sends only the tick; the tick runs each step
+# that is due (tasks/schedule.py STEPS), and each step is a task of its own.
+HOUSEKEEPING_TICK = "entity_sync.housekeeping.tick"
+SCHEDULE = "entity_sync.housekeeping.schedule"
+RESUME_PARKED = "entity_sync.housekeeping.resume_parked"
+PROBE = "entity_sync.housekeeping.probe"
+RESEND_STALLED = "entity_sync.housekeeping.resend_stalled"
+PRUNE_HISTORY = "entity_sync.housekeeping.prune_history"
+SWEEP_OUTBOX = "entity_sync.housekeeping.sweep_outbox"
+SWEEP_UPSTREAM_EVENTS = "entity_sync.housekeeping.sweep_upstream_events"
+
+
+class Publish(Protocol):
+    """Sends one job by task name; returns the task id.
+
+    The one way a job leaves this package: the tasks pass the worker app's
+    (``worker.celeryapp.app.publish``), the CLI and other services the
+    client's (``worker.client.EntitySyncClient.send``). Nothing below them
+    imports a Celery app.
+    """
+
+    def __call__(
+        self,
+        name: str,
+        payload: dict[str, Any],
+        queue: str | None,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+    ) -> str: ...
+
+
+def publisher(app: Any, **options: Any) -> Publish:
+    """A ``Publish`` over a Celery app's ``send_task`` (``options``: its publish options)."""
+
+    def publish(
+        name: str,
+        payload: dict[str, Any],
+        queue: str | None,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+    ) -> str:
+        result = app.send_task(
+            name, kwargs=payload, queue=queue, task_id=task_id, countdown=countdown, **options
+        )
+        return str(result.id)
+
+    return publish
+
 
 # Queues: a manual sync never waits behind scheduled ones, an incremental sync
 # never behind a backfill, and webhooks and housekeeping behind none of them.

@@ -1,20 +1,25 @@
-"""The per-process resources a task needs: settings, store, Redis, HTTP client.
+"""The composition root: the per-process resources a task or command needs.
 
+Settings, store, Redis, the upstream and webhook clients, breaker, limits,
+leases, retry budgets, the transition recorder, and how to publish a job.
 Built lazily on first use and again after a fork, so a Celery prefork child
-never shares its parent's sockets.
+never shares its parent's sockets. Tasks and CLI commands unpack a
+``Runtime``; the functions below them take only what they use.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from worker.client import EntitySyncClient
 from worker.coordination.lease import Leases
+from worker.jobs import Publish
 from worker.outbox.notifier import webhook_client
 from worker.outbox.relay import relay
 from worker.outbox.transitions import TransitionRecorder
@@ -47,9 +52,21 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 @dataclass
 class Runtime:
-    """Lazily opened resources of one worker process."""
+    """Lazily opened resources of one worker process.
+
+    ``publish`` sends a job by name: a worker passes its app's; without one
+    (the CLI, a test) jobs go out through an ``EntitySyncClient`` of the
+    configured broker, so no command builds the worker's Celery app.
+    """
 
     settings: Settings
+    publisher: Publish | None = None
+
+    @cached_property
+    def publish(self) -> Publish:
+        if self.publisher is not None:
+            return self.publisher
+        return EntitySyncClient(self.settings.effective_broker_url).send
 
     @cached_property
     def store(self) -> SqlStore:
@@ -99,7 +116,7 @@ class Runtime:
 
     @cached_property
     def transitions(self) -> TransitionRecorder:
-        return TransitionRecorder(self.store, relay)
+        return TransitionRecorder(self.store, partial(relay, self.publish))
 
 
 def breaker_policy(settings: Settings) -> BreakerPolicy:
@@ -131,10 +148,10 @@ _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
 
-def runtime() -> Runtime:
-    """This process's Runtime (a new one after a fork)."""
+def runtime(publish: Publish) -> Runtime:
+    """This worker process's Runtime (a new one after a fork), publishing with ``publish``."""
     global _runtime, _runtime_pid
-    if _runtime is None or _runtime_pid != os.getpid():
-        _runtime = Runtime(settings=get_settings())
+    if _runtime is None or _runtime_pid != os.getpid() or _runtime.publisher is not publish:
+        _runtime = Runtime(settings=get_settings(), publisher=publish)
         _runtime_pid = os.getpid()
     return _runtime

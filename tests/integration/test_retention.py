@@ -240,11 +240,12 @@ def test_the_housekeeping_task_prunes_on_beat_s_schedule(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tasks.schedule as housekeeping
-    from worker.celeryapp.app import BEAT_SCHEDULE, HOUSEKEEPING_TICK, app
+    from worker.celeryapp.app import BEAT_SCHEDULE, app
+    from worker.jobs import HOUSEKEEPING_TICK, PRUNE_HISTORY
     from worker.runtime import Runtime
 
-    assert housekeeping.PRUNE_HISTORY == "entity_sync.housekeeping.prune_history"
-    assert housekeeping.PRUNE_HISTORY in app.tasks
+    assert PRUNE_HISTORY == "entity_sync.housekeeping.prune_history"
+    assert PRUNE_HISTORY in app.tasks
     # Beat sends the tick; the tick runs the prune as one of its steps.
     assert any(e["task"] == HOUSEKEEPING_TICK for e in BEAT_SCHEDULE.values())
     assert any(s.run is housekeeping.prune_old_history for s in housekeeping.STEPS)
@@ -255,6 +256,6 @@ def test_the_housekeeping_task_prunes_on_beat_s_schedule(
             "INSERT INTO schedule_log (connection_id, slot, outcome, at) VALUES (?, ?, ?, ?)",
             [("c1", slot, "enqueued", OLD) for slot in range(3)],
         )
-    monkeypatch.setattr(housekeeping, "runtime", lambda: rt)
+    monkeypatch.setattr(housekeeping, "runtime", lambda publish: rt)
     assert housekeeping.prune_old_history.apply().get() == 3
     assert rt.store.schedule_log("c1") == []

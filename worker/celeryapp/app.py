@@ -14,15 +14,11 @@ from worker import logs
 from worker.celeryapp.beat import watch_beat
 from worker.celeryapp.startup import check_ready
 from worker.errors import ConfigError
-from worker.jobs import HOUSEKEEPING_QUEUE, NOTIFY_QUEUE, SYNC_QUEUE
+from worker.jobs import HOUSEKEEPING_QUEUE, HOUSEKEEPING_TICK, NOTIFY_QUEUE, SYNC_QUEUE, publisher
 from worker.observability.sentry import init_sentry
 from worker.settings import Settings, get_settings
 
 TASK_MODULES = ["tasks.sync", "tasks.schedule", "tasks.notify", "tasks.inbound"]
-
-# Housekeeping that celery beat sends (by name: the worker never imports tasks):
-# one tick that runs every step that is due (tasks/schedule.py STEPS).
-HOUSEKEEPING_TICK = "entity_sync.housekeeping.tick"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -102,6 +98,8 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 app = create_app(get_settings())
+# How the tasks publish: handed down to everything below them (jobs.Publish).
+publish = publisher(app)
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = app.conf.beat_schedule
 
 

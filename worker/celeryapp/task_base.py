@@ -17,9 +17,12 @@ from typing import Any
 
 from celery import Task
 
+from worker.celeryapp.app import publish
 from worker.errors import CoordinationError, StoreError
 from worker.jobs import SYNC_ENTITY, payload_of
 from worker.logs import log
+from worker.runtime import runtime
+from worker.sync.runner import end_crashed_task, is_outage
 
 _WHAT_IS_DOWN = {CoordinationError: "Redis unreachable", StoreError: "store unreachable"}
 
@@ -48,13 +51,10 @@ class SyncTask(Task):  # type: ignore[misc]
     ) -> None:
         if self.name != SYNC_ENTITY:
             return
-        from worker.runtime import runtime
-        from worker.sync.runner import end_crashed_task, is_outage
-
         if is_outage(exc):
             return  # the run waits for housekeeping to send it again (worker/sync/recovery.py)
         try:
             fields = payload_of(tuple(args or ()), dict(kwargs or {}))
-            end_crashed_task(runtime(), fields, str(task_id), exc, report=False)
+            end_crashed_task(runtime(publish), fields, str(task_id), exc, report=False)
         except Exception:
             log.warning("could not end the run of crashed task %s", task_id, exc_info=True)

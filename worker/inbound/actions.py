@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -39,7 +39,7 @@ from pydantic import (
 
 from worker.entities import EntityType
 from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
-from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT
+from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT, Publish
 from worker.logs import connection_log, log
 from worker.resilience.breaker import State
 from worker.resilience.classify import Where, action_for, base_scope, error_for_code
@@ -69,7 +69,6 @@ ASPECTS = {
     CONNECTION_ERROR: "error",
 }
 
-Send = Callable[[str, dict[str, Any], str], object]  # (task name, payload, queue)
 
 CLAIM_MS = 30_000  # one process works on an event at a time
 
@@ -184,7 +183,7 @@ def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> N
 # -- acting (the task) -----------------------------------------------------------------
 
 
-def process_event(rt: Runtime, event_id: str, send: Send) -> str:
+def process_event(rt: Runtime, event_id: str, send: Publish) -> str:
     """Act on one kept event, once; returns what became of it."""
     claim = f"entity_sync:upstream_event:{event_id}"
     with coordination(f"upstream event {event_id}"):
@@ -197,7 +196,7 @@ def process_event(rt: Runtime, event_id: str, send: Send) -> str:
             rt.redis.delete(claim)
 
 
-def _process(rt: Runtime, event_id: str, send: Send) -> str:
+def _process(rt: Runtime, event_id: str, send: Publish) -> str:
     kept = rt.store.get_upstream_event(event_id)
     if kept is None or kept.status != UpstreamEventStatus.RECEIVED:
         return kept.status if kept else "unknown"
@@ -254,7 +253,7 @@ def _too_old(rt: Runtime, kept: UpstreamEvent) -> bool:
 
 
 def _apply(
-    rt: Runtime, connection_id: str, aspect: str, event: InboundEvent, send: Send
+    rt: Runtime, connection_id: str, aspect: str, event: InboundEvent, send: Publish
 ) -> tuple[bool, str]:
     kind, entity_types, message = _classified(event)
     fresh = rt.store.apply_aspect(
@@ -370,7 +369,7 @@ def _status_changed(rt: Runtime, connection_id: str, event: InboundEvent) -> str
 
 
 def _sync(
-    rt: Runtime, connection_id: str, event: InboundEvent, named: list[str], send: Send
+    rt: Runtime, connection_id: str, event: InboundEvent, named: list[str], send: Publish
 ) -> str:
     """Sync the named entity types soon; a pair with a run still queued joins that run."""
     connection = rt.store.get_connection(connection_id)
@@ -411,7 +410,7 @@ def _sync(
     return f"sync of {', '.join(wanted) or 'nothing new'} enqueued{joined}"
 
 
-def sweep(rt: Runtime, send: Send, *, older_than_s: float = 5.0) -> int:
+def sweep(rt: Runtime, send: Publish, *, older_than_s: float = 5.0) -> int:
     """Enqueue processing of every kept event still waiting (its enqueue was lost)."""
     before = canonical(datetime.now(UTC) - timedelta(seconds=older_than_s))
     ids = rt.store.unprocessed_upstream_events(received_before=before)

@@ -397,13 +397,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     if args.action == "redeliver":
+        from worker.client import EntitySyncClient
         from worker.outbox.relay import relay
         from worker.timeutil import utc_now
 
         if not args.event_id:
             raise UsageError("redeliver needs an EVENT_ID")
         event = store.redeliver(args.event_id, now=utc_now())
-        relay(event.connection_id)
+        # The client's send: redelivering must not build the worker's Celery app.
+        relay(EntitySyncClient(settings.effective_broker_url).send, event.connection_id)
         print(f"event {event.id} queued for delivery again (same id)")
         return EXIT_OK
     status = "pending" if args.pending or args.failed else "dead" if args.dead else None
@@ -556,13 +558,14 @@ def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
             "its webhooks with; several, comma-separated, during a rotation)"
         )
 
-    def publish(event_id: str) -> None:
-        from worker.celeryapp.app import app
-        from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
+    from worker.client import EntitySyncClient
+    from worker.jobs import HOUSEKEEPING_QUEUE, UPSTREAM_EVENT
 
-        app.send_task(
-            UPSTREAM_EVENT, kwargs={"event_id": event_id}, queue=HOUSEKEEPING_QUEUE, retry=False
-        )
+    # The client's send, one attempt: the receiver never builds the worker's app.
+    client = EntitySyncClient(settings.effective_broker_url, retry=False)
+
+    def publish(event_id: str) -> None:
+        client.send(UPSTREAM_EVENT, {"event_id": event_id}, HOUSEKEEPING_QUEUE)
 
     from worker.logs import configure
 

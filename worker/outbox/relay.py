@@ -2,20 +2,19 @@
 
 If the broker is down at that moment nothing is lost: the event is in the
 store, and the periodic sweep (``tasks.notify``) enqueues its delivery later.
+The caller passes its way to publish: a worker its app's, the CLI its client's.
 """
 
 from __future__ import annotations
 
-from worker.jobs import NOTIFY, NOTIFY_QUEUE
+from worker.jobs import NOTIFY, NOTIFY_QUEUE, Publish
 from worker.logs import log
 
 
-def relay(connection_id: str) -> None:
+def relay(publish: Publish, connection_id: str) -> None:
     """Enqueue delivery of a connection's pending events."""
-    from worker.celeryapp.app import app  # here, not at the top: the app module imports the runtime
-
     try:
-        app.send_task(NOTIFY, kwargs={"connection_id": connection_id}, queue=NOTIFY_QUEUE)
+        publish(NOTIFY, {"connection_id": connection_id}, NOTIFY_QUEUE)
     except Exception as exc:  # kombu raises many unrelated types when the broker is away
         log.warning(
             "event relay failed, the sweep will deliver: %s",

@@ -12,14 +12,20 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import redis
 
 from worker.coordination import redis_keys
 from worker.errors import EntitySyncError
 from worker.inbound.actions import learn_upstream_id
-from worker.jobs import BACKFILL_QUEUE, SYNC_CONNECTION, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
+from worker.jobs import (
+    BACKFILL_QUEUE,
+    SYNC_CONNECTION,
+    SYNC_ENTITY,
+    SYNC_QUEUE,
+    Publish,
+    SyncEntityJob,
+)
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
 from worker.outbox.events import PROBLEM_EVENTS, EventReason, EventType, build_event
@@ -33,7 +39,6 @@ from worker.runtime import Runtime
 from worker.store import Connection, Run, RunStatus
 from worker.timeutil import canonical, parse_instant
 
-Send = Callable[[str, dict[str, Any], str], object]  # (task name, payload, queue)
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
 
 CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
@@ -41,7 +46,7 @@ HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
 MAX_RECOVERIES = 5  # a run whose task keeps vanishing is failed, not re-sent for ever
 
 
-def resume_parked(rt: Runtime, send: Send, *, limit: int = 500) -> int:
+def resume_parked(rt: Runtime, send: Publish, *, limit: int = 500) -> int:
     """Send every parked job that is due; returns how many were sent."""
     now = datetime.now(UTC)
     jobs = rt.store.claim_due_jobs(
@@ -115,7 +120,7 @@ def _text(member: object) -> str:
 
 
 def resume_parked_job(
-    rt: Runtime, send: Send, *, connection_id: str, entity_type: str, run_id: str, due_at: str
+    rt: Runtime, send: Publish, *, connection_id: str, entity_type: str, run_id: str, due_at: str
 ) -> bool:
     """Send one parked job that a worker scheduled itself to resume; False if already gone.
 
@@ -134,7 +139,7 @@ def resume_parked_job(
     return job is not None
 
 
-def resend_stalled_runs(rt: Runtime, send: Send, backlog: Backlog, *, limit: int = 200) -> int:
+def resend_stalled_runs(rt: Runtime, send: Publish, backlog: Backlog, *, limit: int = 200) -> int:
     """Send again every run whose next task was lost; returns how many were sent.
 
     A run is stalled when no task of it started, committed a page or holds its
@@ -219,7 +224,7 @@ def resume_connection(rt: Runtime, connection_id: str, reason: str) -> bool:
     return change.transitioned
 
 
-def probe(rt: Runtime, send: Send) -> dict[str, int]:
+def probe(rt: Runtime, send: Publish) -> dict[str, int]:
     """Re-probe halted connections (status endpoint) and due blocked entity types."""
     counts = {"halted_probed": 0, "recovered": 0, "blocked_probed": 0, "unavailable_events": 0}
     connections = rt.store.list_connections()
@@ -300,5 +305,5 @@ def _unavailable_event(rt: Runtime, connection_id: str) -> int:
     )
     if not rt.store.add_event(event):
         return 0
-    relay(connection_id)
+    relay(rt.publish, connection_id)
     return 1

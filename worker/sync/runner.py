@@ -262,7 +262,9 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
         return fail_run(rt, job, run_id, me, stop)
     if result.done:
         if rt.store.finish_run(run_id, RunStatus.SUCCEEDED) is not None:
-            relay(job.connection_id)  # its sync.completed event; the sweep is the fallback
+            relay(
+                rt.publish, job.connection_id
+            )  # its sync.completed event; the sweep is the fallback
         rt.leases.release(job.connection_id, entity, me)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})
         return Step(StepOutcome.DONE, run_id)
@@ -281,7 +283,7 @@ def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseE
         rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=message)
         is not None
     ):
-        relay(job.connection_id)  # its sync.failed event; the sweep is the fallback
+        relay(rt.publish, job.connection_id)  # its sync.failed event; the sweep is the fallback
     rt.leases.release(job.connection_id, job.entity_type.value, me)
     connection_log.warning("run failed: %s", message, extra={"kind": kind, "run_id": run_id})
     return Step(StepOutcome.FAILED, run_id, detail=message)
