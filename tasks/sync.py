@@ -15,6 +15,7 @@ from celery.exceptions import Retry
 
 from worker.celeryapp.app import app, publish
 from worker.celeryapp.task_base import SyncTask
+from worker.coordination.lease import holder_of
 from worker.errors import (
     CoordinationError,
     Kind,
@@ -37,19 +38,10 @@ from worker.logs import bound
 from worker.resilience.backoff import retry_delay
 from worker.runtime import Runtime, runtime
 from worker.store import Run, RunStatus
-from worker.sync.poison import count_delivery
+from worker.sync.endings import end_crashed_task, is_outage, record_rejection
+from worker.sync.poison import count_delivery, dead_letter
 from worker.sync.recovery import plan_self_resume
-from worker.sync.runner import (
-    Step,
-    StepOutcome,
-    dead_letter,
-    end_crashed_task,
-    fail_run,
-    holder_of,
-    is_outage,
-    record_rejection,
-    run_step,
-)
+from worker.sync.runner import Step, StepOutcome, fail_run, run_step
 from worker.timeutil import utc_now
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the

@@ -423,7 +423,7 @@ def test_rotate_key_command_rotates_again_what_changed_meanwhile(
 ) -> None:
     import argparse
 
-    from worker.ops import cli
+    from worker.ops.cli import tools as cli
     from worker.secrets import generate_key
 
     old, new = generate_key(), generate_key()

@@ -40,6 +40,7 @@ from worker.errors import (
 )
 from worker.jobs import SYNC_ENTITY
 from worker.logs import bound, connection_log, log
+from worker.observability import redaction
 from worker.observability import sentry as es_sentry
 from worker.observability.sentry_throttle import EVENTS_PER_KIND
 from worker.outbox.transitions import TransitionRecorder
@@ -315,7 +316,7 @@ def test_a_token_appears_nowhere_in_what_would_be_sent(captured: CapturingTransp
     # Never registered: caught by its shape (Bearer, Basic) or by its name alone.
     other_token = f"sk_{uuid.uuid4().hex}"
     ciphertext = SecretBox(generate_key()).encrypt(token)
-    es_sentry.register_secret(token)
+    redaction.register_secret(token)
 
     logging.getLogger("entity_sync").info("calling upstream with token %s", token)
     sentry_sdk.add_breadcrumb(
@@ -350,8 +351,8 @@ def test_a_token_appears_nowhere_in_what_would_be_sent(captured: CapturingTransp
 
 def test_a_truncated_secret_leaves_no_prefix() -> None:
     token = f"tok-{uuid.uuid4().hex}"
-    es_sentry.register_secret(token)
-    assert es_sentry.scrub_text(f"target=Target(token='{token[:14]}...") == (
+    redaction.register_secret(token)
+    assert redaction.redact(f"target=Target(token='{token[:14]}...") == (
         "target=Target(token='[Filtered]..."
     )
 

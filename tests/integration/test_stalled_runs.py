@@ -15,12 +15,14 @@ import pytest
 import redis
 
 from tests.support import REDIS_URL
+from worker.coordination.lease import holder_of
 from worker.jobs import BACKFILL_QUEUE, SYNC_ENTITY, SYNC_QUEUE, SyncEntityJob
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Connection, PageCommit, Run, RunStatus
+from worker.sync.poison import dead_letter
 from worker.sync.recovery import MAX_RECOVERIES, resend_stalled_runs
-from worker.sync.runner import StepOutcome, dead_letter, holder_of, run_step
+from worker.sync.runner import StepOutcome, run_step
 from worker.timeutil import canonical, utc_now
 
 pytestmark = pytest.mark.integration

@@ -50,6 +50,17 @@ return 0
 """
 
 
+def holder_of(run_id: str, task_id: str) -> str:
+    """The lease holder string of one task of one run."""
+    return f"{run_id}/{task_id}"
+
+
+def parse_holder(holder: str) -> tuple[str, str]:
+    """The (run id, task id) a lease holder string names."""
+    run_id, _, task_id = holder.partition("/")
+    return run_id, task_id
+
+
 class LeaseLost(CoordinationError):
     """Our lease expired and another task holds the pair now."""
 

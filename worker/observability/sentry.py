@@ -31,7 +31,6 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +45,7 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from worker.errors import Blocked, Deferred, Halted, RetryLater, Scope, UpstreamError
 from worker.logs import context, log
+from worker.observability.redaction import FILTERED, redact, register_secret
 from worker.observability.sentry_throttle import RepeatThrottle, kind_of
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from worker.resilience.guard import StateChange
     from worker.settings import Settings
 
-FILTERED = "[Filtered]"
 
 # Outcomes the worker expects and handles: never a Sentry event.
 EXPECTED = (Deferred, Halted, Blocked, RetryLater, Retry, Ignore, Reject)
@@ -71,15 +70,6 @@ REPORTED_STATES: dict[str, Literal["error", "warning"]] = {
 _SECRET_KEY = re.compile(
     r"authorization|token|secret|password|passwd|api[-_]?key|cookie|credential", re.IGNORECASE
 )
-_CREDENTIAL = re.compile(r"\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
-_FERNET = re.compile(r"gAAAAA[A-Za-z0-9_\-]{20,}={0,2}")
-_FRAGMENT = re.compile(r"[A-Za-z0-9._~+/\-]{12,}")  # long enough to be a piece of a secret
-_TAIL = re.compile(r"[A-Za-z0-9._~+/\-]{6,}$")  # what a truncated secret leaves at the end
-
-_MIN_SECRET_LENGTH = 8  # shorter values would redact ordinary words
-_MAX_SECRETS = 10_000
-_secrets: OrderedDict[str, None] = OrderedDict()
-_secrets_lock = threading.Lock()
 
 _TAG_MAX = 200  # Sentry's limit on a tag value
 
@@ -300,17 +290,6 @@ def report_transition(change: StateChange) -> str | None:
 # -- scrubbing --------------------------------------------------------------------
 
 
-def register_secret(value: str | None) -> None:
-    """Redact ``value`` from every Sentry event this process sends from now on."""
-    if not value or len(value) < _MIN_SECRET_LENGTH:
-        return
-    with _secrets_lock:
-        _secrets[value] = None
-        _secrets.move_to_end(value)
-        while len(_secrets) > _MAX_SECRETS:
-            _secrets.popitem(last=False)
-
-
 def scrub(event: Event, hint: Hint) -> Event | None:
     """``before_send``: drop expected outcomes and floods, fill tags, redact secrets."""
     if event.get("type") != "check_in":
@@ -337,34 +316,12 @@ def scrub_breadcrumb(crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadcrumb | No
     return scrubbed
 
 
-def scrub_text(text: str) -> str:
-    """``text`` with credentials, Fernet ciphertexts and registered secrets redacted."""
-    text = _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{FILTERED}", text)
-    text = _FERNET.sub(FILTERED, text)
-    with _secrets_lock:
-        secrets = list(_secrets)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, FILTERED)
-    if secrets:
-        # A piece of a secret (cut short by the SDK, or sliced by someone's
-        # debug line) is as bad as the whole.
-        text = _FRAGMENT.sub(
-            lambda m: FILTERED if any(m.group() in s for s in secrets) else m.group(), text
-        )
-        if text.endswith("..."):
-            tail = _TAIL.search(text[:-3])
-            if tail and any(s.startswith(tail.group()) for s in secrets):
-                text = text[: tail.start()] + FILTERED + "..."
-    return text
-
-
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
-        return scrub_text(value)
+        return redact(value)
     if isinstance(value, dict):
         return {
-            (scrub_text(k) if isinstance(k, str) else k): (
+            (redact(k) if isinstance(k, str) else k): (
                 FILTERED
                 if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
                 else _scrub_value(v)

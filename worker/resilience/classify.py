@@ -56,6 +56,7 @@ from worker.errors import (
     Unavailable,
     UpstreamError,
 )
+from worker.observability.redaction import redact
 
 __all__ = [
     "Action",
@@ -430,18 +431,12 @@ def _clean_retry_after(value: object) -> float | None:
     return max(seconds, 0.0)
 
 
-# Anything that looks like a credential is cut before it reaches a log line.
-_SECRET = re.compile(
-    r"(?i)(authorization[\"']?\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?|bearer\s+"
-    r"|(?:token|secret|password|api[_-]?key)[\"']?\s*[:=]\s*)"
-    r"[^\s,;&\"']+"
-)
 _SPACE = re.compile(r"\s+")
 
 
 def _clean(text: str, *, limit: int = 160) -> str:
-    """One line, no credentials, at most ``limit`` characters."""
-    line = _SPACE.sub(" ", _SECRET.sub(r"\1***", text)).strip()
+    """One line, no credentials (``redaction.redact``), at most ``limit`` characters."""
+    line = _SPACE.sub(" ", redact(text)).strip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

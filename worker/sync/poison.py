@@ -3,7 +3,7 @@
 A task that kills its worker is requeued (``task_reject_on_worker_lost``) and
 would kill the next one, for ever. Each delivery of a message (same task id,
 same retry number) is counted in Redis; past ``max_deliveries`` the job is
-dead-lettered with its reason instead of being run again.
+dead-lettered with its reason instead of being run again (``dead_letter``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from __future__ import annotations
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.lease import holder_of, parse_holder
+from worker.logs import log
 from worker.resilience.limits import count_with_ttl
+from worker.runtime import Runtime
+from worker.store import RunStatus
+from worker.sync.endings import close_or_record, run_id_of, safe_fields
 
 COUNT_TTL_S = 86_400
 
@@ -19,3 +24,38 @@ COUNT_TTL_S = 86_400
 def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int:
     """Count this delivery; returns how many times the message was handed out."""
     return count_with_ttl(client, redis_keys.deliveries(task_id, retries), ttl_s=COUNT_TTL_S)
+
+
+def dead_letter(
+    rt: Runtime, task_name: str, payload: object, deliveries: int, *, task_id: str
+) -> None:
+    """Stop a poison job: record why in the run history and the log (never raises)."""
+    fields = payload if isinstance(payload, dict) else {}
+    reason = (
+        f"{task_name} was delivered {deliveries} times without finishing "
+        f"(it crashes its worker?): dead-lettered"
+    )
+    log.error(reason, extra={"task_name": task_name, "payload": safe_fields(fields)})
+    try:
+        successor = _run_goes_on_without(rt, fields, task_id)
+        if successor is not None:
+            # A stale copy: the run was sent again (stalled-run check) and goes
+            # on in another task. Failing the run would strand that task's work.
+            log.warning("the run of the dead-lettered job goes on in task %s", successor)
+            return
+        close_or_record(rt, fields, task_id, RunStatus.FAILED, "poison", reason)
+    except Exception:
+        log.exception("could not record the dead-lettered job")
+
+
+def _run_goes_on_without(rt: Runtime, fields: dict[str, object], task_id: str) -> str | None:
+    """The other task of the same run that holds the pair's lease now, if any."""
+    connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
+    if not isinstance(connection_id, str) or not isinstance(entity_type, str):
+        return None
+    run_id = run_id_of(fields, task_id)
+    holder = rt.leases.holder(connection_id, entity_type)
+    if holder is None or holder == holder_of(run_id, task_id):
+        return None
+    held_by_run, held_by_task = parse_holder(holder)
+    return held_by_task if held_by_run == run_id else None

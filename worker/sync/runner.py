@@ -5,29 +5,25 @@ span several tasks: each holds the pair's lease (its holder is
 ``<run id>/<task id>``), syncs one bounded slice, and either closes the run
 or hands the lease to the task that continues it.
 
-Every run ends (principle 10): whatever a step raises that is not an outage
+Every run ends (docs/design.md, "Every run ends"): whatever a step raises that is not an outage
 of our own Redis or store (those retry), the run ends ``failed`` with kind
 ``internal`` and a redacted message, its lease and slot are freed and one
 ERROR line (one Sentry event) says why. Ending it at the first occurrence is
 also what stops a poison job: nothing is left for housekeeping to send again
-into the same crash.
+into the same crash. How a run ends outside its own step (a crashed task,
+a rejected payload) is in ``endings``; a poison message in ``poison``.
 """
 
 from __future__ import annotations
 
-import re
-import sqlite3
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import psycopg
-import redis
-
+from worker.coordination.lease import holder_of, parse_holder
 from worker.errors import (
     Blocked,
     CoordinationError,
@@ -37,19 +33,25 @@ from worker.errors import (
     PayloadError,
     RetryLater,
     SecretError,
-    StoreError,
     UpstreamError,
 )
 from worker.inbound.actions import learn_upstream_id
 from worker.jobs import SyncEntityJob
 from worker.logs import connection_log, log
-from worker.observability.sentry import scrub_text
+from worker.observability.redaction import redact
 from worker.outbox.relay import relay
 from worker.outbox.transitions import unix_to_instant
 from worker.resilience.guard import Guard
 from worker.resilience.preflight import preflight
 from worker.runtime import Runtime
 from worker.store import Connection, ParkedJob, Run, RunStatus
+from worker.sync.endings import (
+    INTERNAL,
+    MAX_MESSAGE_CHARS,
+    OPEN_STATUSES,
+    is_outage,
+    report_unexpected,
+)
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
 from worker.timeutil import utc_now
 
@@ -83,21 +85,8 @@ class Step:
         return {"outcome": self.outcome.value, "run_id": self.run_id, "detail": self.detail}
 
 
-INTERNAL = "internal"  # the error_kind of a run ended by something nobody classified
-MAX_MESSAGE_CHARS = 2000
 SLOT_WAIT_S = 2.0  # how long a job waits for a busy connection's concurrency slot
 MAX_COUNTDOWN_S = 60.0  # longer waits are parked in the store, not held as ETA tasks
-
-
-def holder_of(run_id: str, task_id: str) -> str:
-    """The lease holder string of one task of one run."""
-    return f"{run_id}/{task_id}"
-
-
-def _parse_holder(holder: str) -> tuple[str, str]:
-    """The (run id, task id) a lease holder string names."""
-    run_id, _, task_id = holder.partition("/")
-    return run_id, task_id
 
 
 def connection_for(rt: Runtime, job: SyncEntityJob) -> Connection:
@@ -156,9 +145,6 @@ def _held_step(
     return _conclude(rt, job, run_id, me, result)
 
 
-_OPEN = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.DEFERRED)
-
-
 def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> str | None:
     """Start or rejoin the run; returns its status instead when it already ended."""
     existing = rt.store.get_run(run_id)
@@ -179,7 +165,7 @@ def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> str | None:
             )
         )
         return None
-    if existing.status not in _OPEN:
+    if existing.status not in OPEN_STATUSES:
         return existing.status
     rt.store.touch_run(run_id, job.connection_id, job.entity_type.value)
     return None
@@ -278,7 +264,7 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
 def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseException) -> Step:
     """Close the run as failed with the error's kind, and free the pair."""
     kind = _kind_of(error)
-    message = redact(str(error))
+    message = redact(str(error), limit=MAX_MESSAGE_CHARS)
     if (
         rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=kind, error_message=message)
         is not None
@@ -289,29 +275,12 @@ def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseE
     return Step(StepOutcome.FAILED, run_id, detail=message)
 
 
-# Errors a database raises for what it was given, not for being down: sending
-# the same page again gets the same answer, so they end the run, not retry it.
-_REFUSALS: tuple[type[BaseException], ...] = (
-    sqlite3.DataError,
-    sqlite3.IntegrityError,
-    psycopg.DataError,
-    psycopg.IntegrityError,
-)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` is our own Redis or store being unreachable (worth a retry)."""
-    if isinstance(exc, CoordinationError | redis.ConnectionError | redis.TimeoutError):
-        return True  # the second and third: a Redis call made without a wrapper
-    return isinstance(exc, StoreError) and not isinstance(exc.__cause__, _REFUSALS)
-
-
 def end_unexpectedly(
     rt: Runtime, job: SyncEntityJob, run_id: str, me: str, exc: BaseException
 ) -> Step:
     """End the run ``failed`` (kind ``internal``) for an error nobody classified."""
-    message = redact(f"unexpected {type(exc).__name__}: {exc}")
-    _report_unexpected(run_id, message, exc)
+    message = redact(f"unexpected {type(exc).__name__}: {exc}", limit=MAX_MESSAGE_CHARS)
+    report_unexpected(run_id, message, exc)
     entity = job.entity_type.value
     try:
         rt.limits.release_slot(job.connection_id, me)
@@ -330,64 +299,6 @@ def end_unexpectedly(
         rt.leases.release(job.connection_id, entity, me)
     connection_log.warning("run failed: %s", message, extra={"kind": INTERNAL, "run_id": run_id})
     return Step(StepOutcome.FAILED, run_id, detail=message)
-
-
-def end_crashed_task(
-    rt: Runtime,
-    fields: dict[str, object],
-    task_id: str,
-    exc: BaseException,
-    *,
-    report: bool = True,
-) -> None:
-    """A sync_entity task met an exception outside its step: end its run if nobody
-    else carries it (the queued run a fan-out wrote, or a continuation's).
-
-    The net under ``run_step``'s own: an error before the lease was taken, or
-    in the task after the step. ``report`` sends the one ERROR line; leave it
-    off where Celery reports the exception itself.
-    """
-    connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
-    run_id = _run_id_of(fields, task_id)
-    message = redact(f"task crashed: {type(exc).__name__}: {exc}")
-    if report:
-        _report_unexpected(run_id, message, exc)
-    if not isinstance(connection_id, str) or not isinstance(entity_type, str):
-        return
-    run = rt.store.get_run(run_id)
-    if run is None or run.status not in _OPEN:
-        return
-    me = holder_of(run_id, task_id)
-    holder = rt.leases.holder(connection_id, entity_type)
-    if holder not in (None, me):
-        return  # another task holds the pair (a later task of this run, or another run)
-    try:
-        rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=INTERNAL, error_message=message)
-    finally:
-        rt.leases.release(connection_id, entity_type, me)
-        rt.limits.release_slot(connection_id, me)
-    connection_log.warning("run failed: %s", message, extra={"kind": INTERNAL, "run_id": run_id})
-
-
-def _report_unexpected(run_id: str, message: str, exc: BaseException) -> None:
-    """One ERROR line (and so one Sentry event), traceback included, secrets redacted."""
-    trace = redact("".join(traceback.format_exception(exc)), limit=20_000)
-    log.error(
-        "run ended by an unexpected error: %s",
-        message,
-        extra={"run_id": run_id, "error_kind": INTERNAL, "trace": trace},
-    )
-
-
-_BEARER = re.compile(r"(?i)\b(bearer)\s+\S+")
-
-
-def redact(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` without credentials or registered secrets, cut to ``limit`` characters."""
-    # scrub_text knows every decrypted token; the pattern also catches one it
-    # cannot (too short to register, or written with characters its own
-    # pattern does not expect, such as a BOM).
-    return _BEARER.sub(r"\1 [Filtered]", scrub_text(text))[:limit]
 
 
 def _kind_of(error: BaseException) -> str:
@@ -449,7 +360,7 @@ def _token(rt: Runtime, connection: Connection) -> str:
 
 
 def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
-    running_run, _ = _parse_holder(holder)
+    running_run, _ = parse_holder(holder)
     if running_run == run_id:
         # A stale copy of this run's task (redelivered after its slice was
         # handed on, or sent again by the stalled-run check): the run goes on
@@ -475,100 +386,3 @@ def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
     )
     rt.store.record_run(skipped)
     return Step(StepOutcome.SKIPPED, skipped.id, detail=skipped.error_message)
-
-
-def record_rejection(
-    rt: Runtime, task_name: str, payload: object, error: Exception, *, task_id: str
-) -> None:
-    """Put a rejected job in the run history and the log (never raises)."""
-    fields = payload if isinstance(payload, dict) else {}
-    message = f"{task_name}: {error}"[:2000]
-    log.error("job rejected: %s", message, extra={"task_name": task_name})
-    try:
-        _close_or_record(rt, fields, task_id, RunStatus.REJECTED, Kind.BAD_REQUEST.value, message)
-    except Exception:
-        log.exception("could not record the rejected job in the run history")
-
-
-def dead_letter(
-    rt: Runtime, task_name: str, payload: object, deliveries: int, *, task_id: str
-) -> None:
-    """Stop a poison job: record why in the run history and the log (never raises)."""
-    fields = payload if isinstance(payload, dict) else {}
-    reason = (
-        f"{task_name} was delivered {deliveries} times without finishing "
-        f"(it crashes its worker?): dead-lettered"
-    )
-    log.error(reason, extra={"task_name": task_name, "payload": _safe_fields(fields)})
-    try:
-        successor = _run_goes_on_without(rt, fields, task_id)
-        if successor is not None:
-            # A stale copy: the run was sent again (stalled-run check) and goes
-            # on in another task. Failing the run would strand that task's work.
-            log.warning("the run of the dead-lettered job goes on in task %s", successor)
-            return
-        _close_or_record(rt, fields, task_id, RunStatus.FAILED, "poison", reason)
-    except Exception:
-        log.exception("could not record the dead-lettered job")
-
-
-def _run_goes_on_without(rt: Runtime, fields: dict[str, object], task_id: str) -> str | None:
-    """The other task of the same run that holds the pair's lease now, if any."""
-    connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
-    if not isinstance(connection_id, str) or not isinstance(entity_type, str):
-        return None
-    run_id = _run_id_of(fields, task_id)
-    holder = rt.leases.holder(connection_id, entity_type)
-    if holder is None or holder == holder_of(run_id, task_id):
-        return None
-    held_by_run, held_by_task = _parse_holder(holder)
-    return held_by_task if held_by_run == run_id else None
-
-
-def _close_or_record(
-    rt: Runtime,
-    fields: dict[str, object],
-    task_id: str,
-    status: RunStatus,
-    kind: str,
-    message: str,
-) -> None:
-    """End the job's run (a continuation's, or the queued one a fan-out wrote, whose
-    id is the task id) with this outcome if it is open; record a run that ended at
-    once when the job had none."""
-    run_id = _run_id_of(fields, task_id)
-    if rt.store.get_run(run_id) is not None:
-        rt.store.finish_run(run_id, status, error_kind=kind, error_message=message)
-        return
-    rt.store.record_run(_ended_run(fields, status, kind, message))
-
-
-def _run_id_of(fields: dict[str, object], task_id: str) -> str:
-    """A continuation names its run; a run's first task has the run's id."""
-    run_id = fields.get("run_id")
-    return run_id if isinstance(run_id, str) else task_id
-
-
-def _ended_run(fields: dict[str, object], status: RunStatus, kind: str, message: str) -> Run:
-    """A run that ended before it began (rejected, dead-lettered), for the history."""
-    now = utc_now()
-    return Run(
-        id=str(uuid.uuid4()),
-        connection_id=_text(fields.get("connection_id")),
-        entity_type=_text(fields.get("entity_type")),
-        status=status,
-        started_at=now,
-        finished_at=now,
-        request_id=_text(fields.get("request_id")),
-        error_kind=kind,
-        error_message=message,
-    )
-
-
-def _text(value: object) -> str | None:
-    return value[:128] if isinstance(value, str) else None
-
-
-def _safe_fields(fields: dict[str, object]) -> dict[str, str | None]:
-    """The identifying fields of a payload, and nothing else (no secrets travel)."""
-    return {k: _text(fields.get(k)) for k in ("connection_id", "entity_type", "run_id")}
