@@ -21,6 +21,7 @@ from tasks.inbound import sweep_upstream_events
 from tasks.notify import sweep_outbox
 from worker.celeryapp.app import app, publish
 from worker.coordination import redis_keys
+from worker.coordination.lease import Lock
 from worker.errors import CoordinationError, StoreError
 from worker.jobs import (
     HOUSEKEEPING_QUEUE,
@@ -42,19 +43,13 @@ from worker.sync.recovery import probe, resend_stalled_runs, resume_parked, resu
 from worker.sync.retention import prune_history
 from worker.sync.schedule import schedule_due
 
-LOCK_TTL_MS = 10_000
+LOCK_TTL_S = 10.0
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _holds_scheduler_lock() -> bool:
     """Take or keep the scheduler lock; False while another scheduler holds it."""
-    client = runtime(publish).redis
-    if client.set(redis_keys.SCHEDULER_LOCK, _OWNER, nx=True, px=LOCK_TTL_MS):
-        return True
-    if client.get(redis_keys.SCHEDULER_LOCK) == _OWNER.encode():
-        client.pexpire(redis_keys.SCHEDULER_LOCK, LOCK_TTL_MS)
-        return True
-    return False
+    return Lock(runtime(publish).redis, ttl_s=LOCK_TTL_S).take(redis_keys.SCHEDULER_LOCK, _OWNER)
 
 
 @app.task(name=SCHEDULE, ignore_result=True, queue=HOUSEKEEPING_QUEUE)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from worker.client import EntitySyncClient
+from worker.coordination.client import redis_client
 from worker.coordination.lease import Leases
 from worker.jobs import Publish
 from worker.outbox.notifier import webhook_client
@@ -32,22 +31,6 @@ from worker.secrets import SecretBox
 from worker.settings import Settings, get_settings
 from worker.store import SqlStore, open_store
 from worker.upstream.client import UpstreamClient
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client with explicit timeouts, so an outage fails fast.
-
-    One immediate retry on a dropped connection (a restarted server closed it);
-    none on a timeout: redis-py's default (three, with backoff) would hold a
-    task 20 s on a frozen server before anyone hears of it.
-    """
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=3.0,
-        socket_timeout=5.0,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-    )
 
 
 @dataclass
@@ -74,7 +57,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis_client(self.settings)
+        return redis_client(self.settings.redis_url)
 
     @cached_property
     def upstream(self) -> UpstreamClient:

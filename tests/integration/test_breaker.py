@@ -17,6 +17,7 @@ import redis
 from redis.crc import key_slot
 
 from tests.support import SCRIPTS_REDIS_URL, FakeClock
+from worker.coordination.client import redis_client
 from worker.errors import CoordinationError, Kind, Scope
 from worker.ops.status import health_of
 from worker.resilience.breaker import (
@@ -28,7 +29,7 @@ from worker.resilience.breaker import (
     RecordResult,
     State,
 )
-from worker.resilience.limits import RatePolicy, connect_redis
+from worker.resilience.limits import RatePolicy
 
 pytestmark = pytest.mark.integration
 
@@ -424,7 +425,7 @@ def test_bad_names_cannot_reach_a_key(client: redis.Redis) -> None:
 
 
 def test_redis_unreachable_raises_coordination_error_quickly() -> None:
-    b = Breaker(client=connect_redis("redis://127.0.0.1:1/0", timeout_s=0.3))
+    b = Breaker(client=redis_client("redis://127.0.0.1:1/0", timeout_s=0.3, connect_timeout_s=0.3))
     started = time.monotonic()
     with pytest.raises(CoordinationError) as info:
         b.admit("c1", "assets")

@@ -11,9 +11,10 @@ import pytest
 import redis
 
 from tests.support import SCRIPTS_REDIS_URL, FakeClock
+from worker.coordination.client import redis_client
 from worker.errors import CoordinationError
 from worker.resilience.breaker import Breaker, Reason
-from worker.resilience.limits import ConnectionLimits, Limits, RatePolicy, connect_redis
+from worker.resilience.limits import ConnectionLimits, Limits, RatePolicy
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,9 @@ def test_limits_reject_nonsense() -> None:
 
 
 def test_redis_unreachable_raises_coordination_error_quickly() -> None:
-    limits = Limits(client=connect_redis("redis://127.0.0.1:1/0", timeout_s=0.3))
+    limits = Limits(
+        client=redis_client("redis://127.0.0.1:1/0", timeout_s=0.3, connect_timeout_s=0.3)
+    )
     started = time.monotonic()
     with pytest.raises(CoordinationError):
         limits.acquire_slot("c1", "w1", ttl_s=5)

@@ -25,8 +25,8 @@ import redis
 from celery.beat import PersistentScheduler
 
 from worker.coordination import redis_keys
+from worker.coordination.client import redis_client
 from worker.logs import log
-from worker.runtime import redis_client
 from worker.settings import Settings, get_settings
 from worker.store import ParkedJob
 from worker.sync.recovery import self_resuming
@@ -110,7 +110,7 @@ class HeartbeatScheduler(PersistentScheduler):  # type: ignore[misc]
             self._last_heartbeat = now
             try:
                 if self._client is None:
-                    self._client = redis_client(get_settings())
+                    self._client = redis_client(get_settings().redis_url)
                 write_heartbeat(self._client)
             except redis.RedisError as exc:
                 log.warning("beat could not write its heartbeat to Redis: %s", exc)
@@ -164,4 +164,4 @@ class BeatWatch:
 
 def watch_beat(settings: Settings) -> BeatWatch:
     """Start watching beat's heartbeat in this (worker) process."""
-    return BeatWatch(redis_client(settings), stale_s=settings.beat_stale_seconds).start()
+    return BeatWatch(redis_client(settings.redis_url), stale_s=settings.beat_stale_seconds).start()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import redis
 
+from worker.coordination.client import redis_client
 from worker.errors import ConfigError, CoordinationError
-from worker.runtime import redis_client
 from worker.secrets import SecretBox
 from worker.settings import Settings
 from worker.store import open_store
@@ -21,7 +21,7 @@ def check_ready(settings: Settings) -> None:
     SecretBox.from_settings(settings)
     open_store(settings.store_url).drop_connection()
     try:
-        redis_client(settings).ping()
+        redis_client(settings.redis_url).ping()
     except redis.RedisError as exc:
         raise CoordinationError(
             f"ENTITY_SYNC_REDIS_URL: cannot reach Redis ({exc}); is redis-server running?"

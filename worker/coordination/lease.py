@@ -1,53 +1,31 @@
-"""A lease per (connection, entity type): two runs of one pair never overlap.
+"""The one lock of the worker: a Redis key held by one holder for a while.
 
-The holder is a Celery task id, which stays the same when the broker
-redelivers a message, so a redelivered task takes its own lease back. A run
-that continues in a new task hands the lease over to the new task's id before
-sending it, so the old message, if it is ever redelivered, finds the lease
-taken and stands down. Every lease has a TTL, renewed before each page: a
-crashed holder blocks its pair for one TTL at most.
+``Lock`` serves every lock and lease: a run's pair lease (``Leases``), the
+notifier's per-connection delivery lease, the one active scheduler, a
+housekeeping step's period and a halted connection's probe interval. Every
+one has a TTL, so a crashed holder blocks for one TTL at most; taking,
+handing over and releasing are atomic scripts (``lua/lease_*.lua``).
+
+A pair lease (connection, entity type) keeps two runs of one pair from
+overlapping. Its holder is ``<run id>/<task id>``: a Celery task id stays the
+same when the broker redelivers a message, so a redelivered task takes its
+own lease back. A run that continues in a new task hands the lease over to
+the new task's id before sending it, so the old message, if it is ever
+redelivered, finds the lease taken and stands down. The lease is renewed
+before each page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
 from worker.coordination.redis_keys import lease as lease_key
+from worker.coordination.scripts import coordination, lua_source, text
 from worker.errors import CoordinationError
-from worker.resilience.limits import coordination
 
-T = TypeVar("T")
-
-
-# KEYS[1] lease; ARGV[1] holder, ARGV[2] ttl ms. Returns the holder after the call.
-_ACQUIRE = """
-local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
-end
-return current
-"""
-
-# KEYS[1] lease; ARGV[1] expected holder, ARGV[2] new holder, ARGV[3] ttl ms.
-_HANDOVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"""
-
-# KEYS[1] lease; ARGV[1] holder. Compare-and-delete.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+_PACKAGE = "worker.coordination"  # where lua/ is
 
 
 def holder_of(run_id: str, task_id: str) -> str:
@@ -65,26 +43,59 @@ class LeaseLost(CoordinationError):
     """Our lease expired and another task holds the pair now."""
 
 
-def _guarded(call: Callable[[], T]) -> T:
-    with coordination("lease"):
-        return call()
+class Lock:
+    """Locks on Redis keys that expire ``ttl_s`` after they were taken or renewed.
+
+    Every Redis error becomes ``CoordinationError``.
+    """
+
+    def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
+        self._client = client
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._acquire: Any = client.register_script(lua_source(_PACKAGE, "lease_acquire"))
+        self._handover: Any = client.register_script(lua_source(__package__, "lease_handover"))
+        self._release: Any = client.register_script(lua_source(__package__, "lease_release"))
+
+    def acquire(self, key: str, holder: str) -> str:
+        """Take (or renew) the lock; returns who holds it now (us if it equals holder)."""
+        with coordination(f"lock {key}"):
+            return text(self._acquire(keys=[key], args=[holder, self._ttl_ms]))
+
+    def take(self, key: str, holder: str) -> bool:
+        """Take or renew the lock; False while somebody else holds it."""
+        return self.acquire(key, holder) == holder
+
+    def claim(self, key: str) -> bool:
+        """Take the key for one TTL if it is free, never renewing it: a period claimed once."""
+        with coordination(f"claim {key}"):
+            return bool(self._client.set(key, "1", nx=True, px=self._ttl_ms))
+
+    def hand_over(self, key: str, holder: str, successor: str) -> bool:
+        """Pass our lock to ``successor``; False if it was not ours."""
+        with coordination(f"lock {key}"):
+            return bool(self._handover(keys=[key], args=[holder, successor, self._ttl_ms]))
+
+    def holder(self, key: str) -> str | None:
+        """Who holds the lock now (None: nobody)."""
+        with coordination(f"lock {key}"):
+            current: Any = self._client.get(key)
+        return None if current is None else text(current)
+
+    def release(self, key: str, holder: str) -> bool:
+        """Let go of our lock (compare-and-delete); False if it was not ours."""
+        with coordination(f"lock {key}"):
+            return bool(self._release(keys=[key], args=[holder]))
 
 
 class Leases:
     """Acquire, renew, hand over and release pair leases in Redis."""
 
     def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
-        self._client = client
-        self._ttl_ms = max(1, int(ttl_s * 1000))
-        self._acquire: Any = client.register_script(_ACQUIRE)
-        self._handover: Any = client.register_script(_HANDOVER)
-        self._release: Any = client.register_script(_RELEASE)
+        self._lock = Lock(client, ttl_s=ttl_s)
 
     def acquire(self, connection_id: str, entity_type: str, holder: str) -> str:
         """Take (or renew) the lease; returns who holds it now (us if it equals holder)."""
-        key = lease_key(connection_id, entity_type)
-        current = _guarded(lambda: self._acquire(keys=[key], args=[holder, self._ttl_ms]))
-        return current.decode() if isinstance(current, bytes) else str(current)
+        return self._lock.acquire(lease_key(connection_id, entity_type), holder)
 
     def renew(self, connection_id: str, entity_type: str, holder: str) -> None:
         """Extend our lease; LeaseLost when another task took it meanwhile."""
@@ -94,18 +105,13 @@ class Leases:
 
     def hand_over(self, connection_id: str, entity_type: str, holder: str, successor: str) -> None:
         """Pass our lease to the task that continues the run; LeaseLost if not ours."""
-        key = lease_key(connection_id, entity_type)
-        moved = _guarded(lambda: self._handover(keys=[key], args=[holder, successor, self._ttl_ms]))
-        if not moved:
+        if not self._lock.hand_over(lease_key(connection_id, entity_type), holder, successor):
             raise LeaseLost(f"lease of {connection_id}/{entity_type} is no longer ours")
 
     def holder(self, connection_id: str, entity_type: str) -> str | None:
         """Who holds the pair's lease now (None: nobody)."""
-        key = lease_key(connection_id, entity_type)
-        current: Any = _guarded(lambda: self._client.get(key))
-        return current.decode() if isinstance(current, bytes) else current
+        return self._lock.holder(lease_key(connection_id, entity_type))
 
     def release(self, connection_id: str, entity_type: str, holder: str) -> None:
         """Let go of our lease (no-op if it is not ours any more)."""
-        key = lease_key(connection_id, entity_type)
-        _guarded(lambda: self._release(keys=[key], args=[holder]))
+        self._lock.release(lease_key(connection_id, entity_type), holder)

@@ -48,9 +48,9 @@ def register_secret(value: str | None) -> None:
 
 def redact(text: str, *, limit: int | None = None) -> str:
     """``text`` without credentials or registered secrets, cut to ``limit`` characters."""
-    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{FILTERED}", text)
-    text = _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{FILTERED}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{FILTERED}", text)
+    text = _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{FILTERED}", text)
+    text = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{FILTERED}", text)
     text = _FERNET.sub(FILTERED, text)
     with _secrets_lock:
         secrets = list(_secrets)

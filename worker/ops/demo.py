@@ -22,10 +22,11 @@ from typing import Any
 import redis
 
 from worker.client import EntitySyncClient
+from worker.coordination.client import redis_client
 from worker.ops.demo_receiver import DemoReceiver
 from worker.ops.status import render_table, status_rows, wait_for_request
 from worker.outbox.webhooks import new_secret
-from worker.runtime import Runtime, redis_client
+from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
 from worker.store import Connection, RunStatus, SqlStore, open_store
@@ -148,7 +149,7 @@ def _stop(process: subprocess.Popen[Any]) -> None:
 def run_demo(settings: Settings) -> int:
     """Run the demo; returns the exit status (0 when every run succeeded)."""
     try:
-        redis_client(settings).ping()
+        redis_client(settings.redis_url).ping()
     except redis.RedisError as exc:
         print(
             f"error: no Redis at {settings.redis_url} (ENTITY_SYNC_REDIS_URL): {exc}\n"
@@ -161,7 +162,7 @@ def run_demo(settings: Settings) -> int:
     store_url = f"sqlite:///{DEMO_DIR}/entity-sync.db"
     secret_key = settings.secret_key.get_secret_value() if settings.secret_key else generate_key()
     webhook_secret = new_secret()
-    _forget_coordination_state(redis_client(settings))
+    _forget_coordination_state(redis_client(settings.redis_url))
     with running_sandbox(preset="demo") as sandbox:
         _say(f"sandbox serving the unified API at {sandbox.url}")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ENTITY_SYNC_")}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.scripts import coordination
 from worker.logs import connection_log
-from worker.resilience.limits import coordination
 from worker.store import SqlStore
 
 

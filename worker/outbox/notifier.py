@@ -10,6 +10,7 @@ event id, so the receiver can deduplicate.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
@@ -20,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.lease import Lock
+from worker.errors import CoordinationError
 from worker.logs import connection_log
 from worker.outbox.webhooks import WebhookClient, deliver, is_expired, next_attempt_delay
-from worker.resilience.limits import coordination
 from worker.secrets import SecretBox
 from worker.settings import Settings
 from worker.store import Connection, Event, EventStatus, SqlStore
@@ -67,18 +69,15 @@ def deliver_pending(
     """Deliver the connection's due events in order; stop at the first that fails."""
     holder = uuid.uuid4().hex
     lease = redis_keys.notify_lease(connection_id)
-    with coordination(f"notify lease of {connection_id}"):
-        if not cache.set(lease, holder, nx=True, px=int(NOTIFY_LEASE_S * 1000)):
-            return DeliveryReport(busy=True)
+    lock = Lock(cache, ttl_s=NOTIFY_LEASE_S)
+    if not lock.take(lease, holder):
+        return DeliveryReport(busy=True)
     try:
         connection = store.get_connection(connection_id)
         return _deliver(store, secrets, settings, connection, send, rand)
     finally:
-        try:
-            if cache.get(lease) == holder.encode():
-                cache.delete(lease)
-        except redis.RedisError:
-            pass  # the lease expires by itself
+        with contextlib.suppress(CoordinationError):  # else the lease expires by itself
+            lock.release(lease, holder)
 
 
 def _deliver(

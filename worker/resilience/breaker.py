@@ -59,6 +59,7 @@ from typing import Any
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.scripts import Clock, coordination, now_arg, text
 from worker.errors import Scope
 from worker.resilience.backoff import full_jitter
 from worker.resilience.breaker_types import (
@@ -75,7 +76,7 @@ from worker.resilience.breaker_types import (
     Transition,
     level_effects,
 )
-from worker.resilience.limits import Clock, RatePolicy, coordination, lua, now_arg, text
+from worker.resilience.limits import RatePolicy, lua
 
 __all__ = [
     "Admission",

@@ -12,77 +12,30 @@ script, so a crashed worker's slot frees itself after ``ttl_s``.
 
 Overrides: ``set_connection_limits`` stores per-connection rate, burst and cap
 in a Redis hash that the admit and acquire scripts read; a field left None
-means "policy default". Redis may lose it (principle 1): the SQL store keeps
+means "policy default". Redis may lose it (docs/design.md, principle 1): the SQL store keeps
 the durable copy and the caller re-applies it (on start-up and periodically).
 The hash lives ``RatePolicy.limits_ttl_s`` and every set refreshes it.
 
-Errors: every redis exception becomes ``CoordinationError`` (``coordination``).
+Errors: every redis exception becomes ``CoordinationError``
+(``worker.coordination.scripts.coordination``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from worker.coordination import redis_keys
-from worker.errors import CoordinationError
-
-Clock = Callable[[], float]
-
-
-def connect_redis(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
-    """A client with short explicit timeouts and one reconnect attempt.
-
-    Only connection errors are retried (a pooled socket may be stale after a
-    Redis restart); a timed-out script is not, as it may already have run.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
-
-
-@contextmanager
-def coordination(what: str) -> Iterator[None]:
-    """Translate any redis exception raised inside into CoordinationError."""
-    try:
-        yield
-    except RedisError as exc:
-        raise CoordinationError(f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-def count_with_ttl(client: redis.Redis, key: str, *, ttl_s: float) -> int:
-    """Add one to a counter that expires ``ttl_s`` after its last use; the new value."""
-    with coordination(f"count {key}"):
-        pipe = client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, max(1, math.ceil(ttl_s)))
-        count, _ = pipe.execute()
-    return int(count)
+from worker.coordination.scripts import Clock, coordination, lua_source, now_arg, text
 
 
 def lua(name: str) -> str:
     """The source of ``worker/resilience/lua/<name>.lua`` with the shared helpers prepended."""
-    folder = resources.files("worker.resilience").joinpath("lua")
     parts = ["common"] + (["gcra"] if name == "admit" else []) + [name]
-    return "\n".join(folder.joinpath(f"{part}.lua").read_text("utf-8") for part in parts)
-
-
-def now_arg(clock: Clock | None) -> str:
-    """ARGV[1] of every script: empty (use Redis TIME) unless a test clock is set."""
-    return "" if clock is None else repr(float(clock()))
+    return lua_source("worker.resilience", *parts)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -222,10 +175,3 @@ class Limits:
             burst=int(burst) if burst is not None else None,
             max_concurrency=int(cap) if cap is not None else None,
         )
-
-
-def text(value: object) -> str:
-    """Redis replies as str whether or not the client decodes responses."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.scripts import coordination
 from worker.resilience.classify import Where, error_for_sync_status
 from worker.resilience.guard import Guard
-from worker.resilience.limits import coordination
 from worker.upstream.client import UpstreamClient
 
 

@@ -14,9 +14,9 @@ import time
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.scripts import coordination, count_with_ttl
 from worker.resilience.backoff import RetryBudget
 from worker.resilience.breaker import Breaker
-from worker.resilience.limits import coordination, count_with_ttl
 
 
 class RetryBudgets:

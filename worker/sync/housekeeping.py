@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.lease import Lock
 from worker.logs import log
 
 
@@ -42,8 +43,8 @@ def due(client: redis.Redis, step: Step) -> bool:
     key = redis_keys.housekeeping_step(step.name)
     # A little less than the period: a tick that arrives a moment early must
     # not make the step skip a whole period.
-    rest_ms = max(1, int(step.every_s * 1000) - 500)
-    return bool(client.set(key, "1", nx=True, px=rest_ms))
+    rest_s = max(0.001, step.every_s - 0.5)
+    return Lock(client, ttl_s=rest_s).claim(key)
 
 
 def tick(client: redis.Redis, steps: Sequence[Step]) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import redis
 
 from worker.coordination import redis_keys
 from worker.coordination.lease import holder_of, parse_holder
+from worker.coordination.scripts import count_with_ttl
 from worker.logs import log
-from worker.resilience.limits import count_with_ttl
 from worker.runtime import Runtime
 from worker.store import RunStatus
 from worker.sync.endings import close_or_record, run_id_of, safe_fields

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from worker.coordination import redis_keys
+from worker.coordination.lease import Lock
 from worker.errors import EntitySyncError
 from worker.inbound.actions import learn_upstream_id
 from worker.jobs import (
@@ -264,9 +265,7 @@ def probe(rt: Runtime, send: Publish) -> dict[str, int]:
 
 def _probe_halted(rt: Runtime, connection: Connection) -> bool:
     """Ask the status endpoint of a halted connection, at most every few minutes."""
-    resting = rt.redis.set(
-        redis_keys.halt_probe(connection.id), "1", nx=True, px=int(HALT_PROBE_EVERY_S * 1000)
-    )
+    resting = Lock(rt.redis, ttl_s=HALT_PROBE_EVERY_S).claim(redis_keys.halt_probe(connection.id))
     if not resting or not connection.token_ciphertext:
         return False
     # A halted connection admits nothing, so this one call bypasses the guard

@@ -1,0 +1,30 @@
+"""The one Redis client factory: explicit timeouts, so an outage fails fast.
+
+One immediate retry on a dropped connection (a restarted server closed it);
+none on a timeout: redis-py's default (three, with backoff) would hold a
+task 20 s on a frozen server before anyone hears of it, and a timed-out
+script may already have run.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3.0
+HEALTH_CHECK_S = 30
+
+
+def redis_client(
+    url: str, *, timeout_s: float = SOCKET_TIMEOUT_S, connect_timeout_s: float = CONNECT_TIMEOUT_S
+) -> redis.Redis:
+    """A client of the Redis at ``url`` (the workers' coordination store)."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=HEALTH_CHECK_S,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    )
