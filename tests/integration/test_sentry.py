@@ -44,6 +44,7 @@ from worker.observability import redaction
 from worker.observability import sentry as es_sentry
 from worker.observability.sentry_throttle import EVENTS_PER_KIND
 from worker.outbox.transitions import TransitionRecorder
+from worker.resilience.breaker_types import Actor, State
 from worker.resilience.guard import StateChange
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
@@ -116,8 +117,8 @@ def _halt(connection_id: str = "acme", token: str | None = None) -> StateChange:
     return StateChange(
         connection_id,
         None,
-        "closed",
-        "halted",
+        State.CLOSED,
+        State.HALTED,
         "auth connection: token expired",
         None,
         cause=AuthFailed(detail, status=401, code="AUTHENTICATION_FAILED"),
@@ -192,7 +193,13 @@ def test_an_entity_type_opening_is_a_warning_grouped_by_its_kind(
     captured: CapturingTransport,
 ) -> None:
     change = StateChange(
-        "acme", "work-orders", "closed", "open", "unavailable", 1.0, cause=Unavailable("503")
+        "acme",
+        "work-orders",
+        State.CLOSED,
+        State.OPEN,
+        "unavailable",
+        1.0,
+        cause=Unavailable("503"),
     )
     es_sentry.report_transition(change)
     [event] = _flush(captured).items("event")
@@ -211,10 +218,16 @@ def test_the_recorder_reports_transitions_that_need_a_person_and_nothing_else(
     unavailable = Unavailable("503", status=503)
     recorder(_halt())  # needs re-authorisation: reported
     recorder(_halt())  # a flushed Redis forgot the halt: the outbox knows it is no news
-    recorder(StateChange("acme", None, "closed", "paused", "rate_limited", 2.0))  # routine 429
-    recorder(StateChange("acme", None, "halted", "closed", "status healthy", None))  # recovery
-    recorder(StateChange("acme", None, "half_open", "open", "probe", 3.0, cause=unavailable))
-    recorder(StateChange("acme", None, "closed", "open", "operator: maintenance", 3.0))
+    recorder(StateChange("acme", None, State.CLOSED, State.PAUSED, "rate_limited", 2.0))  # a 429
+    recorder(StateChange("acme", None, State.HALTED, State.CLOSED, "status healthy", None))
+    recorder(
+        StateChange("acme", None, State.HALF_OPEN, State.OPEN, "probe", 3.0, cause=unavailable)
+    )
+    recorder(
+        StateChange(
+            "acme", None, State.CLOSED, State.OPEN, "maintenance", 3.0, actor=Actor.OPERATOR
+        )
+    )
     events = _flush(captured).items("event")
     assert [e["message"] for e in events] == ["acme: connection halted (auth)"]
     # Every one of them is still kept in the store.

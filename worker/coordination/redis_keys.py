@@ -155,3 +155,8 @@ def housekeeping_step(name: str) -> str:
 def deliveries(task_id: str, retries: int) -> str:
     """How often the broker handed out one message (same task id, same retry)."""
     return f"entity_sync:deliveries:{task_id}:{retries}"
+
+
+def upstream_event_claim(event_id: str) -> str:
+    """Held while one task acts on one kept upstream webhook (worker.inbound.actions)."""
+    return f"entity_sync:upstream_event:{event_id}"

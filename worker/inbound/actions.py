@@ -37,6 +37,8 @@ from pydantic import (
     field_validator,
 )
 
+from worker.coordination import redis_keys
+from worker.coordination.lease import Lock
 from worker.entities import EntityType
 from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT, Publish
@@ -44,7 +46,6 @@ from worker.logs import connection_log, log
 from worker.resilience.breaker import State
 from worker.resilience.classify import Where, action_for, base_scope, error_for_code
 from worker.resilience.guard import StateChange
-from worker.resilience.limits import coordination
 from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Run, RunStatus
@@ -70,7 +71,7 @@ ASPECTS = {
 }
 
 
-CLAIM_MS = 30_000  # one process works on an event at a time
+CLAIM_S = 30.0  # one process works on an event at a time
 
 
 class BadEvent(ValueError):
@@ -185,15 +186,14 @@ def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> N
 
 def process_event(rt: Runtime, event_id: str, send: Publish) -> str:
     """Act on one kept event, once; returns what became of it."""
-    claim = f"entity_sync:upstream_event:{event_id}"
-    with coordination(f"upstream event {event_id}"):
-        if not rt.redis.set(claim, "1", nx=True, px=CLAIM_MS):
-            return "busy"  # another task works on it now
+    claim = redis_keys.upstream_event_claim(event_id)
+    lock, holder = Lock(rt.redis, ttl_s=CLAIM_S), uuid.uuid4().hex
+    if not lock.take(claim, holder):
+        return "busy"  # another task works on it now
     try:
         return _process(rt, event_id, send)
     finally:
-        with coordination(f"upstream event {event_id}"):
-            rt.redis.delete(claim)
+        lock.release(claim, holder)
 
 
 def _process(rt: Runtime, event_id: str, send: Publish) -> str:
@@ -322,9 +322,7 @@ def _reauthorize(rt: Runtime, connection_id: str, event: InboundEvent) -> str:
         return "halted already"
     cause = AuthFailed(detail[:300], code="REAUTHORIZATION_REQUIRED")
     rt.transitions(
-        StateChange(
-            connection_id, None, str(change.from_state), str(change.state), reason, None, cause
-        )
+        StateChange(connection_id, None, change.from_state, change.state, reason, None, cause)
     )
     return "halted"
 
@@ -347,8 +345,8 @@ def _status_changed(rt: Runtime, connection_id: str, event: InboundEvent) -> str
                 StateChange(
                     connection_id,
                     None,
-                    str(change.from_state),
-                    str(change.state),
+                    change.from_state,
+                    change.state,
                     reason,
                     change.until,
                     cause,

@@ -47,6 +47,7 @@ from worker.errors import Blocked, Deferred, Halted, RetryLater, Scope, Upstream
 from worker.logs import context, log
 from worker.observability.redaction import FILTERED, redact, register_secret
 from worker.observability.sentry_throttle import RepeatThrottle, kind_of
+from worker.resilience.breaker_types import Actor, State
 
 if TYPE_CHECKING:
     from sentry_sdk._types import Breadcrumb, BreadcrumbHint, Event, Hint
@@ -61,10 +62,10 @@ EXPECTED = (Deferred, Halted, Blocked, RetryLater, Retry, Ignore, Reject)
 _EXPECTED_NAMES = frozenset(cls.__name__ for cls in EXPECTED)
 
 # Transitions a person must hear about, and how loudly.
-REPORTED_STATES: dict[str, Literal["error", "warning"]] = {
-    "halted": "error",
-    "open": "warning",
-    "blocked": "warning",
+REPORTED_STATES: dict[State, Literal["error", "warning"]] = {
+    State.HALTED: "error",
+    State.OPEN: "warning",
+    State.BLOCKED: "warning",
 }
 
 _SECRET_KEY = re.compile(
@@ -247,9 +248,9 @@ def report_transition(change: StateChange) -> str | None:
     Never raises: Sentry trouble must not break the recorder that calls it.
     """
     level = REPORTED_STATES.get(change.to_state)
-    if level is None or change.reason.startswith("operator:"):
+    if level is None or change.actor is Actor.OPERATOR:
         return None  # a recovery, a pause (routine 429s) or a person's own action
-    if change.from_state == "half_open":
+    if change.from_state is State.HALF_OPEN:
         return None  # a failed probe: the same outage goes on, and its start was told
     if not sentry_sdk.get_client().is_active():
         return None

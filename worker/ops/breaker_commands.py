@@ -6,6 +6,7 @@ import argparse
 
 from worker.ops.status import health_of
 from worker.outbox.transitions import unix_to_instant
+from worker.resilience.breaker_types import Actor
 from worker.resilience.guard import StateChange
 from worker.runtime import Runtime
 
@@ -28,10 +29,11 @@ def breaker_command(rt: Runtime, args: argparse.Namespace) -> str:
             StateChange(
                 connection_id,
                 entity,
-                str(change.from_state),
-                str(change.state),
+                change.from_state,
+                change.state,
                 reason,
                 change.until,
+                actor=Actor.OPERATOR,
             )
         )
     until = unix_to_instant(change.until)

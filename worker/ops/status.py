@@ -21,7 +21,7 @@ from worker.store.runs import PairRow
 class Health:
     """How one (connection, entity type) stands with the breakers right now."""
 
-    state: str  # healthy, paused, open, half-open, halted, blocked, unknown
+    state: str  # a State's label (healthy, open, half-open, halted, blocked), paused, unknown
     until: str | None = None
     reason: str | None = None
     recent_failures: int = 0  # in the breaker's failure-rate window
@@ -29,11 +29,7 @@ class Health:
 
 
 UNKNOWN = Health(state="unknown", reason="Redis unreachable")
-_HEALTHY = Health(state="healthy")
-
-
-def _state_name(state: State) -> str:
-    return "healthy" if state is State.CLOSED else state.value.replace("_", "-")
+_HEALTHY = Health(state=State.CLOSED.label)
 
 
 def health_of(view: BreakerView) -> Callable[[str], Health]:
@@ -47,19 +43,19 @@ def health_of(view: BreakerView) -> Callable[[str], Health]:
         failures = (level.failures if level else 0) + conn.failures
         consecutive = max(level.consecutive_failures if level else 0, conn.consecutive_failures)
         if conn.state is State.HALTED:
-            return Health("halted", None, conn.reason, failures, consecutive)
+            return Health(State.HALTED.label, None, conn.reason, failures, consecutive)
         if paused:
             until = unix_to_instant(view.paused_until)
-            return Health("paused", until, view.pause_reason, failures, consecutive)
+            return Health(State.PAUSED.label, until, view.pause_reason, failures, consecutive)
         if conn.state is not State.CLOSED:
-            state = _state_name(conn.state)
+            state = conn.state.label
             return Health(state, unix_to_instant(conn.until), conn.reason, failures, consecutive)
         if level is not None and level.state is not State.CLOSED:
-            state = _state_name(level.state)
+            state = level.state.label
             return Health(state, unix_to_instant(level.until), level.reason, failures, consecutive)
         if failures == consecutive == 0:
             return _HEALTHY  # most pairs: one shared answer, not an object each
-        return Health("healthy", None, None, failures, consecutive)
+        return Health(State.CLOSED.label, None, None, failures, consecutive)
 
     return of
 

@@ -26,6 +26,7 @@ import redis
 from worker.celeryapp.beat import BEAT_HINT, beat_running
 from worker.errors import EntitySyncError
 from worker.ops.status import UNKNOWN, Health, health_of
+from worker.resilience.breaker_types import State
 from worker.runtime import Runtime
 from worker.store import ParkedJob, Run, RunStatus
 from worker.store.models import TERMINAL_STATUSES
@@ -160,7 +161,7 @@ def _held_by(
     why = job.reason if parked and job is not None else health.reason
     if health.state == "paused":
         return "paused", health.until, why
-    if health.state in ("open", "half-open"):
+    if health.state in (State.OPEN.label, State.HALF_OPEN.label):
         return "breaker open", health.until, why
     if parked and job is not None:
         return "parked", job.due_at, job.reason

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from worker.resilience.breaker_types import State
 from worker.store.models import Event
 from worker.timeutil import parse_instant, utc_now
 
@@ -184,17 +185,17 @@ PROBLEM_EVENTS = frozenset({EventType.REAUTHORIZATION_REQUIRED, EventType.UNAVAI
 
 
 def event_for_transition(
-    *, level_is_connection: bool, from_state: str, to_state: str, last_event: str | None
+    *, level_is_connection: bool, from_state: State, to_state: State, last_event: str | None
 ) -> EventType | None:
     """The event a transition fires, if any (``last_event``: the subject's latest)."""
     if level_is_connection:
-        if to_state == "halted":
+        if to_state is State.HALTED:
             return EventType.REAUTHORIZATION_REQUIRED
-        if to_state == "closed" and last_event in {e.value for e in PROBLEM_EVENTS}:
+        if to_state is State.CLOSED and last_event in {e.value for e in PROBLEM_EVENTS}:
             return EventType.RECOVERED
         return None
-    if to_state == "blocked":
+    if to_state is State.BLOCKED:
         return EventType.ACCESS_LOST
-    if from_state == "blocked" and to_state == "closed":
+    if from_state is State.BLOCKED and to_state is State.CLOSED:
         return EventType.ACCESS_RESTORED
     return None

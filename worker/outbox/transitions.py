@@ -57,8 +57,8 @@ class TransitionRecorder:
             TransitionRecord(
                 connection_id=change.connection_id,
                 entity_type=change.entity_type,
-                from_state=change.from_state,
-                to_state=change.to_state,
+                from_state=change.from_state.value,
+                to_state=change.to_state.value,
                 reason=change.reason,
                 until_at=until,
                 at=utc_now(),

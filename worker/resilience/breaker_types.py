@@ -20,6 +20,21 @@ class State(StrEnum):
     HALF_OPEN = "half_open"
     HALTED = "halted"
     BLOCKED = "blocked"
+    # Not a breaker level's state: the connection's 429 pause, kept beside the
+    # breakers (pause.lua). A transition into it is recorded like the others.
+    PAUSED = "paused"
+
+    @property
+    def label(self) -> str:
+        """How people read it (status, dashboard, ``sync --wait``): ``healthy``, ``half-open``."""
+        return "healthy" if self is State.CLOSED else self.value.replace("_", "-")
+
+
+class Actor(StrEnum):
+    """Who changed a breaker: the worker by its rules, or a person by hand."""
+
+    WORKER = "worker"
+    OPERATOR = "operator"
 
 
 class Reason(StrEnum):

@@ -33,6 +33,7 @@ from worker.resilience.breaker import (
     State,
     open_interval,
 )
+from worker.resilience.breaker_types import Actor
 from worker.resilience.classify import Action, Verdict, Where, classify
 
 T = TypeVar("T")
@@ -49,11 +50,12 @@ class StateChange:
 
     connection_id: str
     entity_type: str | None
-    from_state: str
-    to_state: str
+    from_state: State
+    to_state: State
     reason: str
     until: float | None
     cause: UpstreamError | None = None  # the failure behind it, when there was one
+    actor: Actor = Actor.WORKER  # a person's own action is never reported to them
 
 
 OnTransition = Callable[[StateChange], None]
@@ -176,7 +178,7 @@ class Guard:
             seconds = verdict.retry_after or self._default_pause_s
             pause = self._breaker.pause(self._connection_id, max(seconds, 0.001), reason)
             if pause.transitioned:
-                self._emit(None, "closed", "paused", reason, pause.until)
+                self._emit(None, State.CLOSED, State.PAUSED, reason, pause.until)
             return Deferred(f"paused: {reason}", until=pause.until)
         if verdict.action is Action.BLOCK_ENTITY and entity_type is not None:
             self._changed(
@@ -222,8 +224,8 @@ class Guard:
     def _emit(
         self,
         entity_type: str | None,
-        from_state: str,
-        to_state: str,
+        from_state: State,
+        to_state: State,
         reason: str,
         until: float | None,
     ) -> None:
@@ -231,8 +233,8 @@ class Guard:
             StateChange(
                 self._connection_id,
                 entity_type,
-                str(from_state),
-                str(to_state),
+                from_state,
+                to_state,
                 reason,
                 until,
                 cause=self._cause,

@@ -32,6 +32,7 @@ from worker.operator_input import clean_secret
 from worker.outbox.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.outbox.relay import relay
 from worker.resilience.breaker import State
+from worker.resilience.breaker_types import Actor
 from worker.resilience.classify import error_for_sync_status
 from worker.resilience.connection_limits import apply_limits
 from worker.resilience.guard import StateChange
@@ -212,14 +213,16 @@ def _give_up(rt: Runtime, run: Run) -> None:
     )
 
 
-def resume_connection(rt: Runtime, connection_id: str, reason: str) -> bool:
+def resume_connection(
+    rt: Runtime, connection_id: str, reason: str, *, actor: Actor = Actor.WORKER
+) -> bool:
     """Clear a halt (new token, healthy status); True when it was halted."""
     change = rt.breaker.resume(connection_id, reason)
     forget_preflight(rt.redis, connection_id)
     if change.transitioned:
         rt.transitions(
             StateChange(
-                connection_id, None, str(change.from_state), str(change.state), reason, None
+                connection_id, None, change.from_state, change.state, reason, None, actor=actor
             )
         )
     return change.transitioned

@@ -23,6 +23,7 @@ from worker.ops.cli.common import (
     store_for,
     upstream_url_arg,
 )
+from worker.resilience.breaker_types import Actor
 from worker.runtime import Runtime
 from worker.secrets import SecretBox
 from worker.settings import Settings
@@ -124,7 +125,9 @@ def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> i
     version = store.set_token(args.id, box.encrypt(read_token(args)))
     print(f"token of {args.id} replaced (version {version})")
     try:
-        if resume_connection(Runtime(settings=settings), args.id, "new token"):
+        if resume_connection(
+            Runtime(settings=settings), args.id, "new token", actor=Actor.OPERATOR
+        ):
             print(f"connection {args.id} was halted and is resumed")
         request_id = EntitySyncClient(settings.effective_broker_url).sync_connection(
             args.id, trigger="recovery"
