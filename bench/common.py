@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,13 @@ import redis
 from worker.client import EntitySyncClient
 from worker.secrets import SecretBox, generate_key
 from worker.store import Connection, SqlStore, open_store
+from worker.testing.processes import (
+    QUEUES,
+    celery_beat_command,
+    celery_worker_command,
+    spawn,
+    stop_group,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "var" / "bench"
@@ -37,7 +43,6 @@ REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = 10
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DATA_END = "2026-11-01T00:00:00Z"
-QUEUES = "sync_manual,sync,backfill,notify,housekeeping"
 
 
 def redis_url(db: int = REDIS_DB, base: str = REDIS_BASE) -> str:
@@ -190,17 +195,7 @@ class Proc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: bytes | None = b"ready.", timeout: float = 90.0) -> Proc:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.command,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc = spawn(self.command, env=self.env, log_path=self.log_path, append=False)
         if ready is not None:
             deadline = time.monotonic() + timeout
             while ready not in self.log_path.read_bytes():
@@ -248,15 +243,7 @@ class Proc:
         return (peaks[0] if peaks else 0.0, max(peaks) if peaks else 0.0)
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
+        stop_group(self.proc, timeout=timeout)
 
 
 def _beat_file() -> Path:
@@ -276,17 +263,15 @@ def celery_command(
     prefix: Sequence[str] = (),
 ) -> list[str]:
     """``celery -A app worker ...`` (optionally behind a wrapper module in ``prefix``)."""
-    args = [
-        "-A", app, "worker", f"--pool={pool}", f"--concurrency={concurrency}",
-        "-Q", queues, "--without-gossip", "--without-mingle", "--loglevel=INFO",
-        f"--hostname=bench-{uuid.uuid4().hex[:6]}@%h",
-    ]  # fmt: skip
-    if beat:
-        schedule = schedule or _beat_file()
-        args += ["--beat", f"--schedule={schedule}"]
-    if prefix:
-        return [sys.executable, "-m", *prefix, "--", *args]
-    return [sys.executable, "-m", "celery", *args]
+    return celery_worker_command(
+        pool=pool,
+        concurrency=concurrency,
+        hostname=f"bench-{uuid.uuid4().hex[:6]}",
+        queues=queues,
+        beat_schedule=(schedule or _beat_file()) if beat else None,
+        launcher=(*prefix, "--") if prefix else ("celery",),
+        app=app,
+    )
 
 
 def start_worker(
@@ -304,11 +289,7 @@ def start_worker(
 
 def start_beat(env: BenchEnv, name: str) -> Proc:
     """A standalone ``celery -A worker beat`` (for pools that cannot embed one)."""
-    schedule = _beat_file()
-    command = [
-        sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel=INFO",
-        f"--schedule={schedule}",
-    ]  # fmt: skip
+    command = celery_beat_command(_beat_file())
     return Proc(command, env.process_env(), OUT_DIR / "logs" / f"{name}-beat.log").start(
         ready=b"beat: Starting"
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from chaos.infra import PostgresCluster, RedisServer
-from tests.support import ROOT, Env, WorkerProcess, wait_for
 from worker.client import EntitySyncClient
 from worker.ops.status import wait_for_request
 from worker.store import Run, RunStatus, SqlStore
+from worker.testing.processes import Env, WorkerProcess
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
@@ -97,39 +96,16 @@ def audit(
 
 
 class ChaosWorker(WorkerProcess):
-    """``tests.support.WorkerProcess`` started through ``chaos.worker`` (fault hooks)."""
+    """``worker.testing.processes.WorkerProcess`` started through ``chaos.worker`` (fault hooks)."""
 
     def __init__(self, env: Env, log_path: Path, *, arm_dir: Path, **kwargs: Any) -> None:
-        super().__init__(env, log_path, **kwargs)
+        super().__init__(env, log_path, launcher="chaos.worker", name_prefix="chaos", **kwargs)
         self.arm_dir = arm_dir
-        self.extra_env: dict[str, str] = {}
+        self.extra_env["CHAOS_ARM_DIR"] = str(arm_dir)
 
-    def start(self, *, wait: bool = True) -> ChaosWorker:
-        log = self.log_path.open("ab")
-        self._ready_mark = self.log_path.stat().st_size
-        command = [
-            sys.executable, "-m", "chaos.worker", "-A", "worker", "worker",
-            f"--pool={self.pool}", f"--concurrency={self.concurrency}",
-            "-Q", self.queues, "--without-gossip", "--without-mingle",
-            "--loglevel=INFO", f"--hostname=chaos-{uuid.uuid4().hex[:6]}@%h",
-        ]  # fmt: skip
-        if self.beat:
-            command += ["--beat", f"--schedule={self.log_path.with_suffix('.beat-schedule')}"]
-        env = self.env.process_env()
-        env["CHAOS_ARM_DIR"] = str(self.arm_dir)
-        env.update(self.extra_env)
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            start_new_session=True,
-        )  # fmt: skip
-        if wait:
-            wait_for(self.ready, 90, "worker ready", self)
+    def start(self, *, wait: bool = True, timeout: float = 90.0) -> ChaosWorker:
+        super().start(wait=wait, timeout=timeout)
         return self
-
-    def ready(self) -> bool:
-        with self.log_path.open("rb") as f:
-            f.seek(self._ready_mark)
-            return b"ready." in f.read()
 
     def rss_bytes(self) -> int:
         """Resident memory of the worker and its pool children."""
@@ -174,7 +150,7 @@ class Stack:
         self.env = Env(
             store_url=store_url,
             upstream_url=sandbox.url,
-            ENTITY_SYNC_REDIS_URL=self.redis.url(),
+            redis_url=self.redis.url(),
             ENTITY_SYNC_BROKER_URL=self.redis.url(),
             **settings,
         )
@@ -251,7 +227,7 @@ class Stack:
             f"{worker.log_path.stem}-r{len(self.deaths)}",
             pool=worker.pool,
             concurrency=worker.concurrency,
-            beat=worker.celeryapp.beat,
+            beat=worker.beat,
             **worker.extra_env,
         )
 

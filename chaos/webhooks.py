@@ -13,8 +13,9 @@ import time
 from collections import Counter
 
 from chaos.harness import CaseResult, log, stack
-from tests.support import WebhookReceiver, wait_for
 from worker.outbox.events import EventReason, EventType, build_event
+from worker.testing.processes import wait_for
+from worker.testing.receiver import WebhookReceiver
 
 SECRET = "whsec_chaos_0123456789abcdef"  # noqa: S105 - a throwaway test secret
 
