@@ -1,5 +1,7 @@
 """Model-based test: random sequences of breaker operations against real Redis
-(DB 15) agree, step by step, with a small Python model of the state machine.
+(DB 15) agree, step by step, with a small Python model of the state machine
+(``worker.testing.memory_breaker.Model``, which the fast guard tests run on
+as ``MemoryBreaker``: this test is what keeps them honest).
 
 Time: Redis TIME cannot be faked, so every script takes an optional clock
 override (ARGV[1]; ``Breaker(now_override=...)``), empty in production. The
@@ -15,10 +17,8 @@ stored times are rounded to microseconds as the scripts store them.
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
-from dataclasses import dataclass, field
 
 import pytest
 import redis
@@ -39,11 +39,9 @@ from worker.resilience.breaker import (
     Breaker,
     BreakerPolicy,
     Outcome,
-    Reason,
-    level_effects,
-    open_interval,
 )
 from worker.resilience.limits import RatePolicy
+from worker.testing.memory_breaker import Model
 
 pytestmark = pytest.mark.integration
 
@@ -79,132 +77,6 @@ OUTCOMES = {
 }
 
 
-def rnd(x: float) -> float:
-    """Times as the scripts store them (microseconds)."""
-    return float(f"{x:.6f}")
-
-
-@dataclass
-class Level:
-    state: str = "closed"
-    till: float = 0.0
-    reason: str = ""
-    gen: int = 0
-    openings: int = 0
-    consec: int = 0
-    probe: tuple[str, float] | None = None  # token, expiry
-    window: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [calls, fails]
-
-    def move(self, to: str, till: float, now: float, reason: str | None = None) -> str:
-        frm = self.state
-        self.state, self.till, self.gen, self.consec = to, rnd(till), self.gen + 1, 0
-        self.reason = self.reason if reason is None else reason
-        self.probe, self.window = None, {}
-        return frm
-
-    def holder(self, now: float) -> str | None:
-        return self.probe[0] if self.probe and self.probe[1] > now else None
-
-    def counts(self, now: float) -> tuple[int, int]:
-        oldest = math.floor(now / POLICY.bucket_s) - POLICY.buckets
-        live = [v for b, v in self.window.items() if b > oldest]
-        return sum(v[0] for v in live), sum(v[1] for v in live)
-
-
-class Model:
-    """The breaker's rules, written again from the module docstring."""
-
-    def __init__(self) -> None:
-        self.conn = Level()
-        self.ents = {e: Level() for e in ENTITIES}
-        self.pause_until = 0.0
-
-    def _check(self, lv: Level, now: float, entity: bool) -> tuple[Reason | None, bool]:
-        if lv.state == "open":
-            if lv.till > now:
-                return Reason.OPEN, False
-            lv.move("half_open", now, now)
-        if lv.state == "blocked":
-            if lv.till > now or lv.holder(now):
-                return Reason.BLOCKED, False
-            return None, True
-        if lv.state == "half_open":
-            return (Reason.HALF_OPEN_BUSY, False) if lv.holder(now) else (None, True)
-        return None, False
-
-    def admit(self, entity: str | None, now: float) -> tuple[Reason, bool]:
-        if self.conn.state == "halted":
-            return Reason.HALTED, False
-        if self.pause_until > now:
-            return Reason.PAUSED, False
-        denial, conn_probe = self._check(self.conn, now, False)
-        if denial:
-            return denial, False
-        ent_probe = False
-        if entity is not None:
-            denial, ent_probe = self._check(self.ents[entity], now, True)
-            if denial:
-                return denial, False
-        return Reason.OK, conn_probe or ent_probe
-
-    def grant(self, adm: Admission, now: float) -> None:
-        levels = [self.conn] + ([self.ents[adm.entity_type]] if adm.entity_type else [])
-        for lv in levels:
-            if lv.state in ("half_open", "blocked") and adm.probe_token:
-                lv.probe = (adm.probe_token, rnd(now + POLICY.probe_ttl_s))
-
-    def record_level(
-        self,
-        lv: Level,
-        gen: int,
-        token: str | None,
-        effect: str,
-        out: Outcome,
-        j: float,
-        now: float,
-    ) -> tuple[bool, str | None]:
-        kind = out.kind.value if out.kind else "success"
-        if lv.gen != gen:
-            return True, None
-        frm = None
-
-        def trip(reason: str) -> str:
-            iv = open_interval(POLICY, openings=lv.openings, jitter=j, retry_after=out.retry_after)
-            lv.openings += 1
-            return lv.move("open", now + iv, now, reason)
-
-        if lv.state in ("half_open", "blocked"):
-            holder = lv.holder(now)
-            if token is None or (holder is not None and holder != token):
-                return True, None
-            lv.probe = None
-            if effect == "success":
-                lv.openings = 0
-                frm = lv.move("closed", 0.0, now, "")
-            elif effect == "failure" and lv.state == "half_open":
-                frm = trip(f"{kind}: probe failed")
-            elif effect == "failure":
-                lv.till = rnd(now + POLICY.block_reprobe_s)
-        elif lv.state == "closed":
-            if effect == "neutral":
-                return False, None
-            bucket = lv.window.setdefault(math.floor(now / POLICY.bucket_s), [0, 0])
-            bucket[0] += 1
-            bucket[1] += effect == "failure"
-            calls, fails = lv.counts(now)
-            if effect == "success":
-                lv.consec = 0
-            else:
-                lv.consec += 1
-                if lv.consec >= POLICY.consecutive_failures:
-                    frm = trip(f"{kind}: {lv.consec} consecutive failures")
-                elif calls >= POLICY.min_calls and fails >= POLICY.failure_rate * calls:
-                    frm = trip(f"{kind}: {fails} of {calls} calls failed")
-        else:
-            return True, None
-        return False, frm
-
-
 class BreakerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -220,7 +92,9 @@ class BreakerMachine(RuleBasedStateMachine):
             jitter=lambda: self.jitter,
             now_override=lambda: self.now,
         )
-        self.model = Model()
+        self.model = Model(POLICY)
+        for entity in ENTITIES:
+            self.model.ents[entity]  # every level the scripts may show
         self.outstanding: list[Admission] = []
 
     def teardown(self) -> None:
@@ -290,22 +164,14 @@ class BreakerMachine(RuleBasedStateMachine):
         out = OUTCOMES[name]
         self.jitter = jitter
         real = self.breaker.record(adm, outcome=out)
-        conn_fx, ent_fx = level_effects(out, has_entity=adm.entity_type is not None)
-        m = self.model
-        if (conn_fx, ent_fx) == ("neutral", "failure") and m.conn.state == "half_open":
-            conn_fx = "failure"  # a half-open connection's probe failed its trial
-        stale, frm = m.record_level(
-            m.conn, adm.conn_generation, adm.probe_token, conn_fx, out, jitter, self.now
-        )
+        (stale, frm), ent = self.model.record(adm, out, jitter, self.now)
         assert real.connection.stale == stale
         assert (
             real.connection.transition.from_state if real.connection.transition else None
         ) == frm
         if adm.entity_type:
-            lv = m.ents[adm.entity_type]
-            stale, frm = m.record_level(
-                lv, adm.entity_generation, adm.probe_token, ent_fx, out, jitter, self.now
-            )
+            assert ent is not None
+            stale, frm = ent
             assert real.entity is not None and real.entity.stale == stale
             assert (real.entity.transition.from_state if real.entity.transition else None) == frm
 
@@ -326,56 +192,27 @@ class BreakerMachine(RuleBasedStateMachine):
 
     def halt(self) -> None:
         change = self.breaker.halt(self.cid, "auth: 401")
-        moved = self.model.conn.state != "halted"
-        if moved:
-            self.model.conn.move("halted", 0.0, self.now, "auth: 401")
-        assert change.transitioned == moved
+        assert change.transitioned == self.model.halt("auth: 401", self.now)
 
     def force_close(self, entity: str | None) -> None:
-        lv = self.model.ents[entity] if entity else self.model.conn
         change = self.breaker.force_close(self.cid, entity, reason="op close")
-        moved = lv.state != "closed"
-        if moved:
-            lv.openings = 0
-            lv.move("closed", 0.0, self.now, "op close")
-        assert change.transitioned == moved
+        assert change.transitioned == self.model.force_close(entity, "op close", self.now)
 
     def force_open(self, entity: str | None, seconds: float) -> None:
-        lv = self.model.ents[entity] if entity else self.model.conn
         change = self.breaker.force_open(self.cid, entity, seconds=seconds, reason="op open")
-        moved = lv.state != "open"
-        if moved:
-            lv.move("open", self.now + seconds, self.now, "op open")
-        else:
-            lv.till, lv.reason = rnd(self.now + seconds), "op open"
-        assert change.transitioned == moved
+        assert change.transitioned == self.model.force_open(entity, seconds, "op open", self.now)
 
     def block(self, entity: str) -> None:
-        lv = self.model.ents[entity]
         change = self.breaker.block(self.cid, entity, "permission: 403")
-        moved = lv.state != "blocked"
-        if moved:
-            lv.move("blocked", self.now + POLICY.block_reprobe_s, self.now, "permission: 403")
-        else:
-            lv.till = max(lv.till, rnd(self.now + POLICY.block_reprobe_s))
-        assert change.transitioned == moved
+        assert change.transitioned == self.model.block(entity, "permission: 403", self.now)
 
     def unblock(self, entity: str) -> None:
-        lv = self.model.ents[entity]
         change = self.breaker.unblock(self.cid, entity, "unblocked")
-        moved = lv.state == "blocked"
-        if moved:
-            lv.openings = 0
-            lv.move("closed", 0.0, self.now, "unblocked")
-        assert change.transitioned == moved
+        assert change.transitioned == self.model.unblock(entity, "unblocked", self.now)
 
     def pause(self, seconds: float) -> None:
         change = self.breaker.pause(self.cid, seconds, "429")
-        active = self.model.pause_until > self.now
-        till = self.now + min(seconds, POLICY.max_pause_s)
-        if not (active and self.model.pause_until >= till):
-            self.model.pause_until = rnd(till)
-        assert change.transitioned == (not active)
+        assert change.transitioned == self.model.pause(seconds, "429", self.now)
         assert change.until == self.model.pause_until
 
     @invariant()

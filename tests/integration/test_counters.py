@@ -22,6 +22,8 @@ from worker.store import (
 from worker.store.schema import BOOTSTRAP, MIGRATIONS
 from worker.timeutil import canonical_instant
 
+pytestmark = pytest.mark.integration
+
 TIMES = [f"2026-01-0{d}T00:00:00Z" for d in range(1, 6)]
 
 

@@ -12,6 +12,8 @@ from worker.store import Connection, Event, Run, RunStatus, SqlStore, Transition
 from worker.sync.retention import prune_history
 from worker.timeutil import canonical
 
+pytestmark = pytest.mark.integration
+
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 OLD = canonical(NOW - timedelta(days=30))
 OLDER = canonical(NOW - timedelta(days=31))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from worker.resilience.backoff import RetryBudget
 from worker.resilience.breaker import Breaker, Outcome
 from worker.resilience.retry_budget import RetryBudgets
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_connection_spends_its_reserve_plus_a_share_of_its_requests(test_redis: Any) -> None:

@@ -16,6 +16,8 @@ import pytest
 
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 
+pytestmark = pytest.mark.integration
+
 DATA_END = "2026-11-01T00:00:00Z"
 CONFIG: dict[str, Any] = {
     "data_end": DATA_END,

@@ -51,6 +51,8 @@ from worker.settings import Settings
 from worker.store import open_store
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 
+pytestmark = pytest.mark.integration
+
 DSN = "http://publickey@127.0.0.1:9/42"  # nothing listens: only the capturing transport sends
 
 

@@ -24,6 +24,8 @@ from worker.store import (
 from worker.store.schema import BOOTSTRAP, MIGRATIONS, SCHEMA_VERSION
 from worker.timeutil import canonical_instant, utc_now
 
+pytestmark = pytest.mark.integration
+
 
 def _row(key: str, at: str, **fields: object) -> RecordRow:
     data = {"key": key, "updatedAt": at, **fields}

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.unit.test_paging import BASE, ModelUpstream, run_once
+from tests.unit.sync.test_pager import BASE, ModelUpstream, run_once
 from worker.errors import BadResponse
 from worker.sync.pager import Pager
 from worker.sync.records import split_records
