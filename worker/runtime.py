@@ -131,10 +131,16 @@ _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
 
-def runtime(publish: Publish) -> Runtime:
-    """This worker process's Runtime (a new one after a fork), publishing with ``publish``."""
+def runtime(publish: Publish | None = None) -> Runtime:
+    """This process's Runtime (a new one after a fork). A worker passes its app's
+    ``publish``; without one (a script, a shell) the Runtime publishes through a
+    client of the configured broker."""
     global _runtime, _runtime_pid
-    if _runtime is None or _runtime_pid != os.getpid() or _runtime.publisher is not publish:
+    stale = _runtime is None or _runtime_pid != os.getpid()
+    if stale or (
+        publish is not None and _runtime is not None and _runtime.publisher is not publish
+    ):
         _runtime = Runtime(settings=get_settings(), publisher=publish)
         _runtime_pid = os.getpid()
+    assert _runtime is not None
     return _runtime
