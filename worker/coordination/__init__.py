@@ -1,6 +1,6 @@
 """Redis as the workers' shared memory.
 
-Pipeline: ``redis.redis_client`` makes every client (explicit timeouts) ->
+Pipeline: ``client.redis_client`` makes every client (explicit timeouts) ->
 ``redis_keys`` names every key (one hash tag per connection) -> Lua scripts
 are loaded by ``scripts.lua`` and every Redis error becomes
 ``CoordinationError`` (``scripts.coordination``) -> ``lease`` is the one

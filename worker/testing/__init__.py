@@ -1,5 +1,8 @@
 """Helpers that tests, bench, chaos and the demo share.
 
 Pipeline: ``sandbox.running_sandbox`` starts the simulated unified API ->
-``processes`` starts real worker and beat processes against it.
+``processes`` starts real worker and beat processes against it (one command
+line, one way to stop them) -> ``receiver.WebhookReceiver`` checks what the
+outbox delivers. ``memory_breaker`` is the breaker model the Lua scripts are
+checked against, and the in-memory breaker the fast guard tests run on.
 """
