@@ -447,7 +447,7 @@ def test_rotate_key_command_rotates_again_what_changed_meanwhile(
         return real(self, **kwargs)
 
     monkeypatch.setattr(SqlStore, "replace_ciphertexts", interleaved)
-    monkeypatch.setattr(cli, "_store", lambda settings: store)
+    monkeypatch.setattr(cli, "store_for", lambda settings: store)
     assert cli.cmd_rotate_key(argparse.Namespace(), env.settings()) == 0
     assert len(calls) == 2
     current = store.get_connection("c").token_ciphertext
