@@ -14,7 +14,7 @@ from worker.resilience.breaker import Breaker, BreakerView, State
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect
 from worker.store.models import TERMINAL_STATUSES
-from worker.store.runs import PairRow
+from worker.store.pairs import PairRow
 
 
 @dataclass(frozen=True)
