@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from worker.testing.hooked_worker import run_celery
 
 _IN_COMMIT = threading.local()
 
@@ -120,11 +121,7 @@ def install() -> None:
 
 
 def main() -> None:
-    install()
-    from celery.__main__ import main as celery_main
-
-    sys.argv = ["celery", *sys.argv[1:]]
-    celery_main()
+    run_celery(install)
 
 
 if __name__ == "__main__":

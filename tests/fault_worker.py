@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
+
+from worker.testing.hooked_worker import run_celery
 
 STEPS = (
     "start",
@@ -98,11 +99,7 @@ def install() -> None:
 
 
 def main() -> None:
-    install()
-    from celery.__main__ import main as celery_main
-
-    sys.argv = ["celery", *sys.argv[1:]]
-    celery_main()
+    run_celery(install)
 
 
 if __name__ == "__main__":
