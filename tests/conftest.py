@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from tests.support import SCRIPTS_REDIS_URL, WorkerProcess, postgres_schema, require_redis
+from tests.support import (
+    SCRIPTS_REDIS_URL,
+    WebhookReceiver,
+    WorkerProcess,
+    postgres_schema,
+    require_redis,
+)
 
 
 @pytest.fixture
@@ -49,3 +56,18 @@ def worker_factory(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
     yield started
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[Callable[..., WebhookReceiver]]:
+    """Starts a ``WebhookReceiver`` for the given secrets; stops each after the test."""
+    started: list[WebhookReceiver] = []
+
+    def start(*secrets: str, **options: Any) -> WebhookReceiver:
+        receiver = WebhookReceiver(*secrets, **options).start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        receiver.stop()

@@ -10,22 +10,20 @@ Webhooks.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from standardwebhooks import Webhook
 
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.outbox.webhooks import new_secret
 from worker.store import Connection, PageCommit, RecordRow, Run, RunStatus, SqlStore, open_store
 from worker.store.models import QuarantinedRecord
+from worker.testing.receiver import STANDARD, WebhookReceiver
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import utc_now
 
@@ -176,39 +174,6 @@ def test_sync_events_are_written_with_the_run_end_for_connections_that_opted_in(
 # -- end to end: a real worker, the sandbox, deletions for real ------------------------
 
 
-class Receiver:
-    """Keeps every POST that the standardwebhooks package verifies with the secret."""
-
-    def __init__(self, secret: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.refused = 0
-        receiver, hook = self, Webhook(secret)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    event = hook.verify(body, {k.lower(): v for k, v in self.headers.items()})
-                except Exception:
-                    receiver.refused += 1
-                    self.send_response(401)
-                else:
-                    receiver.events.append(event)
-                    self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def of_type(self, event_type: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["type"] == event_type]
-
-
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[SandboxHandle]:
     with running_sandbox(preset="empty") as handle:
@@ -216,11 +181,11 @@ def sandbox() -> Iterator[SandboxHandle]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver(SECRET)
+def receiver() -> Iterator[WebhookReceiver]:
+    """Keeps every POST that the standardwebhooks package verifies with the secret."""
+    r = WebhookReceiver(SECRET, check=[STANDARD]).start()
     yield r
-    r.server.shutdown()
-    r.server.server_close()
+    r.stop()
 
 
 SECRET = new_secret()
@@ -252,7 +217,7 @@ def _live(env: Env) -> set[str]:
 def test_hard_deletions_before_and_during_a_full_read_are_found_and_nothing_else(
     store_url: str,
     sandbox: SandboxHandle,
-    receiver: Receiver,
+    receiver: WebhookReceiver,
     test_redis: Any,
     worker_factory: list[WorkerProcess],
     tmp_path: Path,
@@ -320,7 +285,7 @@ def test_hard_deletions_before_and_during_a_full_read_are_found_and_nothing_else
     assert again.status == RunStatus.SUCCEEDED
     assert _live(env) == truth
     assert set(store.deletions("acme", "assets")) == set(before) | set(during)
-    assert receiver.refused == 0
+    assert receiver.bad_signatures == 0
     first_event = receiver.of_type("sync.completed")[0]
     assert first_event["run"]["id"] == first.id and first_event["records"]["created"] == 260
 
@@ -328,7 +293,7 @@ def test_hard_deletions_before_and_during_a_full_read_are_found_and_nothing_else
 def test_a_full_read_that_fails_marks_nothing_and_says_sync_failed(
     store_url: str,
     sandbox: SandboxHandle,
-    receiver: Receiver,
+    receiver: WebhookReceiver,
     test_redis: Any,
     worker_factory: list[WorkerProcess],
     tmp_path: Path,

@@ -1,72 +1,29 @@
 """Standard Webhooks: real deliveries verified with the reference ``standardwebhooks`` package.
 
-A real HTTP receiver keeps each request's headers and raw body; the package's
-``Webhook(secret).verify`` then judges them, as an integrator's code would.
+The shared test receiver keeps each request's headers and raw body; the
+package's ``Webhook(secret).verify`` then judges them, as an integrator's code would.
 Deliveries go through the real notifier and webhook client, secrets through
 the CLI, on both stores.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 import redis
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.support import Env
 from worker.outbox.events import EventReason, EventType, build_event
 from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
 from worker.outbox.webhooks import new_secret
 from worker.secrets import SecretBox
+from worker.testing.receiver import WebhookReceiver
+from worker.testing.receiver import standard_ok as verifies
 
 pytestmark = pytest.mark.integration
-
-
-class Recorder:
-    """Answers 204 to every POST and keeps (headers, raw body)."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                recorder.deliveries.append((headers, body))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    r = Recorder()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-
-
-def verifies(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """The reference library's verdict on one delivery."""
-    try:
-        Webhook(secret).verify(body, headers)
-    except WebhookVerificationError:
-        return False
-    return True
 
 
 def _env(store_url: str, **extra: str) -> Env:
@@ -98,7 +55,7 @@ def _deliver(env: Env, client: redis.Redis, cid: str, event_type: EventType) -> 
 
 
 def test_deliveries_verify_with_the_standardwebhooks_package_during_a_rotation(
-    store_url: str, test_redis: redis.Redis, recorder: Recorder
+    store_url: str, test_redis: redis.Redis, webhook_receiver: Callable[..., WebhookReceiver]
 ) -> None:
     env = _env(store_url)
     made = env.cli("keygen", "--webhook")
@@ -106,13 +63,14 @@ def test_deliveries_verify_with_the_standardwebhooks_package_during_a_rotation(
     old = made.stdout.strip()
     new = new_secret()
     assert old.startswith("whsec_") and old != new
+    receiver = webhook_receiver(old, new)
     assert env.cli("connections", "add", "c").returncode == 0
     assert (
-        env.cli("connections", "set-webhook", "c", recorder.url, "--secret-stdin", stdin=old)
+        env.cli("connections", "set-webhook", "c", receiver.url, "--secret-stdin", stdin=old)
     ).returncode == 0
 
     event_id = _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    headers, body = recorder.deliveries[-1]
+    headers, body = receiver.deliveries[-1]
     assert headers["webhook-id"] == event_id
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
     assert verifies(old, headers, body)
@@ -124,7 +82,7 @@ def test_deliveries_verify_with_the_standardwebhooks_package_during_a_rotation(
         "connections",
         "set-webhook",
         "c",
-        recorder.url,
+        receiver.url,
         "--secret-stdin",
         "--rotation-seconds",
         "3",
@@ -132,7 +90,7 @@ def test_deliveries_verify_with_the_standardwebhooks_package_during_a_rotation(
     )
     assert rotated.returncode == 0, rotated.stderr
     _deliver(env, test_redis, "c", EventType.RECOVERED)
-    headers, body = recorder.deliveries[-1]
+    headers, body = receiver.deliveries[-1]
     assert len(headers["webhook-signature"].split(" ")) == 2
     assert verifies(old, headers, body) and verifies(new, headers, body)
 
@@ -140,7 +98,7 @@ def test_deliveries_verify_with_the_standardwebhooks_package_during_a_rotation(
     assert until is not None
     time.sleep(max(0.0, (datetime.fromisoformat(until) - datetime.now(UTC)).total_seconds()) + 0.2)
     _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    headers, body = recorder.deliveries[-1]
+    headers, body = receiver.deliveries[-1]
     assert len(headers["webhook-signature"].split(" ")) == 1
     assert verifies(new, headers, body) and not verifies(old, headers, body)
 
@@ -151,13 +109,14 @@ def test_deliveries_verify_with_the_standardwebhooks_package_during_a_rotation(
 
 
 def test_a_legacy_secret_verifies_in_its_standard_form(
-    store_url: str, test_redis: redis.Redis, recorder: Recorder
+    store_url: str, test_redis: redis.Redis, webhook_receiver: Callable[..., WebhookReceiver]
 ) -> None:
     legacy = "whsec_old_secret_4f1a"  # set before the whsec_ + base64 form
     env = _env(store_url, ENTITY_SYNC_WEBHOOK_SECRET=legacy)
-    assert env.cli("connections", "add", "c", "--webhook-url", recorder.url).returncode == 0
+    receiver = webhook_receiver(legacy)
+    assert env.cli("connections", "add", "c", "--webhook-url", receiver.url).returncode == 0
     _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    headers, body = recorder.deliveries[-1]
+    headers, body = receiver.deliveries[-1]
     converted = env.cli("keygen", "--standard-form", stdin=legacy + "\n")
     assert converted.returncode == 0, converted.stderr
     standard = converted.stdout.strip()

@@ -1,19 +1,16 @@
 """Webhook secret rotation: during the window the old and the new secret both sign.
 
-A real HTTP receiver records what arrives; each delivery is then checked the
-way docs/webhooks.md tells integrators to, once with the old secret and once
-with the new one. Deliveries go through the real notifier and webhook client.
+The shared test receiver records what arrives; each delivery's deprecated
+header is then checked the way docs/webhooks.md tells integrators to, once
+with the old secret and once with the new one. Deliveries go through the
+real notifier and webhook client.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -23,51 +20,12 @@ from tests.support import Env
 from worker.outbox.events import EventReason, EventType, build_event
 from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
 from worker.secrets import SecretBox
+from worker.testing.receiver import WebhookReceiver
+from worker.testing.receiver import legacy_ok as accepts
 
 pytestmark = pytest.mark.integration
 
 OLD, NEW = "whsec_old_secret_4f1a", "whsec_new_secret_9b2c"
-
-
-class Recorder:
-    """Answers 204 to every POST and keeps (signature header, raw body)."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[str, bytes]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                recorder.deliveries.append((self.headers.get("X-EntitySync-Signature", ""), body))
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    r = Recorder()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-
-
-def accepts(secret: str, header: str, body: bytes) -> bool:
-    """An integrator's check, written from docs/webhooks.md: any one v1 matches."""
-    parts = [p.strip().partition("=") for p in header.split(",")]
-    stamps = [v for k, _, v in parts if k == "t"]
-    if len(stamps) != 1 or abs(time.time() - int(stamps[0])) > 300:
-        return False
-    expected = hmac.new(secret.encode(), stamps[0].encode() + b"." + body, hashlib.sha256)
-    return any(hmac.compare_digest(expected.hexdigest(), v) for k, _, v in parts if k == "v1")
 
 
 def _deliver(env: Env, client: redis.Redis, cid: str, event_type: EventType) -> None:
@@ -88,6 +46,12 @@ def _deliver(env: Env, client: redis.Redis, cid: str, event_type: EventType) -> 
     assert report.delivered == 1, report
 
 
+def _last(receiver: WebhookReceiver) -> tuple[str, bytes]:
+    """The last delivery's deprecated signature header and raw body."""
+    headers, body = receiver.deliveries[-1]
+    return headers["x-entitysync-signature"], body
+
+
 def _env(store_url: str, **extra: str) -> Env:
     return Env(
         store_url=store_url,
@@ -99,17 +63,18 @@ def _env(store_url: str, **extra: str) -> Env:
 
 
 def test_both_secrets_sign_during_a_connections_rotation_window(
-    store_url: str, test_redis: redis.Redis, recorder: Recorder
+    store_url: str, test_redis: redis.Redis, webhook_receiver: Callable[..., WebhookReceiver]
 ) -> None:
     env = _env(store_url)
+    receiver = webhook_receiver(OLD, NEW)
     assert env.cli("connections", "add", "c").returncode == 0
-    first = env.cli("connections", "set-webhook", "c", recorder.url, "--secret-stdin", stdin=OLD)
+    first = env.cli("connections", "set-webhook", "c", receiver.url, "--secret-stdin", stdin=OLD)
     assert first.returncode == 0, first.stderr
     rotated = env.cli(
         "connections",
         "set-webhook",
         "c",
-        recorder.url,
+        receiver.url,
         "--secret-stdin",
         "--rotation-seconds",
         "3",
@@ -120,7 +85,7 @@ def test_both_secrets_sign_during_a_connections_rotation_window(
     assert OLD not in rotated.stdout + rotated.stderr and NEW not in rotated.stdout
 
     _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    header, body = recorder.deliveries[-1]
+    header, body = _last(receiver)
     assert header.count("v1=") == 2
     assert accepts(OLD, header, body) and accepts(NEW, header, body)
 
@@ -128,7 +93,7 @@ def test_both_secrets_sign_during_a_connections_rotation_window(
     assert until is not None
     time.sleep(max(0.0, (datetime.fromisoformat(until) - datetime.now(UTC)).total_seconds()) + 0.2)
     _deliver(env, test_redis, "c", EventType.RECOVERED)
-    header, body = recorder.deliveries[-1]
+    header, body = _last(receiver)
     assert header.count("v1=") == 1
     assert accepts(NEW, header, body) and not accepts(OLD, header, body)
 
@@ -137,7 +102,7 @@ def test_both_secrets_sign_during_a_connections_rotation_window(
         "connections",
         "set-webhook",
         "c",
-        recorder.url,
+        receiver.url,
         "--secret-stdin",
         "--rotation-seconds",
         "0",
@@ -145,24 +110,25 @@ def test_both_secrets_sign_during_a_connections_rotation_window(
     )
     assert again.returncode == 0, again.stderr
     _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    header, body = recorder.deliveries[-1]
+    header, body = _last(receiver)
     assert accepts(OLD, header, body) and not accepts(NEW, header, body)
 
 
 def test_a_first_own_secret_keeps_the_global_one_signing_for_the_window(
-    store_url: str, test_redis: redis.Redis, recorder: Recorder
+    store_url: str, test_redis: redis.Redis, webhook_receiver: Callable[..., WebhookReceiver]
 ) -> None:
     env = _env(store_url, ENTITY_SYNC_WEBHOOK_SECRET=OLD)
-    assert env.cli("connections", "add", "c", "--webhook-url", recorder.url).returncode == 0
-    own = env.cli("connections", "set-webhook", "c", recorder.url, "--secret-stdin", stdin=NEW)
+    receiver = webhook_receiver(OLD, NEW)
+    assert env.cli("connections", "add", "c", "--webhook-url", receiver.url).returncode == 0
+    own = env.cli("connections", "set-webhook", "c", receiver.url, "--secret-stdin", stdin=NEW)
     assert own.returncode == 0, own.stderr
     _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    header, body = recorder.deliveries[-1]
+    header, body = _last(receiver)
     assert accepts(OLD, header, body) and accepts(NEW, header, body)
 
 
 def test_both_global_secrets_sign_until_the_configured_end(
-    store_url: str, test_redis: redis.Redis, recorder: Recorder
+    store_url: str, test_redis: redis.Redis, webhook_receiver: Callable[..., WebhookReceiver]
 ) -> None:
     soon = datetime.now(UTC) + timedelta(hours=1)
     env = _env(
@@ -171,14 +137,15 @@ def test_both_global_secrets_sign_until_the_configured_end(
         ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS=OLD,
         ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS_UNTIL=soon.isoformat().replace("+00:00", "Z"),
     )
-    assert env.cli("connections", "add", "c", "--webhook-url", recorder.url).returncode == 0
+    receiver = webhook_receiver(OLD, NEW)
+    assert env.cli("connections", "add", "c", "--webhook-url", receiver.url).returncode == 0
     _deliver(env, test_redis, "c", EventType.REAUTHORIZATION_REQUIRED)
-    header, body = recorder.deliveries[-1]
+    header, body = _last(receiver)
     assert accepts(OLD, header, body) and accepts(NEW, header, body)
 
     env.vars["ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS_UNTIL"] = "2020-01-01T00:00:00Z"
     _deliver(env, test_redis, "c", EventType.RECOVERED)
-    header, body = recorder.deliveries[-1]
+    header, body = _last(receiver)
     assert accepts(NEW, header, body) and not accepts(OLD, header, body)
 
 
