@@ -32,4 +32,4 @@ def upstream_event(event_id: str) -> dict[str, Any]:
 @app.task(name=SWEEP_UPSTREAM_EVENTS, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def sweep_upstream_events() -> int:
     """Enqueue every kept upstream event that is still waiting."""
-    return sweep(runtime(publish), publish)
+    return sweep(runtime(publish).store, publish)

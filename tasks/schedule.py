@@ -88,7 +88,7 @@ def schedule_syncs() -> int:
 @app.task(name=RESUME_PARKED, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def resume_parked_jobs() -> int:
     """Send the parked sync jobs that are due."""
-    return resume_parked(runtime(publish), publish)
+    return resume_parked(runtime(publish).store, publish)
 
 
 def _backlog(queue: str) -> int:
@@ -104,7 +104,14 @@ def _backlog(queue: str) -> int:
 @app.task(name=RESEND_STALLED, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
 def resend_stalled() -> int:
     """Send again the runs whose next task the broker lost."""
-    return resend_stalled_runs(runtime(publish), publish, _backlog)
+    rt = runtime(publish)
+    return resend_stalled_runs(
+        publish,
+        _backlog,
+        store=rt.store,
+        leases=rt.leases,
+        stalled_run_seconds=rt.settings.stalled_run_seconds,
+    )
 
 
 @app.task(name=PROBE, ignore_result=True, queue=HOUSEKEEPING_QUEUE)
@@ -129,9 +136,11 @@ def prune_old_history() -> int:
 )
 def resume_parked_job_task(connection_id: str, entity_type: str, run_id: str, due_at: str) -> bool:
     """Resume one job this worker parked for a short while (no beat needed)."""
+    rt = runtime(publish)
     return resume_parked_job(
-        runtime(publish),
         publish,
+        store=rt.store,
+        client=rt.redis,
         connection_id=connection_id,
         entity_type=entity_type,
         run_id=run_id,

@@ -168,7 +168,7 @@ def _resume_soon(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> Non
     if step.parked_until is None:
         return
     entity = job.entity_type.value
-    countdown = plan_self_resume(rt, job.connection_id, entity, step.parked_until)
+    countdown = plan_self_resume(rt.redis, job.connection_id, entity, step.parked_until)
     if countdown is None:
         return  # a long deferral: beat's resume_parked sends it when due
     publish(

@@ -67,10 +67,17 @@ def test_a_parked_job_is_sent_once_by_whoever_claims_it_first(
     def send(name: str, body: dict[str, Any], queue: str) -> None:
         sent.append(body)
 
-    resume = {"connection_id": "c1", "entity_type": "assets", "run_id": "r1", "due_at": due}
-    assert resume_parked_job(rt, send, **resume) is True  # the worker's own countdown
-    assert resume_parked(rt, send) == 0  # beat's tick finds it claimed
-    assert resume_parked_job(rt, send, **resume) is False  # a duplicate countdown
+    resume: dict[str, Any] = {
+        "store": rt.store,
+        "client": rt.redis,
+        "connection_id": "c1",
+        "entity_type": "assets",
+        "run_id": "r1",
+        "due_at": due,
+    }
+    assert resume_parked_job(send, **resume) is True  # the worker's own countdown
+    assert resume_parked(rt.store, send) == 0  # beat's tick finds it claimed
+    assert resume_parked_job(send, **resume) is False  # a duplicate countdown
     assert sent == [payload]
 
     # The other order: beat first, then the worker's countdown finds nothing.
@@ -84,6 +91,6 @@ def test_a_parked_job_is_sent_once_by_whoever_claims_it_first(
             payload_json=json.dumps(payload),
         )
     )
-    assert resume_parked(rt, send) == 1
-    assert resume_parked_job(rt, send, **resume) is False
+    assert resume_parked(rt.store, send) == 1
+    assert resume_parked_job(send, **resume) is False
     assert len(sent) == 2

@@ -63,9 +63,11 @@ def _running(rt: Runtime, run_id: str, *, started: str, full: bool = False) -> N
 def _resend(rt: Runtime, backlog: dict[str, int] | None = None) -> Sent:
     sent: Sent = []
     resend_stalled_runs(
-        rt,
         lambda name, payload, queue: sent.append((name, payload, queue)),
         lambda queue: (backlog or {}).get(queue, 0),
+        store=rt.store,
+        leases=rt.leases,
+        stalled_run_seconds=rt.settings.stalled_run_seconds,
     )
     return sent
 

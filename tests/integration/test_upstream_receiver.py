@@ -173,7 +173,7 @@ def test_health(harness: Harness) -> None:
 
 
 def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     hook = event("sync.completed", {"entity_types": ["assets"], "sync_status": "done"})
     assert harness.send(hook) == 202
     assert harness.send(hook) == 200  # a redelivery: same id
@@ -196,7 +196,7 @@ def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
 
 
 def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     online = event(
         "connection.status_changed", {"status": "online"}, created_at="2026-11-30T09:00:00Z"
     )
@@ -217,7 +217,7 @@ def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
 
 
 def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harness) -> None:
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     offline = event("connection.status_changed", {"status": "offline"})
     assert harness.send(offline) == 202
     harness.process(offline["id"])
@@ -236,7 +236,7 @@ def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harn
 
 
 def test_reauthorization_halts_once_and_writes_one_customer_event(harness: Harness) -> None:
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     first = event("connection.reauthorization_required", {"reason": "credentials changed"})
     again = event(
         "connection.reauthorization_required",
@@ -267,7 +267,7 @@ def test_an_event_for_an_unknown_connection_is_kept_reported_and_applied_once_kn
     assert "1 webhook event(s) kept for unknown upstream connection id(s) 0900000000004" in (
         render_upstream(harness.store)
     )
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)  # the first preflight reports it
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)  # the first preflight reports it
     assert harness.store.upstream_events(status="received")[0].id == failed["id"]
     assert harness.process(failed["id"]) == "applied"
     rows = {r.entity_type: r for r in status_rows(harness.store, harness.rt.breaker, "acme")}
@@ -282,7 +282,7 @@ def test_an_event_for_an_unknown_connection_is_kept_reported_and_applied_once_kn
 
 
 def test_sync_failed_is_recorded_and_classified(harness: Harness) -> None:
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     failed = event("sync.failed", {"entity_types": ["assets"], "message": "source timed out"})
     assert harness.send(failed) == 202
     assert harness.process(failed["id"]) == "applied"
@@ -354,7 +354,7 @@ def test_the_answer_never_waits_for_the_enqueue(harness: Harness) -> None:
 
 
 def test_offline_never_shortens_a_breaker_open_for_longer(harness: Harness) -> None:
-    learn_upstream_id(harness.rt, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     harness.rt.breaker.force_open("acme", seconds=3000, reason="operator")
     offline = event("connection.status_changed", {"status": "offline"})
     assert harness.send(offline) == 202

@@ -24,10 +24,11 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import redis
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -43,12 +44,12 @@ from worker.entities import EntityType
 from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT, Publish
 from worker.logs import connection_log, log
-from worker.resilience.breaker import State
+from worker.resilience.breaker import Breaker, State
 from worker.resilience.classify import Where, action_for, base_scope, error_for_code
 from worker.resilience.guard import StateChange
 from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
-from worker.store import Run, RunStatus
+from worker.store import Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventStatus
 from worker.timeutil import canonical, canonical_instant, parse_instant, utc_now
 
@@ -157,7 +158,7 @@ def to_record(event: InboundEvent, body: bytes) -> UpstreamEvent:
 # -- learning the mapping (the preflight) ---------------------------------------------------
 
 
-def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> None:
+def learn_upstream_id(store: SqlStore, connection_id: str, upstream_id: object) -> None:
     """Remember the upstream's id of a connection (from its status endpoint).
 
     Events kept for that id before it was known are processed again by the
@@ -166,9 +167,9 @@ def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> N
     if upstream_id is None or str(upstream_id) == "":
         return
     try:
-        if rt.store.upstream_connection_id(connection_id) == str(upstream_id):
+        if store.upstream_connection_id(connection_id) == str(upstream_id):
             return  # known: a read, not a write lock, at every preflight
-        requeued = rt.store.learn_upstream_id(connection_id, str(upstream_id))
+        requeued = store.learn_upstream_id(connection_id, str(upstream_id))
     except Exception as exc:  # a store hiccup costs the mapping until the next preflight
         log.warning("could not store the upstream id of %s: %s", connection_id, exc)
         return
@@ -185,7 +186,13 @@ def learn_upstream_id(rt: Runtime, connection_id: str, upstream_id: object) -> N
 
 
 def process_event(rt: Runtime, event_id: str, send: Publish) -> str:
-    """Act on one kept event, once; returns what became of it."""
+    """Act on one kept event, once; returns what became of it.
+
+    It takes the whole runtime on purpose, as part of the edge: acting on an
+    event reads and writes the store, Redis, the breaker, the settings and the
+    transition recorder, nearly every part a ``Runtime`` holds. The actions
+    below ``_apply`` take only what they use.
+    """
     claim = redis_keys.upstream_event_claim(event_id)
     lock, holder = Lock(rt.redis, ttl_s=CLAIM_S), uuid.uuid4().hex
     if not lock.take(claim, holder):
@@ -216,7 +223,7 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
             kept.upstream_connection_id,
         )
         return UpstreamEventStatus.UNMAPPED.value
-    if kept.attempts > 0 and _too_old(rt, kept):
+    if kept.attempts > 0 and _too_old(kept, max_age_s=rt.settings.upstream_event_max_age_seconds):
         # Kept while the id was unknown, and now too old to be worth acting on.
         rt.store.finish_upstream_event(
             event_id,
@@ -247,9 +254,9 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
     return (UpstreamEventStatus.APPLIED if applied else UpstreamEventStatus.IGNORED).value
 
 
-def _too_old(rt: Runtime, kept: UpstreamEvent) -> bool:
+def _too_old(kept: UpstreamEvent, *, max_age_s: float) -> bool:
     age = datetime.now(UTC) - parse_instant(kept.created_at)
-    return age > timedelta(seconds=rt.settings.upstream_event_max_age_seconds)
+    return age > timedelta(seconds=max_age_s)
 
 
 def _apply(
@@ -272,11 +279,17 @@ def _apply(
     if not fresh:
         return False, f"older than the last {aspect} event applied: ignored"
     if event.type == REAUTHORIZATION_REQUIRED:
-        return True, _reauthorize(rt, connection_id, event)
+        return True, _reauthorize(
+            connection_id,
+            event,
+            breaker=rt.breaker,
+            client=rt.redis,
+            transitions=rt.transitions,
+        )
     if event.type == STATUS_CHANGED:
         return True, _status_changed(rt, connection_id, event)
     if event.type == SYNC_COMPLETED:
-        return True, _sync(rt, connection_id, event, entity_types, send)
+        return True, _sync(rt.store, connection_id, event, entity_types, send)
     connection_log.warning(
         "the unified API reports %s: %s",
         event.type,
@@ -312,16 +325,23 @@ def _classified(event: InboundEvent) -> tuple[str | None, list[str], str | None]
     return None, types, message
 
 
-def _reauthorize(rt: Runtime, connection_id: str, event: InboundEvent) -> str:
+def _reauthorize(
+    connection_id: str,
+    event: InboundEvent,
+    *,
+    breaker: Breaker,
+    client: redis.Redis,
+    transitions: Callable[[StateChange], object],
+) -> str:
     """Halt through the path a 401 takes: one transition, one customer event."""
     detail = str(event.data.get("reason") or "the unified API reports re-authorisation required")
     reason = f"upstream webhook: {detail}"[:300]
-    change = rt.breaker.halt(connection_id, reason)
-    forget_preflight(rt.redis, connection_id)
+    change = breaker.halt(connection_id, reason)
+    forget_preflight(client, connection_id)
     if not change.transitioned:
         return "halted already"
     cause = AuthFailed(detail[:300], code="REAUTHORIZATION_REQUIRED")
-    rt.transitions(
+    transitions(
         StateChange(connection_id, None, change.from_state, change.state, reason, None, cause)
     )
     return "halted"
@@ -367,18 +387,18 @@ def _status_changed(rt: Runtime, connection_id: str, event: InboundEvent) -> str
 
 
 def _sync(
-    rt: Runtime, connection_id: str, event: InboundEvent, named: list[str], send: Publish
+    store: SqlStore, connection_id: str, event: InboundEvent, named: list[str], send: Publish
 ) -> str:
     """Sync the named entity types soon; a pair with a run still queued joins that run."""
-    connection = rt.store.get_connection(connection_id)
+    connection = store.get_connection(connection_id)
     types = [t for t in (named or connection.entity_types) if t in connection.entity_types]
     if not types:
         return "none of its entity types: nothing to sync"
-    queued = rt.store.queued_runs_of(connection_id)
+    queued = store.queued_runs_of(connection_id)
     request_id = f"upstream-{event.id}"[:100]
     for entity in (t for t in types if t in queued):
         now = utc_now()
-        rt.store.record_run(
+        store.record_run(
             Run(
                 id=str(uuid.uuid4()),
                 connection_id=connection_id,
@@ -408,10 +428,10 @@ def _sync(
     return f"sync of {', '.join(wanted) or 'nothing new'} enqueued{joined}"
 
 
-def sweep(rt: Runtime, send: Publish, *, older_than_s: float = 5.0) -> int:
+def sweep(store: SqlStore, send: Publish, *, older_than_s: float = 5.0) -> int:
     """Enqueue processing of every kept event still waiting (its enqueue was lost)."""
     before = canonical(datetime.now(UTC) - timedelta(seconds=older_than_s))
-    ids = rt.store.unprocessed_upstream_events(received_before=before)
+    ids = store.unprocessed_upstream_events(received_before=before)
     for event_id in ids:
         send(UPSTREAM_EVENT, {"event_id": event_id}, HOUSEKEEPING_QUEUE)
     return len(ids)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from worker.coordination import redis_keys
-from worker.coordination.lease import Lock
+from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
 from worker.inbound.actions import learn_upstream_id
 from worker.jobs import (
@@ -31,14 +31,14 @@ from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
 from worker.outbox.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.outbox.relay import relay
-from worker.resilience.breaker import State
+from worker.resilience.breaker import Breaker, State
 from worker.resilience.breaker_types import Actor
 from worker.resilience.classify import error_for_sync_status
 from worker.resilience.connection_limits import apply_limits
 from worker.resilience.guard import StateChange
 from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
-from worker.store import Connection, Run, RunStatus
+from worker.store import Connection, Run, RunStatus, SqlStore
 from worker.timeutil import canonical, parse_instant
 
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
@@ -48,10 +48,10 @@ HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
 MAX_RECOVERIES = 5  # a run whose task keeps vanishing is failed, not re-sent for ever
 
 
-def resume_parked(rt: Runtime, send: Publish, *, limit: int = 500) -> int:
+def resume_parked(store: SqlStore, send: Publish, *, limit: int = 500) -> int:
     """Send every parked job that is due; returns how many were sent."""
     now = datetime.now(UTC)
-    jobs = rt.store.claim_due_jobs(
+    jobs = store.claim_due_jobs(
         now=canonical(now), claim_until=canonical(now + timedelta(seconds=CLAIM_S)), limit=limit
     )
     for job in jobs:
@@ -74,7 +74,7 @@ _SELF_RESUME_GRACE_S = 30.0  # a countdown this overdue died with its worker
 
 
 def plan_self_resume(
-    rt: Runtime, connection_id: str, entity_type: str, due_at: str
+    client: redis.Redis, connection_id: str, entity_type: str, due_at: str
 ) -> float | None:
     """The countdown for a worker to resume a job it just parked, or None: beat will.
 
@@ -87,13 +87,13 @@ def plan_self_resume(
         return None
     key = redis_keys.SELF_RESUMES
     try:
-        pipe = rt.redis.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         pipe.zremrangebyscore(key, "-inf", now - _SELF_RESUME_GRACE_S)
         pipe.zcard(key)
         _, outstanding = pipe.execute()
         if int(outstanding) >= SELF_RESUME_CAP:
             return None
-        pipe = rt.redis.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         pipe.zadd(key, {_member(connection_id, entity_type, due_at): until})
         pipe.expire(key, int(SELF_RESUME_MAX_S + _SELF_RESUME_GRACE_S) * 2)
         pipe.execute()
@@ -122,7 +122,14 @@ def _text(member: object) -> str:
 
 
 def resume_parked_job(
-    rt: Runtime, send: Publish, *, connection_id: str, entity_type: str, run_id: str, due_at: str
+    send: Publish,
+    *,
+    store: SqlStore,
+    client: redis.Redis,
+    connection_id: str,
+    entity_type: str,
+    run_id: str,
+    due_at: str,
 ) -> bool:
     """Send one parked job that a worker scheduled itself to resume; False if already gone.
 
@@ -130,18 +137,26 @@ def resume_parked_job(
     it, and whoever loses sends nothing, so the job runs once.
     """
     claim_until = canonical(datetime.now(UTC) + timedelta(seconds=CLAIM_S))
-    job = rt.store.claim_parked_job(
+    job = store.claim_parked_job(
         connection_id, entity_type, run_id=run_id, due_at=due_at, claim_until=claim_until
     )
     if job is not None:
         payload = json.loads(job.payload_json)
         send(SYNC_ENTITY, payload, BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE)
     with contextlib.suppress(redis.RedisError):  # the entry expires by itself anyway
-        rt.redis.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
+        client.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
     return job is not None
 
 
-def resend_stalled_runs(rt: Runtime, send: Publish, backlog: Backlog, *, limit: int = 200) -> int:
+def resend_stalled_runs(
+    send: Publish,
+    backlog: Backlog,
+    *,
+    store: SqlStore,
+    leases: Leases,
+    stalled_run_seconds: float,
+    limit: int = 200,
+) -> int:
     """Send again every run whose next task was lost; returns how many were sent.
 
     A run is stalled when no task of it started, committed a page or holds its
@@ -153,10 +168,10 @@ def resend_stalled_runs(rt: Runtime, send: Publish, backlog: Backlog, *, limit: 
     last committed page left it, so nothing is skipped.
     """
     now = datetime.now(UTC)
-    quiet_since = canonical(now - timedelta(seconds=rt.settings.stalled_run_seconds))
+    quiet_since = canonical(now - timedelta(seconds=stalled_run_seconds))
     waiting: dict[str, int] = {}
     sent = 0
-    for run in rt.store.stalled_runs(quiet_since=quiet_since, limit=limit):
+    for run in store.stalled_runs(quiet_since=quiet_since, limit=limit):
         if not run.connection_id or not run.entity_type:
             continue
         queue = run.queue or (BACKFILL_QUEUE if run.full else SYNC_QUEUE)
@@ -165,12 +180,12 @@ def resend_stalled_runs(rt: Runtime, send: Publish, backlog: Backlog, *, limit: 
                 waiting[queue] = backlog(queue)
             if waiting[queue]:
                 continue
-        if rt.leases.holder(run.connection_id, run.entity_type) is not None:
+        if leases.holder(run.connection_id, run.entity_type) is not None:
             continue  # a task of this run (or of another) is alive
-        if not rt.store.claim_stalled_run(run.id, quiet_since=quiet_since):
+        if not store.claim_stalled_run(run.id, quiet_since=quiet_since):
             continue  # it moved meanwhile, or another scheduler took it
         if run.recoveries >= MAX_RECOVERIES:
-            _give_up(rt, run)
+            _give_up(store, run)
             continue
         send(SYNC_ENTITY, _resumed_job(run).model_dump(mode="json"), queue)
         connection_log.warning(
@@ -180,7 +195,7 @@ def resend_stalled_runs(rt: Runtime, send: Publish, backlog: Backlog, *, limit: 
             run.id,
             run.connection_id,
             run.entity_type,
-            rt.settings.stalled_run_seconds,
+            stalled_run_seconds,
             extra={"connection_id": run.connection_id, "run_id": run.id},
         )
         sent += 1
@@ -200,9 +215,9 @@ def _resumed_job(run: Run) -> SyncEntityJob:
     )
 
 
-def _give_up(rt: Runtime, run: Run) -> None:
+def _give_up(store: SqlStore, run: Run) -> None:
     reason = f"its task was lost {run.recoveries} times in a row: given up (the next sync resumes)"
-    rt.store.finish_run(run.id, RunStatus.FAILED, error_kind="lost", error_message=reason)
+    store.finish_run(run.id, RunStatus.FAILED, error_kind="lost", error_message=reason)
     connection_log.error(
         "run %s of %s/%s failed: %s",
         run.id,
@@ -214,13 +229,19 @@ def _give_up(rt: Runtime, run: Run) -> None:
 
 
 def resume_connection(
-    rt: Runtime, connection_id: str, reason: str, *, actor: Actor = Actor.WORKER
+    connection_id: str,
+    reason: str,
+    *,
+    breaker: Breaker,
+    client: redis.Redis,
+    transitions: Callable[[StateChange], object],
+    actor: Actor = Actor.WORKER,
 ) -> bool:
     """Clear a halt (new token, healthy status); True when it was halted."""
-    change = rt.breaker.resume(connection_id, reason)
-    forget_preflight(rt.redis, connection_id)
+    change = breaker.resume(connection_id, reason)
+    forget_preflight(client, connection_id)
     if change.transitioned:
-        rt.transitions(
+        transitions(
             StateChange(
                 connection_id, None, change.from_state, change.state, reason, None, actor=actor
             )
@@ -229,7 +250,13 @@ def resume_connection(
 
 
 def probe(rt: Runtime, send: Publish) -> dict[str, int]:
-    """Re-probe halted connections (status endpoint) and due blocked entity types."""
+    """Re-probe halted connections (status endpoint) and due blocked entity types.
+
+    It takes the whole runtime on purpose, as part of the edge: a halted
+    connection's probe reads the store, the breaker, the limits, Redis, the
+    secrets, the upstream client and the settings, and resumes through the
+    transition recorder, which is nearly every part a ``Runtime`` holds.
+    """
     counts = {"halted_probed": 0, "recovered": 0, "blocked_probed": 0, "unavailable_events": 0}
     connections = rt.store.list_connections()
     apply_limits(rt.limits, connections)
@@ -240,7 +267,12 @@ def probe(rt: Runtime, send: Publish) -> dict[str, int]:
             log.warning("probe: cannot read breaker of %s: %s", connection.id, exc)
             continue
         if view.connection.state in (State.OPEN, State.HALF_OPEN):
-            counts["unavailable_events"] += _unavailable_event(rt, connection.id)
+            counts["unavailable_events"] += _unavailable_event(
+                rt.store,
+                rt.publish,
+                connection.id,
+                after_s=rt.settings.unavailable_after_seconds,
+            )
         if view.connection.state is State.HALTED:
             if _probe_halted(rt, connection):
                 counts["recovered"] += 1
@@ -267,7 +299,11 @@ def probe(rt: Runtime, send: Publish) -> dict[str, int]:
 
 
 def _probe_halted(rt: Runtime, connection: Connection) -> bool:
-    """Ask the status endpoint of a halted connection, at most every few minutes."""
+    """Ask the status endpoint of a halted connection, at most every few minutes.
+
+    Part of ``probe``'s edge: it reads Redis, the secrets, the upstream client,
+    the settings and the store, and resumes through the breaker and transitions.
+    """
     resting = Lock(rt.redis, ttl_s=HALT_PROBE_EVERY_S).claim(redis_keys.halt_probe(connection.id))
     if not resting or not connection.token_ciphertext:
         return False
@@ -278,7 +314,7 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
         # here) or a character no header carries (an InvalidInput, never echoed).
         token = clean_secret(rt.secrets.decrypt(connection.token_ciphertext), what="token")
         status = rt.upstream.status(connection.upstream_url or rt.settings.upstream_url, token)
-        learn_upstream_id(rt, connection.id, status.id)
+        learn_upstream_id(rt.store, connection.id, status.id)
     except EntitySyncError as exc:
         connection_log.info(
             "halted connection still failing: %s", exc, extra={"connection_id": connection.id}
@@ -286,18 +322,26 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
         return False
     if error_for_sync_status(status.sync_status) is not None:
         return False
-    return resume_connection(rt, connection.id, f"status probe: {status.sync_status}")
+    return resume_connection(
+        connection.id,
+        f"status probe: {status.sync_status}",
+        breaker=rt.breaker,
+        client=rt.redis,
+        transitions=rt.transitions,
+    )
 
 
-def _unavailable_event(rt: Runtime, connection_id: str) -> int:
+def _unavailable_event(
+    store: SqlStore, publish: Publish, connection_id: str, *, after_s: float
+) -> int:
     """Fire connection.unavailable once the breaker has stayed open long enough."""
-    since = rt.store.unhealthy_since(connection_id)
+    since = store.unhealthy_since(connection_id)
     if since is None:
         return 0
     age = (datetime.now(UTC) - parse_instant(since)).total_seconds()
-    if age < rt.settings.unavailable_after_seconds:
+    if age < after_s:
         return 0
-    if rt.store.last_event_type(connection_id, None) in {e.value for e in PROBLEM_EVENTS}:
+    if store.last_event_type(connection_id, None) in {e.value for e in PROBLEM_EVENTS}:
         return 0
     event = build_event(
         EventType.UNAVAILABLE,
@@ -305,7 +349,7 @@ def _unavailable_event(rt: Runtime, connection_id: str) -> int:
         entity_type=None,
         reason=EventReason(kind="unavailable", message=f"breaker open since {since}"),
     )
-    if not rt.store.add_event(event):
+    if not store.add_event(event):
         return 0
-    relay(rt.publish, connection_id)
+    relay(publish, connection_id)
     return 1

@@ -207,7 +207,7 @@ def _slice(
                 base_url=target.base_url,
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
-                learn=lambda upstream_id: learn_upstream_id(rt, connection.id, upstream_id),
+                learn=lambda upstream_id: learn_upstream_id(rt.store, connection.id, upstream_id),
             )
         return sync_slice(
             target,

@@ -125,8 +125,14 @@ def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> i
     version = store.set_token(args.id, box.encrypt(read_token(args)))
     print(f"token of {args.id} replaced (version {version})")
     try:
+        rt = Runtime(settings=settings)
         if resume_connection(
-            Runtime(settings=settings), args.id, "new token", actor=Actor.OPERATOR
+            args.id,
+            "new token",
+            breaker=rt.breaker,
+            client=rt.redis,
+            transitions=rt.transitions,
+            actor=Actor.OPERATOR,
         ):
             print(f"connection {args.id} was halted and is resumed")
         request_id = EntitySyncClient(settings.effective_broker_url).sync_connection(
