@@ -284,7 +284,7 @@ def _apply(
             event,
             breaker=rt.breaker,
             client=rt.redis,
-            transitions=rt.transitions,
+            transitions=lambda change: rt.transitions(change),  # built only when needed
         )
     if event.type == STATUS_CHANGED:
         return True, _status_changed(rt, connection_id, event)

@@ -60,6 +60,10 @@ def end_crashed_task(
     The net under ``run_step``'s own: an error before the lease was taken, or
     in the task after the step. ``report`` sends the one ERROR line; leave it
     off where Celery reports the exception itself.
+
+    It takes the runtime, not its parts, on purpose: the store, leases and
+    limits are opened here, after the report and only when the job names an
+    open run, so a crash whose cause is one of them still gets its ERROR line.
     """
     connection_id, entity_type = fields.get("connection_id"), fields.get("entity_type")
     run_id = run_id_of(fields, task_id)
@@ -96,7 +100,11 @@ def report_unexpected(run_id: str, message: str, exc: BaseException) -> None:
 def record_rejection(
     rt: Runtime, task_name: str, payload: object, error: Exception, *, task_id: str
 ) -> None:
-    """Put a rejected job in the run history and the log (never raises)."""
+    """Put a rejected job in the run history and the log (never raises).
+
+    It takes the runtime on purpose: the store is opened inside the guard, so a
+    store that cannot be opened is logged here, never raised from the task.
+    """
     fields = payload if isinstance(payload, dict) else {}
     message = f"{task_name}: {error}"[:2000]
     log.error("job rejected: %s", message, extra={"task_name": task_name})

@@ -29,7 +29,11 @@ def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int:
 def dead_letter(
     rt: Runtime, task_name: str, payload: object, deliveries: int, *, task_id: str
 ) -> None:
-    """Stop a poison job: record why in the run history and the log (never raises)."""
+    """Stop a poison job: record why in the run history and the log (never raises).
+
+    It takes the runtime on purpose: the leases and the store are opened inside
+    the guard, after the log line, so one that cannot be opened never raises.
+    """
     fields = payload if isinstance(payload, dict) else {}
     reason = (
         f"{task_name} was delivered {deliveries} times without finishing "

@@ -269,9 +269,9 @@ def probe(rt: Runtime, send: Publish) -> dict[str, int]:
         if view.connection.state in (State.OPEN, State.HALF_OPEN):
             counts["unavailable_events"] += _unavailable_event(
                 rt.store,
-                rt.publish,
                 connection.id,
                 after_s=rt.settings.unavailable_after_seconds,
+                announce=lambda connection_id: relay(rt.publish, connection_id),
             )
         if view.connection.state is State.HALTED:
             if _probe_halted(rt, connection):
@@ -327,14 +327,17 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
         f"status probe: {status.sync_status}",
         breaker=rt.breaker,
         client=rt.redis,
-        transitions=rt.transitions,
+        transitions=lambda change: rt.transitions(change),  # built only when needed
     )
 
 
 def _unavailable_event(
-    store: SqlStore, publish: Publish, connection_id: str, *, after_s: float
+    store: SqlStore, connection_id: str, *, after_s: float, announce: Callable[[str], object]
 ) -> int:
-    """Fire connection.unavailable once the breaker has stayed open long enough."""
+    """Fire connection.unavailable once the breaker has stayed open long enough.
+
+    ``announce`` relays the connection's new event (called only when one was added).
+    """
     since = store.unhealthy_since(connection_id)
     if since is None:
         return 0
@@ -351,5 +354,5 @@ def _unavailable_event(
     )
     if not store.add_event(event):
         return 0
-    relay(publish, connection_id)
+    announce(connection_id)
     return 1

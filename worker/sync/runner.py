@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from worker.coordination.lease import holder_of, parse_holder
+from worker.coordination.lease import Leases, holder_of, parse_holder
 from worker.errors import (
     Blocked,
     CoordinationError,
@@ -44,7 +44,8 @@ from worker.outbox.transitions import unix_to_instant
 from worker.resilience.guard import Guard
 from worker.resilience.preflight import preflight
 from worker.runtime import Runtime
-from worker.store import Connection, ParkedJob, Run, RunStatus
+from worker.secrets import SecretBox
+from worker.store import Connection, ParkedJob, Run, RunStatus, SqlStore
 from worker.sync.endings import (
     INTERNAL,
     MAX_MESSAGE_CHARS,
@@ -89,9 +90,9 @@ SLOT_WAIT_S = 2.0  # how long a job waits for a busy connection's concurrency sl
 MAX_COUNTDOWN_S = 60.0  # longer waits are parked in the store, not held as ETA tasks
 
 
-def connection_for(rt: Runtime, job: SyncEntityJob) -> Connection:
+def connection_for(store: SqlStore, job: SyncEntityJob) -> Connection:
     """The job's connection, checking the entity type is one it syncs."""
-    connection = rt.store.get_connection(job.connection_id)
+    connection = store.get_connection(job.connection_id)
     if job.entity_type.value not in connection.entity_types:
         raise PayloadError(
             f"connection {connection.id!r} does not sync {job.entity_type.value!r} "
@@ -101,14 +102,22 @@ def connection_for(rt: Runtime, job: SyncEntityJob) -> Connection:
 
 
 def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
-    """Do this task's share of the run ``job`` belongs to."""
-    connection = connection_for(rt, job)
+    """Do this task's share of the run ``job`` belongs to.
+
+    It takes the whole runtime on purpose, as part of the edge: a step uses
+    nearly every part of it (store, Redis, leases, limits, breaker, retry
+    budgets, secrets, upstream client, settings, transitions, publish), and so
+    do ``_held_step``, ``_slice``, ``_conclude``, ``fail_run`` and
+    ``end_unexpectedly`` beneath it. A bundle of "the parts it uses" would be
+    ``Runtime`` again. The helpers they call take only what they use.
+    """
+    connection = connection_for(rt.store, job)
     entity = job.entity_type.value
     run_id = job.run_id or task_id
     me = holder_of(run_id, task_id)
     holder = rt.leases.acquire(connection.id, entity, me)
     if holder != me:
-        return _skip(rt, job, holder, run_id)
+        return _skip(rt.store, job, holder, run_id)
     try:
         return _held_step(rt, job, connection, run_id, me)
     except Exception as exc:
@@ -122,7 +131,7 @@ def _held_step(
 ) -> Step:
     """The step, with the pair's lease held."""
     entity = job.entity_type.value
-    ended = _open_run(rt, job, run_id)
+    ended = _open_run(rt.store, job, run_id)
     if ended is not None:
         # A second copy of a run's task (redelivered, or sent again after it
         # looked lost) arriving after the run ended: nothing left to do.
@@ -131,7 +140,7 @@ def _held_step(
     if not rt.limits.acquire_slot(connection.id, me, ttl_s=rt.settings.lease_ttl):
         # Every slot of this connection is busy: other connections get the workers.
         waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
-        return _park(rt, job, run_id, me, waiting, job.resume_from)
+        return _park(job, run_id, me, waiting, job.resume_from, store=rt.store, leases=rt.leases)
     try:
         result = _slice(rt, job, connection, run_id, me)
     except CoordinationError:
@@ -145,12 +154,12 @@ def _held_step(
     return _conclude(rt, job, run_id, me, result)
 
 
-def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> str | None:
+def _open_run(store: SqlStore, job: SyncEntityJob, run_id: str) -> str | None:
     """Start or rejoin the run; returns its status instead when it already ended."""
-    existing = rt.store.get_run(run_id)
+    existing = store.get_run(run_id)
     if existing is None:
         now = utc_now()
-        rt.store.start_run(
+        store.start_run(
             Run(
                 id=run_id,
                 connection_id=job.connection_id,
@@ -167,7 +176,7 @@ def _open_run(rt: Runtime, job: SyncEntityJob, run_id: str) -> str | None:
         return None
     if existing.status not in OPEN_STATUSES:
         return existing.status
-    rt.store.touch_run(run_id, job.connection_id, job.entity_type.value)
+    store.touch_run(run_id, job.connection_id, job.entity_type.value)
     return None
 
 
@@ -195,7 +204,7 @@ def _slice(
             entity_type=entity,
             run_id=run_id,
             base_url=connection.upstream_url or rt.settings.upstream_url,
-            token=_token(rt, connection),
+            token=_token(rt.secrets, connection),
             resume_from=resume_from,
         )
         if job.run_id is None:
@@ -226,15 +235,15 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
     entity = job.entity_type.value
     stop = result.stopped_by
     if isinstance(stop, Deferred):
-        return _park(rt, job, run_id, me, stop, result.position)
+        return _park(job, run_id, me, stop, result.position, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater) and (stop.retry_after or 0) > MAX_COUNTDOWN_S:
         # A Celery countdown this long would sit in worker memory: park instead.
         later = Deferred(str(stop), until=time.time() + (stop.retry_after or 0))
-        return _park(rt, job, run_id, me, later, result.position)
+        return _park(job, run_id, me, later, result.position, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater) and not rt.retry_budgets.spend(job.connection_id):
         # Retries must not multiply an outage: wait out the budget window instead.
         spent = Deferred(f"retry budget spent: {stop}", until=time.time() + MAX_COUNTDOWN_S)
-        return _park(rt, job, run_id, me, spent, result.position)
+        return _park(job, run_id, me, spent, result.position, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater):
         # The lease stays ours: the retry is this same task (same id), later.
         return Step(
@@ -312,17 +321,19 @@ def _kind_of(error: BaseException) -> str:
 
 
 def _park(
-    rt: Runtime,
     job: SyncEntityJob,
     run_id: str,
     me: str,
     deferral: Deferred,
     position: str | None,
+    *,
+    store: SqlStore,
+    leases: Leases,
 ) -> Step:
     """Park the job until the deferral's time; it burns no retry and holds no lease."""
     resumed = job.model_copy(update={"run_id": run_id, "resume_from": position, "trigger": "retry"})
     due_at = unix_to_instant(deferral.until) or utc_now()
-    rt.store.park_job(
+    store.park_job(
         ParkedJob(
             connection_id=job.connection_id,
             entity_type=job.entity_type.value,
@@ -332,7 +343,7 @@ def _park(
             payload_json=resumed.model_dump_json(),
         )
     )
-    rt.leases.release(job.connection_id, job.entity_type.value, me)
+    leases.release(job.connection_id, job.entity_type.value, me)
     return Step(StepOutcome.DEFERRED, run_id, detail=deferral.reason, parked_until=due_at)
 
 
@@ -351,15 +362,15 @@ class Renewer:
             self._last = now
 
 
-def _token(rt: Runtime, connection: Connection) -> str:
+def _token(secrets: SecretBox, connection: Connection) -> str:
     if not connection.token_ciphertext:
         raise SecretError(
             f"connection {connection.id!r} has no token: `entity-sync connections set-token`"
         )
-    return rt.secrets.decrypt(connection.token_ciphertext)
+    return secrets.decrypt(connection.token_ciphertext)
 
 
-def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
+def _skip(store: SqlStore, job: SyncEntityJob, holder: str, run_id: str) -> Step:
     running_run, _ = parse_holder(holder)
     if running_run == run_id:
         # A stale copy of this run's task (redelivered after its slice was
@@ -369,7 +380,7 @@ def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
         log.info("a later task of run %s holds the pair: this copy stands down", run_id)
         return Step(StepOutcome.SKIPPED, run_id, detail="a later task of this run holds the pair")
     message = f"already running as run {running_run}"
-    if rt.store.skip_queued_run(run_id, coalesced_into=running_run, message=message):
+    if store.skip_queued_run(run_id, coalesced_into=running_run, message=message):
         return Step(StepOutcome.SKIPPED, run_id, detail=message)
     skipped = Run(
         id=str(uuid.uuid4()),
@@ -384,5 +395,5 @@ def _skip(rt: Runtime, job: SyncEntityJob, holder: str, run_id: str) -> Step:
         coalesced_into=running_run,
         error_message=message,
     )
-    rt.store.record_run(skipped)
+    store.record_run(skipped)
     return Step(StepOutcome.SKIPPED, skipped.id, detail=skipped.error_message)

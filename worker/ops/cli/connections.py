@@ -131,7 +131,7 @@ def cmd_connections_set_token(args: argparse.Namespace, settings: Settings) -> i
             "new token",
             breaker=rt.breaker,
             client=rt.redis,
-            transitions=rt.transitions,
+            transitions=lambda change: rt.transitions(change),  # opens the store if needed
             actor=Actor.OPERATOR,
         ):
             print(f"connection {args.id} was halted and is resumed")
