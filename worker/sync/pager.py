@@ -13,7 +13,9 @@ by one. The Pager never relies on page numbers across a changing list:
   window ``[T, T + 1µs)`` by page numbers, in passes, until one pass sees a
   constant ``meta.total`` and every key it promises. Records only leave such a
   window (an update moves them later, where the scan will meet them again), so
-  a stable pass is complete. Ties in a new order on every request need more
+  a stable pass is complete. Keys seen in earlier passes count towards the
+  total only while it has not changed since: once a key has left, counting it
+  would hide a key never read. Ties in a new order on every request need more
   passes, never a skip; after ``max_tie_passes`` the run fails and the cursor
   stays at T, losing nothing.
 * **Bounded.** ``meta`` is checked before it steers anything (a negative
@@ -146,6 +148,10 @@ class Pager:
     def _advance_tie(self, tie: _TieScan, page: Page, stored: list[RecordRow], full: bool) -> None:
         total = page.meta.total
         if tie.page == 1:
+            if tie.passes and total != tie.total:
+                # The group changed since the last pass: a key seen then may have
+                # left, so counting it would stand in for a key not read yet.
+                tie.seen.clear()
             tie.total, tie.stable, tie.max_total = total, True, 0
         elif total != tie.total:
             tie.stable = False
