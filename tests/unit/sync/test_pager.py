@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from worker.errors import BadResponse
 from worker.sync.pager import Pager
 from worker.sync.records import split_records
-from worker.timeutil import canonical
+from worker.timeutil import after, canonical
 from worker.upstream.client import Meta, Page, PageQuery
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -128,6 +128,45 @@ def test_unsettled_tie_group_pins_the_cursor() -> None:
     assert pager.cursor == upstream.stamp(10_001)
 
 
+def test_a_key_leaving_the_group_between_passes_does_not_count_for_one_never_read() -> None:
+    """Pass 1 sees a and b of {a, b, c}; b then leaves; pass 2 sees only a, twice.
+
+    The keys seen so far ({a, b}) match the new total (2), yet c was never read.
+    """
+    at = canonical(BASE)
+    records = {"a": at, "b": at, "c": at}
+    # The order of the group's records for each request inside its window.
+    orders = [["a", "b", "c"], ["a", "b", "c"], ["c", "b", "a"], ["a", "c"], ["c", "a"]]
+    requests = 0
+
+    def answer(query: PageQuery) -> Page:
+        nonlocal requests
+        requests += 1
+        rows = sorted((s, k) for k, s in records.items() if query.since is None or s >= query.since)
+        keys = [k for s, k in rows if query.before is None or s < query.before]
+        if query.before == after(at) and orders:
+            keys = orders.pop(0)
+            assert sorted(keys) == sorted(k for k, s in records.items() if s == at)
+        chunk = keys[(query.page - 1) * query.per_page :][: query.per_page]
+        last = max(1, -(-len(keys) // query.per_page))
+        return Page(
+            records=[{"key": k, "updatedAt": records[k]} for k in chunk],
+            meta=Meta(per_page=query.per_page, total=len(keys), last_page=last),
+            server_time=BASE + timedelta(hours=1),
+        )
+
+    pager = Pager(cursor=None, per_page=1, settle_s=2.0, max_tie_passes=10)
+    read: set[str] = set()
+    while not pager.done:
+        page = answer(pager.next_query())
+        good, _ = split_records(page.records)
+        pager.advance(page, good)
+        read.update(row.key for row in good)
+        if requests == 4:  # after pass 1: b is updated and leaves the group
+            records["b"] = canonical(BASE + timedelta(seconds=5))
+    assert read == {"a", "b", "c"}
+
+
 def test_a_page_that_ignores_the_filter_is_refused() -> None:
     pager = Pager(
         cursor=canonical(BASE + timedelta(days=1)), per_page=2, settle_s=1, max_tie_passes=2
@@ -167,6 +206,27 @@ mutation = st.one_of(
 
 
 @settings(max_examples=40, deadline=None)
+@example(
+    # A seed-tie key leaves the group between two passes; the next pass counted it
+    # towards the smaller total and never read seed-tie-00002.
+    initial=2,
+    initial_ties=157,
+    mutations=[
+        ("update", 0),
+        ("insert", 2),
+        ("bulk", 206),
+        ("bulk", 166),
+        ("insert", 1),
+        ("insert", 5),
+        ("bulk", 243),
+        ("insert", 1),
+        ("bulk", 139),
+        ("update", 5527),
+        ("bulk", 204),
+    ],
+    per_page=50,
+    shuffle=True,
+)
 @given(
     initial=st.integers(0, 400),
     initial_ties=st.integers(0, 260),
