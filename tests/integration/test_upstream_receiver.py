@@ -16,6 +16,7 @@ import logging
 import socket
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,21 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def at(offset_s: float = 0.0) -> str:
+    """An event time ``offset_s`` after a moment ten minutes ago.
+
+    Relative to now, because processing compares ``created_at`` with the clock
+    (an event kept too long goes stale): a fixed date would expire.
+    """
+    moment = datetime.now(UTC) - timedelta(minutes=10) + timedelta(seconds=offset_s)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def event(event_type: str, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return {
         "id": f"evt_{uuid.uuid4().hex[:12]}",
         "type": event_type,
-        "created_at": "2026-11-30T08:00:00Z",
+        "created_at": at(),
         "connection_id": UPSTREAM_ID,
         "data": data,
     } | fields
@@ -198,10 +209,10 @@ def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
 def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
     learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
     online = event(
-        "connection.status_changed", {"status": "online"}, created_at="2026-11-30T09:00:00Z"
+        "connection.status_changed", {"status": "online"}, created_at=at(60)
     )
     offline = event(
-        "connection.status_changed", {"status": "offline"}, created_at="2026-11-30T08:00:00Z"
+        "connection.status_changed", {"status": "offline"}, created_at=at()
     )
     assert harness.send(online) == 202
     assert harness.send(offline) == 202
@@ -211,7 +222,7 @@ def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
     kept = harness.store.get_upstream_event(offline["id"])
     assert kept is not None and "older than the last availability event" in (kept.outcome or "")
     # Another aspect is ordered on its own: an older sync event still applies.
-    sync = event("sync.completed", {"entity_types": ["assets"]}, created_at="2026-11-30T07:00:00Z")
+    sync = event("sync.completed", {"entity_types": ["assets"]}, created_at=at(-60))
     assert harness.send(sync) == 202
     assert harness.process(sync["id"]) == "applied"
 
@@ -226,7 +237,7 @@ def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harn
     assert view.connection.until and view.connection.until > view.now + 200
     assert [t.to_state for t in harness.store.transitions("acme")] == ["open"]
     online = event(
-        "connection.status_changed", {"status": "online"}, created_at="2026-11-30T08:00:01Z"
+        "connection.status_changed", {"status": "online"}, created_at=at(1)
     )
     assert harness.send(online) == 202
     harness.process(online["id"])
@@ -241,7 +252,7 @@ def test_reauthorization_halts_once_and_writes_one_customer_event(harness: Harne
     again = event(
         "connection.reauthorization_required",
         {"reason": "credentials changed"},
-        created_at="2026-11-30T08:00:05Z",
+        created_at=at(5),
     )
     for hook in (first, again):
         assert harness.send(hook) == 202

@@ -159,7 +159,7 @@ def test_a_previous_global_secret_needs_an_end(tmp_path: Any) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS_UNTIL" in result.stderr
     assert OLD not in result.stderr
-    env.vars["ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS_UNTIL"] = "2026-12-01T00:00:00"
+    env.vars["ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS_UNTIL"] = "2099-12-01T00:00:00"
     naive = env.cli("status")
     assert naive.returncode == 2 and "WEBHOOK_SECRET_PREVIOUS_UNTIL" in naive.stderr
     del env.vars["ENTITY_SYNC_WEBHOOK_SECRET_PREVIOUS"]
