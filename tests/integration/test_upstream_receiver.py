@@ -16,8 +16,8 @@ import logging
 import socket
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +208,8 @@ def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
 
 def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
     learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
-    online = event(
-        "connection.status_changed", {"status": "online"}, created_at=at(60)
-    )
-    offline = event(
-        "connection.status_changed", {"status": "offline"}, created_at=at()
-    )
+    online = event("connection.status_changed", {"status": "online"}, created_at=at(60))
+    offline = event("connection.status_changed", {"status": "offline"}, created_at=at())
     assert harness.send(online) == 202
     assert harness.send(offline) == 202
     assert harness.process(online["id"]) == "applied"
@@ -236,9 +232,7 @@ def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harn
     assert view.connection.state is State.OPEN
     assert view.connection.until and view.connection.until > view.now + 200
     assert [t.to_state for t in harness.store.transitions("acme")] == ["open"]
-    online = event(
-        "connection.status_changed", {"status": "online"}, created_at=at(1)
-    )
+    online = event("connection.status_changed", {"status": "online"}, created_at=at(1))
     assert harness.send(online) == 202
     harness.process(online["id"])
     time.sleep(0.01)  # the open time now ends a millisecond after the webhook
