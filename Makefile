@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test test-fast lint bench chaos flower worker beat sandbox up down clean
+.PHONY: install demo test test-fast lint bench chaos flower worker workers beat sandbox up down clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ bench: install
 
 worker: install
 	$(BIN)/celery -A worker worker --loglevel=INFO -Q sync_manual,sync,backfill,notify,housekeeping
+
+# One worker process per core (a threads worker runs Python on one core at a
+# time): `make workers`, or `make workers PROCS=4`. Ctrl-C or SIGTERM stops
+# them all with a warm shutdown; a process that dies is started again.
+PROCS ?= $(shell nproc 2>/dev/null || echo 1)
+workers: install
+	$(BIN)/entity-sync workers --processes $(PROCS)
 
 # One beat per deployment: the housekeeping tick, schedules, long deferrals.
 # Its schedule file goes under var/ (the working directory may be read-only).

@@ -150,6 +150,17 @@ def test_worker_uses_the_recommended_pool() -> None:
     assert "--concurrency=16" in command  # the README's recommendation
 
 
+def test_worker_scales_by_replicas_and_gets_time_for_a_warm_shutdown() -> None:
+    """One worker process per core: one replica each (README, "One worker process per core")."""
+    assert load_compose({})["services"]["worker"]["deploy"]["replicas"] == "1"
+    four = load_compose({"ENTITY_SYNC_WORKER_REPLICAS": "4"})["services"]["worker"]
+    assert int(four["deploy"]["replicas"]) == 4
+    grace = four["stop_grace_period"]
+    assert grace.endswith("m") and int(grace[:-1]) * 60 > 120, "longer than a slice's budget"
+    for name in ("beat", "flower", "dashboard", "receiver"):  # one of each, whatever N
+        assert "deploy" not in load_compose({})["services"][name], name
+
+
 def test_beat_writes_its_schedule_to_its_volume() -> None:
     beat = load_compose({})["services"]["beat"]
     schedule = next(a.split("=", 1)[1] for a in beat["command"] if a.startswith("--schedule="))

@@ -51,6 +51,7 @@ from worker.ops.cli.tools import (
     cmd_sandbox_webhook,
     cmd_upstream_events,
 )
+from worker.ops.cli.workers import add_parser as add_workers_parser
 from worker.settings import get_settings
 
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("demo", cmd_demo, "sandbox + worker + real syncs + status table")
+    add_workers_parser(commands)
     return parser
 
 
