@@ -1,7 +1,9 @@
 """``python -m bench [--quick] [--only NAME ...] [--runs N] [--output FILE]``.
 
 Runs the suites against the machine's Redis and PostgreSQL and writes
-BENCHMARKS.md. Benchmarks report; the exit status is 0 even when a target is
+BENCHMARKS.md. With ``--only`` and an existing output file, only the suites
+run replace their sections and "Targets at a glance" lines (bench/merge.py);
+the other suites' stay. Benchmarks report; the exit status is 0 even when a target is
 missed (it is 1 only when a suite could not run at all).
 """
 
@@ -27,6 +29,7 @@ SUITES = (
     "scrape",
     "profile",
     "housekeeping",
+    "scale_out",
 )
 
 
@@ -45,7 +48,7 @@ def ensure_dependencies() -> None:
 def main(argv: list[str] | None = None) -> int:
     ensure_dependencies()
     from bench.common import OUT_DIR, say
-    from bench.report import Section, write
+    from bench.report import Section, merge, write
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (quick_out if args.quick else ROOT / "BENCHMARKS.md")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
-    summary: list[str] = []
+    summaries: dict[str, list[str]] = {}
     started = time.monotonic()
     failed = 0
     for name in args.only or SUITES:
@@ -77,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
             lines = [f"- {name}: could not run (see its section)."]
         section.seconds = time.monotonic() - t0
         sections.append(section)
-        summary += lines
+        summaries[name] = lines
         say(f"{name} took {section.seconds:.0f} s")
-    write(output, sections, argv=argv, summary=summary, total_s=time.monotonic() - started)
+    if args.only and output.exists():
+        # A suite re-run alone: the other suites' sections and lines stay.
+        merge(output, sections, summaries, order=SUITES, argv=argv)
+    else:
+        summary = [line for lines in summaries.values() for line in lines]
+        write(output, sections, argv=argv, summary=summary, total_s=time.monotonic() - started)
     return 1 if failed == len(args.only or SUITES) else 0
 
 

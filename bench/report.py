@@ -16,6 +16,7 @@ import psycopg
 import redis
 
 from bench.common import POSTGRES_URL, REDIS_BASE
+from bench.merge import merge_text
 
 
 @dataclass
@@ -123,7 +124,8 @@ def write(
         "# Benchmarks",
         "",
         f"Written by `make bench` (`{command}`) in {total_s / 60:.1f} min. Re-run it to "
-        "reproduce every table; `python -m bench --only NAME` re-runs one suite, "
+        "reproduce every table; `python -m bench --only NAME` re-runs one suite and "
+        "replaces only its section and summary line, "
         "`--quick` a small smoke version. Benchmarks report; they never fail the build.",
         "",
         f"Machine: {info['cores']} cores ({info['cpu']}), {info['memory']} memory, "
@@ -178,3 +180,26 @@ def splice(section: Section, summary: list[str], *, prefix: str, path: Path | No
         text = text[:anchor] + "\n".join(glance) + "\n" + "\n".join(summary) + text[end:]
     path.write_text(text, encoding="utf-8")
     print(f"bench: wrote {section.title!r} into {path}", file=sys.stderr)
+
+
+def merge(
+    path: Path,
+    sections: list[Section],
+    summaries: dict[str, list[str]],
+    *,
+    order: tuple[str, ...],
+    argv: list[str],
+) -> None:
+    """Put re-run suites' sections and summary lines into an existing BENCHMARKS.md
+    (``python -m bench --only NAME``), keeping every other suite's (bench/merge.py)."""
+    info = machine()
+    command = "python -m bench" + ("" if not argv else " " + " ".join(argv))
+    blocks = {
+        section.name: section.markdown().rstrip()
+        + f"\n\nRe-run alone (`{command}`) on {info['date']}, commit {info['commit']}; "
+        "the other sections are from the run described at the top."
+        for section in sections
+    }
+    text = merge_text(path.read_text(encoding="utf-8"), blocks, summaries, order=order)
+    path.write_text(text, encoding="utf-8")
+    print(f"bench: wrote {', '.join(blocks)} into {path}", file=sys.stderr)
