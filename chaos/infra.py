@@ -104,8 +104,9 @@ class RedisServer:
 class PostgresCluster:
     """A private PostgreSQL cluster (initdb into a temp dir, pg_ctl on a free port)."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: str = "") -> None:
         self.port = free_port()
+        self.options = options  # more server options (-c name=value), after ours: they win
         self.root = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
         self.data = self.root / "data"
         self.restarts = 0
@@ -128,7 +129,8 @@ class PostgresCluster:
             )  # fmt: skip
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
-            f"-c unix_socket_directories={self.root} -c fsync=off -c max_connections=200"
+            f"-c unix_socket_directories={self.root} -c fsync=off -c max_connections=200 "
+            f"{self.options}"
         )
         self._as_postgres(
             str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),

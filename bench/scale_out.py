@@ -1,0 +1,577 @@
+"""9. Scale-out: 1, 2 and 4 worker processes, RabbitMQ as the broker, PostgreSQL as the store.
+
+Each configuration is ``entity-sync workers --processes N`` (README, "One
+worker process per core": N Celery workers ``--pool=threads
+--concurrency=16``, node names s<i>@host) syncing every connection at once,
+against the limit measured with as many fetching processes. Besides
+throughput it reports fairness across connections and the load each record
+puts on the shared services, the figures docs/scaling.md extrapolates from:
+
+- Redis: a private ``redis-server`` (coordination only: the broker is
+  RabbitMQ), so INFO commandstats and its CPU are this run's alone.
+- PostgreSQL: a private cluster (``chaos.infra.PostgresCluster``, fsync on)
+  with pg_stat_statements; the workers connect as ``postgres``, the harness
+  (registering connections, polling for the runs' end) as another role whose
+  statements are left out.
+- RabbitMQ: the machine's server, in a virtual host of this run's own
+  (``rabbitmqctl add_vhost``), deleted afterwards.
+
+No beat runs: its housekeeping would add load unrelated to the records.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+import redis
+
+from bench.common import (
+    OUT_DIR,
+    ROOT,
+    BenchEnv,
+    Proc,
+    count_records,
+    enqueue_all,
+    median,
+    parse_instant,
+    say,
+    wait_runs,
+)
+from bench.report import Section, Table
+from bench.svgplot import Series, write_chart
+from bench.throughput import ENTITY_TYPES, Shape, warm
+from chaos.infra import PostgresCluster, free_port
+from worker.testing.sandbox import running_sandbox
+
+AMQP_BASE = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+PROCESSES = (1, 2, 4)
+CONCURRENCY = 16  # per process, as README recommends
+OBSERVER = "bench_observer"  # the harness's PostgreSQL role, left out of the counts
+CHART = ROOT / "docs" / "scale-out.svg"
+
+
+def shape_for(*, quick: bool) -> Shape:
+    if quick:
+        return Shape(connections=4, entity_types=ENTITY_TYPES[:2], records=1_000)
+    return Shape(connections=16, entity_types=ENTITY_TYPES, records=1_500)
+
+
+# -- the services -----------------------------------------------------------------------
+
+
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A broker URL on a RabbitMQ virtual host of this run's own, deleted afterwards."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise RuntimeError("needs rabbitmqctl to make a virtual host of its own")
+    vhost = f"es_bench_{uuid.uuid4().hex[:8]}"
+
+    def rabbitmqctl(*args: str) -> None:
+        subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
+
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"{AMQP_BASE}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@contextmanager
+def private_redis() -> Iterator[tuple[str, redis.Redis]]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("needs the redis-server binary for a private Redis")
+    port = free_port()
+    server = Proc(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        {},
+        OUT_DIR / "logs" / "scale-out-redis.log",
+    ).start(ready=b"Ready to accept connections")
+    client = redis.Redis(port=port, socket_connect_timeout=3)
+    try:
+        yield f"redis://127.0.0.1:{port}/0", client
+    finally:
+        client.close()
+        server.stop()
+
+
+@contextmanager
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A private cluster with pg_stat_statements and fsync on (what production has)."""
+    cluster = PostgresCluster(
+        options="-c fsync=on -c shared_preload_libraries=pg_stat_statements "
+        "-c pg_stat_statements.track_utility=on"
+    )
+    with cluster:
+        with psycopg.connect(cluster.url, autocommit=True) as admin:
+            admin.execute("CREATE EXTENSION pg_stat_statements")
+            admin.execute(f"CREATE ROLE {OBSERVER} LOGIN SUPERUSER")
+        yield cluster
+
+
+def _with_user(url: str, user: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://{user}@", 1)
+
+
+def postgres_cpu_s(cluster: PostgresCluster) -> float:
+    """CPU of the whole cluster so far: postmaster, live processes, ended backends."""
+    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    main = psutil.Process(pid)
+    t = main.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in main.children():
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass  # ended in between: its time is in children_* next time
+    return total
+
+
+def redis_load(client: redis.Redis) -> tuple[int, float]:
+    """(commands executed, Lua-internal included; CPU seconds) of the private Redis so far."""
+    stats = client.info("commandstats")
+    calls = sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
+    cpu = client.info("cpu")
+    return calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+@dataclass
+class PgLoad:
+    statements: int  # every statement the workers sent, BEGIN and COMMIT included
+    commits: int  # transactions committed by the workers
+    rows: int  # rows returned or affected
+    wal_bytes: int
+    cpu_s: float
+    top: list[tuple[str, int]]  # the statements most called: (text, calls)
+
+
+def postgres_load(cluster: PostgresCluster) -> PgLoad:
+    """pg_stat_statements totals of the workers' role, and the cluster's CPU."""
+    workers = (
+        "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
+        "WHERE r.rolname = 'postgres' AND s.query NOT ILIKE '%pg_stat_%'"
+    )
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        row = conn.execute(
+            f"SELECT coalesce(sum(calls), 0), 0, coalesce(sum(rows), 0), "
+            f"coalesce(sum(wal_bytes), 0) {workers}"
+        ).fetchone()
+        # Transactions: the database's commits less the harness's own (its
+        # statements run one per transaction); pg_stat_statements does not
+        # count BEGIN and COMMIT.
+        commits = conn.execute(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())"
+            " - (SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_roles r "
+            f"ON r.oid = s.userid WHERE r.rolname = '{OBSERVER}')"
+        ).fetchone()
+        top = conn.execute(
+            f"SELECT regexp_replace(left(query, 90), '\\s+', ' ', 'g'), calls {workers} "
+            "ORDER BY calls DESC LIMIT 6"
+        ).fetchall()
+    assert row is not None
+    assert commits is not None
+    return PgLoad(
+        int(row[0]),
+        int(commits[0]),
+        int(row[2]),
+        int(row[3]),
+        postgres_cpu_s(cluster),
+        [(str(q), int(c)) for q, c in top],
+    )
+
+
+def reset_postgres_stats(cluster: PostgresCluster) -> None:
+    with psycopg.connect(cluster.url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+        conn.execute("SELECT pg_stat_reset()")  # this database's transaction counts
+
+
+# -- the limit with N fetching processes -------------------------------------------------------
+
+
+def _fetch_pages(
+    url: str,
+    pages: Sequence[tuple[str, str, int]],
+    per_page: int,
+    concurrency: int,
+    ready: Any,
+    go: Any,
+    results: Any,
+) -> None:
+    """One fetching process: ``concurrency`` threads over its share of the pages."""
+    jobs: queue.Queue[tuple[str, str, int]] = queue.Queue()
+    for page in pages:
+        jobs.put(page)
+    client = httpx.Client(
+        base_url=url,
+        timeout=60.0,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )
+    counts = [0] * concurrency
+
+    def fetch(slot: int) -> None:
+        while True:
+            try:
+                token, entity, page = jobs.get_nowait()
+            except queue.Empty:
+                return
+            response = client.get(
+                f"/api/eam/{entity}",
+                params={"page": page, "per_page": per_page, "sort[updatedAt]": 0},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response.raise_for_status()
+            counts[slot] += len(response.json()["data"])
+
+    ready.put(1)
+    go.wait()
+    threads = [threading.Thread(target=fetch, args=(n,)) for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+    results.put(sum(counts))
+
+
+def limit_with_processes(url: str, shape: Shape, processes: int) -> float:
+    """Records/s of plain httpx + JSON with ``processes`` processes of CONCURRENCY threads."""
+    pages = [
+        (shape.token(i), entity, page)
+        for i in range(shape.connections)
+        for entity in shape.entity_types
+        for page in range(1, -(-shape.records // shape.per_page) + 1)
+    ]
+    context = multiprocessing.get_context("fork")
+    ready, results, go = context.Queue(), context.Queue(), context.Event()
+    children = [
+        context.Process(
+            target=_fetch_pages,
+            args=(url, pages[n::processes], shape.per_page, CONCURRENCY, ready, go, results),
+        )
+        for n in range(processes)
+    ]
+    for child in children:
+        child.start()
+    for _ in children:
+        ready.get(timeout=60)
+    t0 = time.perf_counter()
+    go.set()
+    records = sum(results.get(timeout=600) for _ in children)
+    seconds = time.perf_counter() - t0
+    for child in children:
+        child.join(30)
+    if records != shape.total:
+        raise RuntimeError(f"the limit read {records}/{shape.total} records")
+    return records / seconds
+
+
+# -- entity-sync with N processes -----------------------------------------------------------
+
+
+@dataclass
+class ScaleOutcome:
+    processes: int
+    records: int
+    seconds: float
+    fairness: float  # slowest connection's finish time / the median connection's
+    worker_cpu_s: float
+    redis_commands: int
+    redis_cpu_s: float
+    pg: PgLoad
+    pages: int
+    redis_keys: int  # keys left in Redis at the end (the connections' state, with TTLs)
+    redis_bytes: int  # Redis memory used at the end less an empty Redis's
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+def start_workers(env: BenchEnv, processes: int, name: str) -> Proc:
+    """``entity-sync workers --processes N``, as the README runs it; waits for every ``ready.``."""
+    command = [
+        sys.executable, "-m", "worker.ops.cli", "workers", "--processes", str(processes),
+        "--name-prefix", f"s{uuid.uuid4().hex[:4]}", "--", f"--concurrency={CONCURRENCY}",
+    ]  # fmt: skip
+    proc = Proc(command, env.process_env(), OUT_DIR / "logs" / f"{name}.log").start(ready=None)
+    deadline = time.monotonic() + 120
+    while proc.log_path.read_bytes().count(b"ready.") < processes:
+        if proc.proc is None or proc.proc.poll() is not None or time.monotonic() > deadline:
+            tail = proc.log_path.read_text(errors="replace")[-3000:]
+            proc.stop()
+            raise RuntimeError(f"{processes} workers did not start:\n{tail}")
+        time.sleep(0.2)
+    return proc
+
+
+def scale_run(
+    shape: Shape,
+    processes: int,
+    *,
+    sandbox_url: str,
+    broker: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    cluster: PostgresCluster,
+    name: str,
+) -> ScaleOutcome:
+    schema = f"es_scale_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    store_url = f"{cluster.url}?options=-csearch_path%3D{schema}"
+    env = BenchEnv(
+        store_url=store_url,
+        upstream_url=sandbox_url,
+        redis=redis_url,
+        broker=broker,
+        extra={"ENTITY_SYNC_POOL_SIZE": str(max(20, CONCURRENCY))},
+    )
+    redis_client.flushall()
+    empty_bytes = int(redis_client.info("memory")["used_memory"])
+    harness = BenchEnv(store_url=_with_user(store_url, OBSERVER), upstream_url=sandbox_url)
+    harness.secret_key = env.secret_key
+    store = harness.store()
+    ids = [f"c{i:03d}" for i in range(shape.connections)]
+    harness.add_connections(
+        store, [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)]
+    )
+    workers = start_workers(env, processes, name)
+    try:
+        redis_client.config_resetstat()
+        reset_postgres_stats(cluster)
+        pg_cpu0 = postgres_cpu_s(cluster)
+        _, redis_cpu0 = redis_load(redis_client)
+        cpu0 = workers.cpu_seconds()
+        started, requests = enqueue_all(env, ids)
+        runs = wait_runs(
+            store, requests, shape.connections * len(shape.entity_types), timeout_s=1200
+        )
+        worker_cpu = workers.cpu_seconds() - cpu0
+    finally:
+        workers.stop(timeout=60)  # the backends end with them: their statistics are flushed
+    time.sleep(1.0)
+    pg = postgres_load(cluster)
+    pg.cpu_s -= pg_cpu0
+    redis_calls, redis_cpu = redis_load(redis_client)
+    redis_keys = int(redis_client.dbsize())
+    redis_bytes = int(redis_client.info("memory")["used_memory"]) - empty_bytes
+    records = count_records(store)
+    failed = [r for r in runs if str(r.status) != "succeeded"]
+    if records != shape.total or failed:
+        raise RuntimeError(f"scale-out {processes}: {records}/{shape.total} records, {failed}")
+    finish: dict[str, float] = {}
+    for run in runs:
+        end = parse_instant(run.finished_at) - started
+        finish[run.connection_id] = max(finish.get(run.connection_id, 0.0), end)
+    store.drop_connection()
+    with psycopg.connect(cluster.url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    return ScaleOutcome(
+        processes=processes,
+        records=records,
+        seconds=max(finish.values()),
+        fairness=max(finish.values()) / median(list(finish.values())),
+        worker_cpu_s=worker_cpu,
+        redis_commands=redis_calls,
+        redis_cpu_s=redis_cpu - redis_cpu0,
+        pg=pg,
+        pages=sum(r.pages for r in runs),
+        redis_keys=redis_keys,
+        redis_bytes=redis_bytes,
+    )
+
+
+# -- the suite ------------------------------------------------------------------------------
+
+
+def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
+    shape = shape_for(quick=quick)
+    section = Section(
+        "scale_out",
+        "9. Scale-out: worker processes, RabbitMQ and PostgreSQL",
+        f"python -m bench --only scale_out{' --quick' if quick else ''}",
+    )
+    outcomes: dict[int, list[ScaleOutcome]] = {n: [] for n in PROCESSES}
+    limits: dict[int, list[float]] = {n: [] for n in PROCESSES}
+    ratios: dict[int, list[float]] = {n: [] for n in PROCESSES}
+    with (
+        running_sandbox(config=shape.config()) as sandbox,
+        rabbitmq_vhost() as broker,
+        private_redis() as (redis_url, redis_client),
+        private_postgres() as cluster,
+    ):
+        say(f"scale_out: generating {shape.total:,} records in the sandbox")
+        warm(sandbox, [shape.token(i) for i in range(shape.connections)], shape.entity_types)
+        for rep in range(runs):
+            for n in PROCESSES:
+                limit = limit_with_processes(sandbox.url, shape, n)
+                limits[n].append(limit)
+                outcome = scale_run(
+                    shape,
+                    n,
+                    sandbox_url=sandbox.url,
+                    broker=broker,
+                    redis_url=redis_url,
+                    redis_client=redis_client,
+                    cluster=cluster,
+                    name=f"scale-out-{n}-{rep}",
+                )
+                outcomes[n].append(outcome)
+                ratios[n].append(outcome.rate / limit)
+                say(
+                    f"scale_out run {rep + 1}, {n} process(es): {outcome.rate:,.0f} rec/s, "
+                    f"limit {limit:,.0f} ({outcome.rate / limit:.2f}), fairness "
+                    f"{outcome.fairness:.2f}"
+                )
+    describe(section, shape, runs)
+    rate = {n: median([o.rate for o in outcomes[n]]) for n in PROCESSES}
+    table = section.table(
+        Table(
+            [
+                "worker processes",
+                "records/s",
+                "limit records/s (as many processes)",
+                "ratio to the limit",
+                "x 1 process",
+                "fairness (slowest / median connection)",
+                "worker CPU µs/record",
+            ]
+        )
+    )
+    for n in PROCESSES:
+        table.add(
+            n,
+            rate[n],
+            median(limits[n]),
+            median(ratios[n]),
+            rate[n] / rate[1],
+            median([o.fairness for o in outcomes[n]]),
+            median([o.worker_cpu_s / o.records * 1e6 for o in outcomes[n]]),
+        )
+    load = section.table(
+        Table(
+            [
+                "worker processes",
+                "Redis commands/record",
+                "Redis CPU µs/record",
+                "PG statements/record",
+                "PG transactions/page",
+                "PG rows/record",
+                "PG WAL bytes/record",
+                "PG CPU µs/record",
+            ]
+        )
+    )
+    for n in PROCESSES:
+        outs = outcomes[n]
+        load.add(
+            n,
+            median([o.redis_commands / o.records for o in outs]),
+            median([o.redis_cpu_s / o.records * 1e6 for o in outs]),
+            median([o.pg.statements / o.records for o in outs]),
+            median([o.pg.commits / o.pages for o in outs]),
+            median([o.pg.rows / o.records for o in outs]),
+            median([o.pg.wal_bytes / o.records for o in outs]),
+            median([o.pg.cpu_s / o.records * 1e6 for o in outs]),
+        )
+    section.text(
+        "Redis state per connection at the end of a run (keys with TTLs, left by "
+        f"{shape.connections} connections of {len(shape.entity_types)} entity types): "
+        f"{median([o.redis_keys / shape.connections for o in outcomes[1]]):.1f} keys, "
+        f"{median([o.redis_bytes / shape.connections for o in outcomes[1]]):,.0f} bytes "
+        "(used_memory over an empty server's)."
+    )
+    last = outcomes[1][-1]
+    top = section.table(Table(["statement (1 process, last run; first 90 characters)", "per page"]))
+    for query, calls in last.pg.top:
+        top.add(f"`{query.replace('|', '/')}`", calls / max(1, last.pages))
+    explain(section, shape, outcomes, rate)
+    chart = write_chart(
+        CHART,
+        "Throughput against worker processes (RabbitMQ, PostgreSQL)",
+        "worker processes (threads pool, 16 slots each)",
+        "records/s",
+        list(PROCESSES),
+        [
+            Series("entity-sync", [rate[n] for n in PROCESSES]),
+            Series("limit (httpx + JSON)", [median(limits[n]) for n in PROCESSES], dashed=True),
+        ],
+    )
+    section.text(f"![Throughput against worker processes]({chart.relative_to(ROOT).as_posix()})")
+    per = {n: outcomes[n] for n in PROCESSES}
+    summary = [
+        "- Scale-out (RabbitMQ, PostgreSQL): 1/2/4 worker processes on "
+        f"{os.cpu_count()} cores "
+        + ", ".join(f"{rate[n]:,.0f}" for n in PROCESSES)
+        + " records/s ("
+        + ", ".join(f"{median(ratios[n]):.2f}" for n in PROCESSES)
+        + " of the limit); slowest connection / median "
+        + ", ".join(f"{median([o.fairness for o in per[n]]):.2f}" for n in PROCESSES)
+        + f"; per record {median([o.redis_commands / o.records for o in per[1]]):.2f} Redis "
+        f"commands, {median([o.pg.statements / o.records for o in per[1]]):.2f} PostgreSQL "
+        "statements (docs/scaling.md)."
+    ]
+    return section, summary
+
+
+def describe(section: Section, shape: Shape, runs: int) -> None:
+    section.text(
+        f"Data set: {shape.connections} connections x {len(shape.entity_types)} entity types x "
+        f"{shape.records:,} records = {shape.total:,} records ({shape.pages:,} pages of "
+        f"{shape.per_page}), the sandbox with no added latency. Each row is "
+        "`entity-sync workers --processes N -- --concurrency=16` (N Celery workers, "
+        "`--pool=threads`, node names s1@host ... sN@host, no beat) with RabbitMQ as the "
+        "broker (a virtual host of the run's own) and PostgreSQL as the store (a private "
+        "cluster, fsync on, pg_stat_statements), coordination on a private Redis. Timed "
+        "from enqueueing `sync_connection` for every connection to the last run's end; the "
+        "limit is plain httpx + JSON with as many fetching processes, 16 threads each, run "
+        f"just before. Medians of {runs} run(s); ratios are each run's own. "
+        f"This machine has {os.cpu_count()} cores, shared with the sandbox (one Python "
+        "process), RabbitMQ, Redis and PostgreSQL: more processes than free cores cannot "
+        "scale here, which is why the per-record load below is the figure to plan with."
+    )
+
+
+def explain(
+    section: Section, shape: Shape, outcomes: dict[int, list[ScaleOutcome]], rate: dict[int, float]
+) -> None:
+    one = outcomes[1]
+    pages_per_record = median([o.pages / o.records for o in one])
+    section.text(
+        "Fairness is the slowest connection's finish time over the median connection's "
+        "(1.0: all finish together); every connection is enqueued at once and their "
+        "entity types share the workers' slots in queue order. Redis commands are what the "
+        "private server executed (INFO commandstats, commands run inside the Lua scripts "
+        "included) and its CPU (INFO cpu); PostgreSQL statements are the workers' own "
+        "(pg_stat_statements, which does not count BEGIN and COMMIT; the harness's polling "
+        "is left out), transactions the database's commits less the harness's, "
+        "rows those returned or affected, WAL bytes those written, and CPU the whole "
+        "cluster's (postmaster, backends, background writers). "
+        f"A page is {shape.per_page} records ({pages_per_record * shape.per_page:.2f} "
+        "pages read per 100 records here): per-page costs divide by 100 per record."
+    )
+    best = max(rate, key=lambda n: rate[n])
+    section.text(
+        f"Fastest here: {best} process(es), {rate[best]:,.0f} records/s "
+        f"({rate[best] / rate[1]:.2f}x one process). What one Redis and one PostgreSQL "
+        "can carry follows from the per-record figures (docs/scaling.md)."
+    )
