@@ -1,4 +1,4 @@
-"""9. Scale-out: 1, 2 and 4 worker processes, RabbitMQ as the broker, PostgreSQL as the store.
+"""8. Scale-out: 1, 2 and 4 worker processes, RabbitMQ as the broker, PostgreSQL as the store.
 
 Each configuration is ``entity-sync workers --processes N`` (README, "One
 worker process per core": N Celery workers ``--pool=threads
@@ -299,7 +299,7 @@ class ScaleOutcome:
     pg: PgLoad
     pages: int
     redis_keys: int  # keys left in Redis at the end (the connections' state, with TTLs)
-    redis_bytes: int  # Redis memory used at the end less an empty Redis's
+    redis_bytes: int  # MEMORY USAGE of those keys, summed
 
     @property
     def rate(self) -> float:
@@ -346,7 +346,6 @@ def scale_run(
         extra={"ENTITY_SYNC_POOL_SIZE": str(max(20, CONCURRENCY))},
     )
     redis_client.flushall()
-    empty_bytes = int(redis_client.info("memory")["used_memory"])
     harness = BenchEnv(store_url=_with_user(store_url, OBSERVER), upstream_url=sandbox_url)
     harness.secret_key = env.secret_key
     store = harness.store()
@@ -373,7 +372,7 @@ def scale_run(
     pg.cpu_s -= pg_cpu0
     redis_calls, redis_cpu = redis_load(redis_client)
     redis_keys = int(redis_client.dbsize())
-    redis_bytes = int(redis_client.info("memory")["used_memory"]) - empty_bytes
+    redis_bytes = sum(int(redis_client.memory_usage(k) or 0) for k in redis_client.scan_iter())
     records = count_records(store)
     failed = [r for r in runs if str(r.status) != "succeeded"]
     if records != shape.total or failed:
@@ -407,7 +406,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
     shape = shape_for(quick=quick)
     section = Section(
         "scale_out",
-        "9. Scale-out: worker processes, RabbitMQ and PostgreSQL",
+        "8. Scale-out: worker processes, RabbitMQ and PostgreSQL",
         f"python -m bench --only scale_out{' --quick' if quick else ''}",
     )
     outcomes: dict[int, list[ScaleOutcome]] = {n: [] for n in PROCESSES}
@@ -498,7 +497,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         f"{shape.connections} connections of {len(shape.entity_types)} entity types): "
         f"{median([o.redis_keys / shape.connections for o in outcomes[1]]):.1f} keys, "
         f"{median([o.redis_bytes / shape.connections for o in outcomes[1]]):,.0f} bytes "
-        "(used_memory over an empty server's)."
+        "(MEMORY USAGE of each key, summed)."
     )
     last = outcomes[1][-1]
     top = section.table(Table(["statement (1 process, last run; first 90 characters)", "per page"]))
