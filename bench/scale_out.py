@@ -47,6 +47,7 @@ from bench.common import (
     Proc,
     count_records,
     enqueue_all,
+    fresh_store,
     median,
     parse_instant,
     say,
@@ -60,6 +61,7 @@ from worker.testing.sandbox import running_sandbox
 
 AMQP_BASE = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 PROCESSES = (1, 2, 4)
+DEFAULT_STACK = (1, 2)  # the README's defaults, Redis broker and SQLite, for comparison
 CONCURRENCY = 16  # per process, as README recommends
 OBSERVER = "bench_observer"  # the harness's PostgreSQL role, left out of the counts
 CHART = ROOT / "docs" / "scale-out.svg"
@@ -377,10 +379,7 @@ def scale_run(
     failed = [r for r in runs if str(r.status) != "succeeded"]
     if records != shape.total or failed:
         raise RuntimeError(f"scale-out {processes}: {records}/{shape.total} records, {failed}")
-    finish: dict[str, float] = {}
-    for run in runs:
-        end = parse_instant(run.finished_at) - started
-        finish[run.connection_id] = max(finish.get(run.connection_id, 0.0), end)
+    finish = finish_times(runs, started)
     store.drop_connection()
     with psycopg.connect(cluster.url, autocommit=True) as admin:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -399,6 +398,56 @@ def scale_run(
     )
 
 
+def finish_times(runs: Sequence[Any], started: float) -> dict[str, float]:
+    """Each connection's finish: its last run's end, seconds after the enqueue."""
+    finish: dict[str, float] = {}
+    for run in runs:
+        end = parse_instant(run.finished_at) - started
+        finish[run.connection_id] = max(finish.get(run.connection_id, 0.0), end)
+    return finish
+
+
+def default_stack_run(
+    shape: Shape,
+    processes: int,
+    *,
+    sandbox_url: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    name: str,
+) -> tuple[float, float]:
+    """(records/s, fairness) with the README's defaults: one Redis as broker and
+    coordination, a SQLite store (one writer at a time, whatever the processes)."""
+    redis_client.flushall()
+    with fresh_store("sqlite", name) as spec:
+        env = BenchEnv(
+            store_url=spec.url,
+            upstream_url=sandbox_url,
+            redis=redis_url,
+            extra={"ENTITY_SYNC_POOL_SIZE": str(max(20, CONCURRENCY))},
+        )
+        store = env.store()
+        ids = [f"c{i:03d}" for i in range(shape.connections)]
+        env.add_connections(
+            store, [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)]
+        )
+        workers = start_workers(env, processes, name)
+        try:
+            started, requests = enqueue_all(env, ids)
+            runs = wait_runs(
+                store, requests, shape.connections * len(shape.entity_types), timeout_s=1200
+            )
+        finally:
+            workers.stop(timeout=60)
+        records = count_records(store)
+        store.drop_connection()
+    failed = [r for r in runs if str(r.status) != "succeeded"]
+    if records != shape.total or failed:
+        raise RuntimeError(f"default stack {processes}: {records}/{shape.total} records, {failed}")
+    finish = finish_times(runs, started)
+    return records / max(finish.values()), max(finish.values()) / median(list(finish.values()))
+
+
 # -- the suite ------------------------------------------------------------------------------
 
 
@@ -412,6 +461,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
     outcomes: dict[int, list[ScaleOutcome]] = {n: [] for n in PROCESSES}
     limits: dict[int, list[float]] = {n: [] for n in PROCESSES}
     ratios: dict[int, list[float]] = {n: [] for n in PROCESSES}
+    default: dict[int, list[tuple[float, float, float]]] = {n: [] for n in DEFAULT_STACK}
     with (
         running_sandbox(config=shape.config()) as sandbox,
         rabbitmq_vhost() as broker,
@@ -441,6 +491,17 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
                     f"limit {limit:,.0f} ({outcome.rate / limit:.2f}), fairness "
                     f"{outcome.fairness:.2f}"
                 )
+                if n in DEFAULT_STACK:
+                    rate_n, fair = default_stack_run(
+                        shape,
+                        n,
+                        sandbox_url=sandbox.url,
+                        redis_url=redis_url,
+                        redis_client=redis_client,
+                        name=f"scale-out-default-{n}-{rep}",
+                    )
+                    default[n].append((rate_n, rate_n / limit, fair))
+                    say(f"scale_out run {rep + 1}, default stack, {n}: {rate_n:,.0f} rec/s")
     describe(section, shape, runs)
     rate = {n: median([o.rate for o in outcomes[n]]) for n in PROCESSES}
     table = section.table(
@@ -499,6 +560,22 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         f"{median([o.redis_bytes / shape.connections for o in outcomes[1]]):,.0f} bytes "
         "(MEMORY USAGE of each key, summed)."
     )
+    section.text(
+        "The README's default stack for comparison (one Redis as broker and coordination, "
+        "a SQLite store, which takes one writer at a time), same data and limits, run "
+        "right after the row of as many processes above:"
+    )
+    plain = section.table(
+        Table(["worker processes", "records/s", "ratio to the limit", "x 1 process", "fairness"])
+    )
+    for n in DEFAULT_STACK:
+        plain.add(
+            n,
+            median([r for r, _, _ in default[n]]),
+            median([q for _, q, _ in default[n]]),
+            median([r for r, _, _ in default[n]]) / median([r for r, _, _ in default[1]]),
+            median([f for _, _, f in default[n]]),
+        )
     last = outcomes[1][-1]
     top = section.table(Table(["statement (1 process, last run; first 90 characters)", "per page"]))
     for query, calls in last.pg.top:
@@ -527,7 +604,9 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         + ", ".join(f"{median([o.fairness for o in per[n]]):.2f}" for n in PROCESSES)
         + f"; per record {median([o.redis_commands / o.records for o in per[1]]):.2f} Redis "
         f"commands, {median([o.pg.statements / o.records for o in per[1]]):.2f} PostgreSQL "
-        "statements (docs/scaling.md)."
+        "statements (docs/scaling.md); default stack (Redis broker, SQLite) 1/2 processes "
+        + ", ".join(f"{median([r for r, _, _ in default[n]]):,.0f}" for n in DEFAULT_STACK)
+        + " records/s."
     ]
     return section, summary
 
