@@ -8,35 +8,23 @@ throughput it reports fairness across connections and the load each record
 puts on the shared services, the figures docs/scaling.md extrapolates from:
 
 - Redis: a private ``redis-server`` (coordination only: the broker is
-  RabbitMQ), so INFO commandstats and its CPU are this run's alone.
-- PostgreSQL: a private cluster (``chaos.infra.PostgresCluster``, fsync on)
-  with pg_stat_statements; the workers connect as ``postgres``, the harness
-  (registering connections, polling for the runs' end) as another role whose
-  statements are left out.
-- RabbitMQ: the machine's server, in a virtual host of this run's own
-  (``rabbitmqctl add_vhost``), deleted afterwards.
+  RabbitMQ), PostgreSQL a private cluster with pg_stat_statements, RabbitMQ a
+  virtual host of the run's own (bench/service_load.py).
+- The limit: as many fetching processes (bench/limit_processes.py).
 
 No beat runs: its housekeeping would add load unrelated to the records.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import queue
-import shutil
-import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import psutil
 import psycopg
 import redis
 
@@ -53,17 +41,27 @@ from bench.common import (
     say,
     wait_runs,
 )
+from bench.limit_processes import CONCURRENCY, limit_with_processes
 from bench.report import Section, Table
+from bench.service_load import (
+    OBSERVER,
+    PgLoad,
+    PostgresCluster,
+    postgres_cpu_s,
+    postgres_load,
+    private_postgres,
+    private_redis,
+    rabbitmq_vhost,
+    redis_load,
+    reset_postgres_stats,
+    with_user,
+)
 from bench.svgplot import Series, write_chart
 from bench.throughput import ENTITY_TYPES, Shape, warm
-from chaos.infra import PostgresCluster, free_port
 from worker.testing.sandbox import running_sandbox
 
-AMQP_BASE = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 PROCESSES = (1, 2, 4)
 DEFAULT_STACK = (1, 2)  # the README's defaults, Redis broker and SQLite, for comparison
-CONCURRENCY = 16  # per process, as README recommends
-OBSERVER = "bench_observer"  # the harness's PostgreSQL role, left out of the counts
 CHART = ROOT / "docs" / "scale-out.svg"
 
 
@@ -71,219 +69,6 @@ def shape_for(*, quick: bool) -> Shape:
     if quick:
         return Shape(connections=4, entity_types=ENTITY_TYPES[:2], records=1_000)
     return Shape(connections=16, entity_types=ENTITY_TYPES, records=1_500)
-
-
-# -- the services -----------------------------------------------------------------------
-
-
-@contextmanager
-def rabbitmq_vhost() -> Iterator[str]:
-    """A broker URL on a RabbitMQ virtual host of this run's own, deleted afterwards."""
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        raise RuntimeError("needs rabbitmqctl to make a virtual host of its own")
-    vhost = f"es_bench_{uuid.uuid4().hex[:8]}"
-
-    def rabbitmqctl(*args: str) -> None:
-        subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
-
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"{AMQP_BASE}/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
-
-
-@contextmanager
-def private_redis() -> Iterator[tuple[str, redis.Redis]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("needs the redis-server binary for a private Redis")
-    port = free_port()
-    server = Proc(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        {},
-        OUT_DIR / "logs" / "scale-out-redis.log",
-    ).start(ready=b"Ready to accept connections")
-    client = redis.Redis(port=port, socket_connect_timeout=3)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", client
-    finally:
-        client.close()
-        server.stop()
-
-
-@contextmanager
-def private_postgres() -> Iterator[PostgresCluster]:
-    """A private cluster with pg_stat_statements and fsync on (what production has)."""
-    cluster = PostgresCluster(
-        options="-c fsync=on -c shared_preload_libraries=pg_stat_statements "
-        "-c pg_stat_statements.track_utility=on"
-    )
-    with cluster:
-        with psycopg.connect(cluster.url, autocommit=True) as admin:
-            admin.execute("CREATE EXTENSION pg_stat_statements")
-            admin.execute(f"CREATE ROLE {OBSERVER} LOGIN SUPERUSER")
-        yield cluster
-
-
-def _with_user(url: str, user: str) -> str:
-    return url.replace("postgresql://postgres@", f"postgresql://{user}@", 1)
-
-
-def postgres_cpu_s(cluster: PostgresCluster) -> float:
-    """CPU of the whole cluster so far: postmaster, live processes, ended backends."""
-    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    main = psutil.Process(pid)
-    t = main.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in main.children():
-        try:
-            c = child.cpu_times()
-            total += c.user + c.system
-        except psutil.NoSuchProcess:
-            pass  # ended in between: its time is in children_* next time
-    return total
-
-
-def redis_load(client: redis.Redis) -> tuple[int, float]:
-    """(commands executed, Lua-internal included; CPU seconds) of the private Redis so far."""
-    stats = client.info("commandstats")
-    calls = sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
-    cpu = client.info("cpu")
-    return calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
-
-
-@dataclass
-class PgLoad:
-    statements: int  # every statement the workers sent, BEGIN and COMMIT included
-    commits: int  # transactions committed by the workers
-    rows: int  # rows returned or affected
-    wal_bytes: int
-    cpu_s: float
-    top: list[tuple[str, int]]  # the statements most called: (text, calls)
-
-
-def postgres_load(cluster: PostgresCluster) -> PgLoad:
-    """pg_stat_statements totals of the workers' role, and the cluster's CPU."""
-    workers = (
-        "FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid "
-        "WHERE r.rolname = 'postgres' AND s.query NOT ILIKE '%pg_stat_%'"
-    )
-    with psycopg.connect(cluster.url, autocommit=True) as conn:
-        row = conn.execute(
-            f"SELECT coalesce(sum(calls), 0), 0, coalesce(sum(rows), 0), "
-            f"coalesce(sum(wal_bytes), 0) {workers}"
-        ).fetchone()
-        # Transactions: the database's commits less the harness's own (its
-        # statements run one per transaction); pg_stat_statements does not
-        # count BEGIN and COMMIT.
-        commits = conn.execute(
-            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())"
-            " - (SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_roles r "
-            f"ON r.oid = s.userid WHERE r.rolname = '{OBSERVER}')"
-        ).fetchone()
-        top = conn.execute(
-            f"SELECT regexp_replace(left(query, 90), '\\s+', ' ', 'g'), calls {workers} "
-            "ORDER BY calls DESC LIMIT 6"
-        ).fetchall()
-    assert row is not None
-    assert commits is not None
-    return PgLoad(
-        int(row[0]),
-        int(commits[0]),
-        int(row[2]),
-        int(row[3]),
-        postgres_cpu_s(cluster),
-        [(str(q), int(c)) for q, c in top],
-    )
-
-
-def reset_postgres_stats(cluster: PostgresCluster) -> None:
-    with psycopg.connect(cluster.url, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_statements_reset()")
-        conn.execute("SELECT pg_stat_reset()")  # this database's transaction counts
-
-
-# -- the limit with N fetching processes -------------------------------------------------------
-
-
-def _fetch_pages(
-    url: str,
-    pages: Sequence[tuple[str, str, int]],
-    per_page: int,
-    concurrency: int,
-    ready: Any,
-    go: Any,
-    results: Any,
-) -> None:
-    """One fetching process: ``concurrency`` threads over its share of the pages."""
-    jobs: queue.Queue[tuple[str, str, int]] = queue.Queue()
-    for page in pages:
-        jobs.put(page)
-    client = httpx.Client(
-        base_url=url,
-        timeout=60.0,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-    )
-    counts = [0] * concurrency
-
-    def fetch(slot: int) -> None:
-        while True:
-            try:
-                token, entity, page = jobs.get_nowait()
-            except queue.Empty:
-                return
-            response = client.get(
-                f"/api/eam/{entity}",
-                params={"page": page, "per_page": per_page, "sort[updatedAt]": 0},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response.raise_for_status()
-            counts[slot] += len(response.json()["data"])
-
-    ready.put(1)
-    go.wait()
-    threads = [threading.Thread(target=fetch, args=(n,)) for n in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    client.close()
-    results.put(sum(counts))
-
-
-def limit_with_processes(url: str, shape: Shape, processes: int) -> float:
-    """Records/s of plain httpx + JSON with ``processes`` processes of CONCURRENCY threads."""
-    pages = [
-        (shape.token(i), entity, page)
-        for i in range(shape.connections)
-        for entity in shape.entity_types
-        for page in range(1, -(-shape.records // shape.per_page) + 1)
-    ]
-    context = multiprocessing.get_context("fork")
-    ready, results, go = context.Queue(), context.Queue(), context.Event()
-    children = [
-        context.Process(
-            target=_fetch_pages,
-            args=(url, pages[n::processes], shape.per_page, CONCURRENCY, ready, go, results),
-        )
-        for n in range(processes)
-    ]
-    for child in children:
-        child.start()
-    for _ in children:
-        ready.get(timeout=60)
-    t0 = time.perf_counter()
-    go.set()
-    records = sum(results.get(timeout=600) for _ in children)
-    seconds = time.perf_counter() - t0
-    for child in children:
-        child.join(30)
-    if records != shape.total:
-        raise RuntimeError(f"the limit read {records}/{shape.total} records")
-    return records / seconds
 
 
 # -- entity-sync with N processes -----------------------------------------------------------
@@ -348,7 +133,7 @@ def scale_run(
         extra={"ENTITY_SYNC_POOL_SIZE": str(max(20, CONCURRENCY))},
     )
     redis_client.flushall()
-    harness = BenchEnv(store_url=_with_user(store_url, OBSERVER), upstream_url=sandbox_url)
+    harness = BenchEnv(store_url=with_user(store_url, OBSERVER), upstream_url=sandbox_url)
     harness.secret_key = env.secret_key
     store = harness.store()
     ids = [f"c{i:03d}" for i in range(shape.connections)]
