@@ -381,7 +381,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
     per = {n: outcomes[n] for n in PROCESSES}
     summary = [
         "- Scale-out (RabbitMQ, PostgreSQL): 1/2/4 worker processes on "
-        f"{os.cpu_count()} cores "
+        f"{os.cpu_count()} cores: "
         + ", ".join(f"{rate[n]:,.0f}" for n in PROCESSES)
         + " records/s ("
         + ", ".join(f"{median(ratios[n]):.2f}" for n in PROCESSES)
@@ -402,7 +402,7 @@ def describe(section: Section, shape: Shape, runs: int) -> None:
         f"{shape.records:,} records = {shape.total:,} records ({shape.pages:,} pages of "
         f"{shape.per_page}), the sandbox with no added latency. Each row is "
         "`entity-sync workers --processes N -- --concurrency=16` (N Celery workers, "
-        "`--pool=threads`, node names s1@host ... sN@host, no beat) with RabbitMQ as the "
+        "`--pool=threads`, node names s<run>1@host ... s<run>N@host, no beat) with RabbitMQ as the "
         "broker (a virtual host of the run's own) and PostgreSQL as the store (a private "
         "cluster, fsync on, pg_stat_statements), coordination on a private Redis. Timed "
         "from enqueueing `sync_connection` for every connection to the last run's end; the "
