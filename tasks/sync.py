@@ -137,6 +137,7 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                         "run_id": step.run_id,
                         "trigger": "continuation",
                         "resume_from": step.resume_from,
+                        "horizon": step.horizon,
                     }
                 )
                 publish(

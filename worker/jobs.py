@@ -58,8 +58,9 @@ class SyncEntityJob(_Job):
     # services leave them out.
     run_id: RequestId | None = None
     resume_from: str | None = None
+    horizon: str | None = None  # the newest change the run reads (worker/sync/pager.py)
 
-    @field_validator("resume_from")
+    @field_validator("resume_from", "horizon")
     @classmethod
     def _instant(cls, value: str | None) -> str | None:
         if value is None:

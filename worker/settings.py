@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # this much older than the upstream's clock, so late writers cannot join it.
     tie_settle_seconds: PositiveSeconds = 2.0
     max_tie_passes: Annotated[int, Field(ge=1, le=1000)] = 20
+    # A run reads changes up to the upstream's clock at its first page plus this
+    # margin, then ends; later changes are the next run's (worker/sync/pager.py).
+    run_horizon_margin_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5.0
 
     # Scheduling: every connection syncs this often unless it has its own interval.
     sync_interval_seconds: Annotated[int, Field(ge=1, le=7 * 86_400)] = 900

@@ -27,6 +27,14 @@ by one. The Pager never relies on page numbers across a changing list:
   cannot add to a group already left behind. Until then the run reads on past
   T but keeps its checkpoint pinned at T, and the next run reads the group
   again.
+* **Ends.** A run reads what the list held when it began, not every change
+  made while it reads: its horizon is the upstream's clock at its first page
+  plus ``horizon_margin_s``, and a full page reaching past the horizon ends
+  the run. The cursor stays at that page's newest record, so what changed
+  later is the next run's first page; without this, a source that changes
+  faster than a worker reads keeps one run going for ever. A full run
+  (``horizon_margin_s=None``) has no horizon: it must read every key to the
+  list's end, since it marks the keys it did not read as deleted.
 
 The cursor is checkpointed with each page's records in one transaction, so a
 crash anywhere repeats work and never loses any.
@@ -40,7 +48,7 @@ from datetime import timedelta
 
 from worker.errors import BadResponse
 from worker.store import RecordRow
-from worker.timeutil import after, parse_instant
+from worker.timeutil import after, canonical, parse_instant
 from worker.upstream.client import Page, PageQuery
 
 
@@ -80,8 +88,15 @@ class Pager:
         per_page: int,
         settle_s: float,
         max_tie_passes: int,
+        horizon: str | None = None,
+        horizon_margin_s: float | None = None,
     ) -> None:
         self.done = False
+        # Set from the first page of the run; a continuing slice brings it along.
+        self._horizon = horizon
+        self._horizon_margin = (
+            None if horizon_margin_s is None else timedelta(seconds=horizon_margin_s)
+        )
         # ``position`` is where an earlier slice of the same run stopped
         # reading; the saved ``cursor`` may lag behind it, pinned at a tie group.
         self._position = position or cursor  # where reading goes on from
@@ -103,6 +118,11 @@ class Pager:
         return self._position
 
     @property
+    def horizon(self) -> str | None:
+        """The newest updatedAt this run must read; later changes are the next run's."""
+        return self._horizon
+
+    @property
     def in_tie_scan(self) -> bool:
         """Whether a group sharing one updatedAt is being read (progress in memory)."""
         return self._tie is not None
@@ -121,6 +141,8 @@ class Pager:
     def advance(self, page: Page, stored: list[RecordRow]) -> None:
         """Take in one page (and its storable records); move the cursor."""
         _check_meta(page)
+        if self._horizon is None and self._horizon_margin is not None:
+            self._horizon = canonical(page.server_time + self._horizon_margin)
         full = len(page.records) >= min(self._per_page, page.meta.per_page or self._per_page)
         if self._tie is not None:
             self._advance_tie(self._tie, page, stored, full)
@@ -141,6 +163,11 @@ class Pager:
         if position is not None and (high < position or (high > low and high == position)):
             raise BadResponse("the upstream ignored filter[updatedAt:gteq]")
         self._position = high
+        if self._horizon is not None and high > self._horizon:
+            # Everything up to ``high`` is read, and with it the list as it was
+            # when the run began: what changed since is the next run's.
+            self.done = True
+            return
         if high == low:
             # The whole page shares one updatedAt: read that group by page numbers.
             self._tie = _TieScan(at=high)

@@ -76,6 +76,7 @@ class Step:
     run_id: str
     successor_task_id: str | None = None
     resume_from: str | None = None
+    horizon: str | None = None  # CONTINUE: the run's horizon, for the successor
     detail: str | None = None
     retry_after: float | None = None
     kind: Kind | None = None
@@ -140,7 +141,7 @@ def _held_step(
     if not rt.limits.acquire_slot(connection.id, me, ttl_s=rt.settings.lease_ttl):
         # Every slot of this connection is busy: other connections get the workers.
         waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
-        return _park(job, run_id, me, waiting, job.resume_from, store=rt.store, leases=rt.leases)
+        return _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
     try:
         result = _slice(rt, job, connection, run_id, me)
     except CoordinationError:
@@ -186,6 +187,7 @@ def _slice(
     """Preflight (first task of a run) and one slice; a stop comes back in the result."""
     entity = job.entity_type.value
     resume_from = job.resume_from if job.run_id == run_id else None
+    horizon = job.horizon if job.run_id == run_id else None
     guard = Guard(
         breaker=rt.breaker,
         connection_id=connection.id,
@@ -206,6 +208,8 @@ def _slice(
             base_url=connection.upstream_url or rt.settings.upstream_url,
             token=_token(rt.secrets, connection),
             resume_from=resume_from,
+            horizon=horizon,
+            full=job.full,
         )
         if job.run_id is None:
             preflight(
@@ -227,7 +231,7 @@ def _slice(
             before_page=renewer,
         )
     except (UpstreamError, SecretError, Deferred, Halted, Blocked, RetryLater) as exc:
-        return SliceResult(False, resume_from, 0, 0, 0, stopped_by=exc)
+        return SliceResult(False, resume_from, 0, 0, 0, exc, horizon)
 
 
 def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: SliceResult) -> Step:
@@ -235,15 +239,15 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
     entity = job.entity_type.value
     stop = result.stopped_by
     if isinstance(stop, Deferred):
-        return _park(job, run_id, me, stop, result.position, store=rt.store, leases=rt.leases)
+        return _park(job, run_id, me, stop, result, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater) and (stop.retry_after or 0) > MAX_COUNTDOWN_S:
         # A Celery countdown this long would sit in worker memory: park instead.
         later = Deferred(str(stop), until=time.time() + (stop.retry_after or 0))
-        return _park(job, run_id, me, later, result.position, store=rt.store, leases=rt.leases)
+        return _park(job, run_id, me, later, result, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater) and not rt.retry_budgets.spend(job.connection_id):
         # Retries must not multiply an outage: wait out the budget window instead.
         spent = Deferred(f"retry budget spent: {stop}", until=time.time() + MAX_COUNTDOWN_S)
-        return _park(job, run_id, me, spent, result.position, store=rt.store, leases=rt.leases)
+        return _park(job, run_id, me, spent, result, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater):
         # The lease stays ours: the retry is this same task (same id), later.
         return Step(
@@ -266,7 +270,11 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
     successor = str(uuid.uuid4())
     rt.leases.hand_over(job.connection_id, entity, me, holder_of(run_id, successor))
     return Step(
-        StepOutcome.CONTINUE, run_id, successor_task_id=successor, resume_from=result.position
+        StepOutcome.CONTINUE,
+        run_id,
+        successor_task_id=successor,
+        resume_from=result.position,
+        horizon=result.horizon,
     )
 
 
@@ -325,13 +333,20 @@ def _park(
     run_id: str,
     me: str,
     deferral: Deferred,
-    position: str | None,
+    progress: SliceResult | None,
     *,
     store: SqlStore,
     leases: Leases,
 ) -> Step:
-    """Park the job until the deferral's time; it burns no retry and holds no lease."""
-    resumed = job.model_copy(update={"run_id": run_id, "resume_from": position, "trigger": "retry"})
+    """Park the job until the deferral's time; it burns no retry and holds no lease.
+
+    ``progress`` is how far the slice read; None (no slice ran) keeps the
+    job's own position and horizon.
+    """
+    moved = (
+        {} if progress is None else {"resume_from": progress.position, "horizon": progress.horizon}
+    )
+    resumed = job.model_copy(update={"run_id": run_id, "trigger": "retry", **moved})
     due_at = unix_to_instant(deferral.until) or utc_now()
     store.park_job(
         ParkedJob(

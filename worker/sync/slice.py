@@ -44,6 +44,8 @@ class SliceTarget:
     base_url: str
     token: str
     resume_from: str | None = None  # where the run's previous slice stopped reading
+    horizon: str | None = None  # the run's horizon (see ``Pager``), once its first page set it
+    full: bool = False  # a full read has no horizon: it must reach the list's end
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class SliceResult:
     records: int
     quarantined: int
     stopped_by: EntitySyncError | None = None  # a guard's verdict or an upstream failure
+    horizon: str | None = None  # carried to the run's next slice
 
 
 def sync_slice(
@@ -81,6 +84,8 @@ def sync_slice(
         per_page=settings.page_size,
         settle_s=settings.tie_settle_seconds,
         max_tie_passes=settings.max_tie_passes,
+        horizon=target.horizon,
+        horizon_margin_s=None if target.full else settings.run_horizon_margin_seconds,
     )
     started = clock()
     pages = records = quarantined = 0
@@ -97,7 +102,9 @@ def sync_slice(
         try:
             page = guard.call(target.entity_type, Where.LIST, fetch)
         except (UpstreamError, Deferred, Halted, Blocked, RetryLater) as exc:
-            return SliceResult(False, pager.position, pages, records, quarantined, stopped_by=exc)
+            return SliceResult(
+                False, pager.position, pages, records, quarantined, exc, pager.horizon
+            )
         good, bad = split_records(page.records)
         pager.advance(page, good)
         store.commit_page(
@@ -119,4 +126,5 @@ def sync_slice(
         pages=pages,
         records=records,
         quarantined=quarantined,
+        horizon=pager.horizon,
     )

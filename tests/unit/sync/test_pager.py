@@ -80,8 +80,15 @@ def run_once(
     cursor: str | None,
     mutate: object = None,
     per_page: int = 100,
+    horizon_margin_s: float | None = None,
 ) -> str | None:
-    pager = Pager(cursor=cursor, per_page=per_page, settle_s=2.0, max_tie_passes=50)
+    pager = Pager(
+        cursor=cursor,
+        per_page=per_page,
+        settle_s=2.0,
+        max_tie_passes=50,
+        horizon_margin_s=horizon_margin_s,
+    )
     while not pager.done:
         page = upstream.answer(pager.next_query())
         good, _ = split_records(page.records)
@@ -268,3 +275,81 @@ def test_run_plus_incremental_run_converges(
     cursor = run_once(upstream, store, None, mutate, per_page)
     run_once(upstream, store, cursor, None, per_page)
     assert store == upstream.records
+
+
+@dataclass
+class LiveClockUpstream(ModelUpstream):
+    """An upstream whose Date header is its own clock, so changes made now are after it."""
+
+    def answer(self, query: PageQuery, per_page_cap: int = 100) -> Page:
+        page = super().answer(query, per_page_cap)
+        return Page(page.records, page.meta, server_time=BASE + timedelta(seconds=self.now))
+
+
+def _busy(upstream: ModelUpstream, count: int) -> None:
+    """Move ``count`` of the oldest records to the end, as a busy ERP's edits would."""
+    for key, _ in sorted(upstream.records.items(), key=lambda kv: kv[1])[:count]:
+        upstream.update(key)
+
+
+def test_a_run_ends_though_the_source_changes_faster_than_it_reads() -> None:
+    upstream = LiveClockUpstream()
+    for i in range(1_000):
+        upstream.records[f"r-{i:04d}"] = upstream.tick()
+    store: dict[str, int] = {}
+    # Every request moves 150 records to the end: more than a page of 100 reads.
+    cursor = run_once(
+        upstream, store, None, mutate=lambda: _busy(upstream, 150), horizon_margin_s=0.0
+    )
+    # It read the list as it was at its first request (10 pages) and one page
+    # past it, not the stream of edits after (32 pages here without a horizon).
+    assert upstream.requests <= 12
+    # The next run, once the edits stop, brings every change in: nothing was lost.
+    run_once(upstream, store, cursor, horizon_margin_s=0.0)
+    assert store == upstream.records
+
+
+def test_the_horizon_carries_over_to_the_next_slice_of_a_run() -> None:
+    upstream = LiveClockUpstream()
+    for i in range(300):
+        upstream.records[f"r-{i:04d}"] = upstream.tick()
+    first = Pager(cursor=None, per_page=100, settle_s=0.0, max_tie_passes=5, horizon_margin_s=0.0)
+    page = upstream.answer(first.next_query())
+    first.advance(page, split_records(page.records)[0])
+    horizon = first.horizon
+    assert horizon == upstream.stamp(10_300)
+    for i in range(300):
+        upstream.records[f"new-{i:04d}"] = upstream.tick()
+    # The run's next slice reads on from where the first stopped, up to the
+    # same horizon, though the upstream's clock has moved on.
+    second = Pager(
+        cursor=first.cursor,
+        position=first.position,
+        per_page=100,
+        settle_s=0.0,
+        max_tie_passes=5,
+        horizon=horizon,
+    )
+    pages = 0
+    while not second.done:
+        page = upstream.answer(second.next_query())
+        second.advance(page, split_records(page.records)[0])
+        pages += 1
+    assert second.horizon == horizon
+    assert pages == 3  # records 100..300, then the first page past the horizon
+
+
+def test_a_full_read_has_no_horizon() -> None:
+    upstream = LiveClockUpstream()
+    for i in range(1_000):
+        upstream.records[f"r-{i:04d}"] = upstream.tick()
+    pager = Pager(cursor=None, per_page=100, settle_s=0.0, max_tie_passes=5)
+    pages = 0
+    while not pager.done:
+        page = upstream.answer(pager.next_query())
+        pager.advance(page, split_records(page.records)[0])
+        if pages < 5:  # records move past the clock of the first page while it reads
+            _busy(upstream, 150)
+        pages += 1
+    # It read on to a page that was not full: every key, as reconciliation needs.
+    assert pager.horizon is None and pages > 11
