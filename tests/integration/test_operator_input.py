@@ -120,6 +120,31 @@ def _tick(store: SqlStore, now: float, default_s: int = 900) -> list[str]:
     return enqueued
 
 
+def test_a_tick_writes_only_for_the_connections_whose_slot_turned(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _env(store_url).store()
+    for n in range(30):
+        store.add_connection(Connection(id=f"c{n:02d}", name="c", entity_types=("assets",)))
+    claims: list[str] = []
+    real_claim = store.claim_slot
+
+    def counted(connection_id: str, slot: int, outcome: str) -> bool:
+        claims.append(connection_id)
+        return real_claim(connection_id, slot, outcome)
+
+    monkeypatch.setattr(store, "claim_slot", counted)
+    now = 1_800_000_000.0
+    assert len(_tick(store, now)) == 30 and len(claims) == 30
+    claims.clear()
+    # A tick later nothing turned: no write transaction at all (at 100,000
+    # connections a claim each would be 100,000 transactions every tick).
+    assert _tick(store, now + 5) == [] and claims == []
+    # Over one interval every connection's slot turns once, and only then is it claimed.
+    later = [c for t in range(10, 910, 5) for c in _tick(store, now + t)]
+    assert sorted(later) == sorted(claims) and len(later) == 30
+
+
 def test_a_bad_stored_interval_falls_back_to_the_default(store_url: str) -> None:
     store = _env(store_url).store()
     store.add_connection(Connection(id="neg", name="neg", entity_types=("assets",)))

@@ -175,6 +175,11 @@ class RegistryStore(StoreBase):
             )
 
     @translated
+    def last_slots(self) -> dict[str, int | None]:
+        """Each connection's last claimed schedule slot, in one read."""
+        return dict(self._read("SELECT id, last_slot FROM connections", ()))
+
+    @translated
     def claim_slot(self, connection_id: str, slot: int, outcome: str) -> bool:
         """Claim schedule slot ``slot`` of a connection: True for exactly one caller.
 

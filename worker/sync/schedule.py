@@ -4,8 +4,11 @@ Time is cut into slots of each connection's interval, shifted by a per-
 connection offset (a hash of its id) so that a thousand connections with one
 interval do not all fire in the same second. A slot is enqueued at most once:
 claiming it is one conditional UPDATE in the store, so two schedulers, or one
-restarted, cannot send it twice. A connection whose previous run still goes
-when its next slot comes skips that slot instead of piling runs up.
+restarted, cannot send it twice. Slots already claimed are skipped from one
+read of every connection's last slot, so a tick writes only for the
+connections whose slot turned (a few per tick), not for every connection.
+A connection whose previous run still goes when its next slot comes skips
+that slot instead of piling runs up.
 """
 
 from __future__ import annotations
@@ -55,10 +58,14 @@ def schedule_due(
     busy = store.busy_connections(
         started_after=canonical(datetime.fromtimestamp(now, UTC) - STALE_RUN)
     )
+    claimed = store.last_slots()
     decisions = []
     for connection in connections:
         interval = int(connection.sync_interval(default_interval_s))
         slot = current_slot(connection.id, interval, now)
+        last = claimed.get(connection.id)
+        if last is not None and last >= slot:
+            continue  # claimed already: the conditional UPDATE would refuse it
         outcome = "skipped: previous run still going" if connection.id in busy else "enqueued"
         try:
             if not store.claim_slot(connection.id, slot, outcome):
