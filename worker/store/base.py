@@ -31,6 +31,11 @@ class Tx:
         self._cursor = cursor
         self._dialect = dialect
 
+    @property
+    def dialect_name(self) -> str:
+        """``sqlite`` or ``postgresql``: for the few statements written per backend."""
+        return self._dialect.name
+
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         self._cursor.execute(self._dialect.sql(statement), tuple(params))
         return self._cursor

@@ -16,102 +16,18 @@ instant in the store: a key another worker wrote just after the read began,
 on a clock running behind by more than that, could be marked; it comes back
 live on its next read.
 
-The helpers take the caller's transaction: ``before_upsert`` and
-``after_upsert`` run inside ``SyncStore.commit_page``, ``on_run_end`` inside
-``SyncStore.finish_run``.
+The page's stamps are written with its records (``store/page_write.py``);
+``on_run_end`` takes the caller's transaction, inside ``SyncStore.finish_run``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from worker.store.base import StoreBase, Tx, translated
-from worker.store.models import Event, PageCommit, RunStatus
+from worker.store.models import Event, RunStatus
+from worker.store.page_write import RECONCILIATION
 from worker.timeutil import utc_now
-
-RECONCILIATION = "reconciliation"
-UPSTREAM = "upstream"
-
-
-@dataclass(frozen=True)
-class _Stored:
-    updated_at: str
-    deleted_at: str | None
-    deleted_by: str | None
-
-
-def before_upsert(tx: Tx, commit: PageCommit) -> dict[str, _Stored]:
-    """The stored version of each key the page holds, read before it is written."""
-    keys = sorted({r.key for r in commit.records})
-    if not keys:
-        return {}
-    marks = ",".join("?" * len(keys))
-    rows = tx.execute(
-        "SELECT key, source_updated_at, deleted_at, deleted_by FROM records "
-        f"WHERE connection_id = ? AND entity_type = ? AND key IN ({marks})",
-        (commit.connection_id, commit.entity_type, *keys),
-    ).fetchall()
-    return {row[0]: _Stored(row[1], row[2], row[3]) for row in rows}
-
-
-def after_upsert(tx: Tx, commit: PageCommit, stored: dict[str, _Stored]) -> None:
-    """Stamp the page's keys as read by this run; count created, updated and deleted.
-
-    The upsert applies a record when the stored one is not newer; an applied
-    record's ``deleted_by`` follows its ``deletedAt`` (a key marked by a
-    reconciliation that is listed again is live again).
-    """
-    created = updated = deleted = revived = 0
-    rows: list[tuple[Any, ...]] = []
-    current = dict(stored)
-    for record in commit.records:
-        before = current.get(record.key)
-        applied = before is None or before.updated_at <= record.updated_at
-        if not applied:
-            assert before is not None
-            deleted_by = before.deleted_by
-        else:
-            deleted_by = UPSTREAM if record.deleted_at else None
-            if before is None:
-                created += 1
-            elif record.deleted_at and before.deleted_at is None:
-                deleted += 1
-            elif before.updated_at < record.updated_at or before.deleted_by != deleted_by:
-                updated += 1
-            if before is not None and before.deleted_by == RECONCILIATION:
-                revived += 1  # listed again: no longer a reconciliation's deletion
-            current[record.key] = _Stored(record.updated_at, record.deleted_at, deleted_by)
-        rows.append(
-            (commit.run_id, deleted_by, commit.connection_id, commit.entity_type, record.key)
-        )
-    tx.executemany(
-        "UPDATE records SET seen_by_run = ?, deleted_by = ? "
-        "WHERE connection_id = ? AND entity_type = ? AND key = ?",
-        rows,
-    )
-    tx.executemany(
-        "UPDATE records SET seen_by_run = ? WHERE connection_id = ? AND entity_type = ? "
-        "AND key = ?",
-        [
-            (commit.run_id, commit.connection_id, commit.entity_type, q.key)
-            for q in commit.quarantined
-            if q.key is not None
-        ],
-    )
-    if revived:
-        tx.execute(
-            "UPDATE pair_counts SET reconciled = reconciled - ? "
-            "WHERE connection_id = ? AND entity_type = ?",
-            (revived, commit.connection_id, commit.entity_type),
-        )
-    if created or updated or deleted:
-        tx.execute(
-            "UPDATE runs SET created = created + ?, updated = updated + ?, "
-            "deleted = deleted + ? WHERE id = ?",
-            (created, updated, deleted, commit.run_id),
-        )
 
 
 def on_run_end(tx: Tx, run_id: str, status: RunStatus) -> Event | None:

@@ -3,7 +3,6 @@ back per pair)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from decimal import Decimal
@@ -18,41 +17,12 @@ from worker.store.models import (
     RunStatus,
     StoredRecord,
 )
+from worker.store.page_write import write_page
 from worker.store.pairs import _RUN_COLUMNS, PairsStore, _run
 from worker.store.schema import LATEST_RUNS
 from worker.timeutil import utc_now
 
 _READ_JSON = json.JSONDecoder(parse_int=lambda s: int(s) if len(s) <= 4000 else Decimal(s))
-
-_UPSERT_RECORD = """
-INSERT INTO records (connection_id, entity_type, key, data, source_updated_at, deleted_at,
-                     synced_at, raw)
-VALUES (?, ?, ?, {json_param}, ?, ?, ?, ?)
-ON CONFLICT (connection_id, entity_type, key) DO UPDATE SET
-    data = excluded.data,
-    raw = excluded.raw,
-    source_updated_at = excluded.source_updated_at,
-    deleted_at = excluded.deleted_at,
-    synced_at = excluded.synced_at
-WHERE records.source_updated_at <= excluded.source_updated_at
-"""
-
-_UPSERT_QUARANTINE = """
-INSERT INTO quarantine (connection_id, entity_type, fingerprint, record_key, reason, raw, run_id,
-                        first_seen_at, last_seen_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (connection_id, entity_type, fingerprint) DO UPDATE SET
-    reason = excluded.reason,
-    run_id = excluded.run_id,
-    last_seen_at = excluded.last_seen_at,
-    times_seen = quarantine.times_seen + 1
-"""
-
-_SET_CURSOR = """
-INSERT INTO cursors (connection_id, entity_type, since, updated_at) VALUES (?, ?, ?, ?)
-ON CONFLICT (connection_id, entity_type) DO UPDATE SET
-    since = excluded.since, updated_at = excluded.updated_at
-"""
 
 
 class SyncStore(PairsStore, reconcile.ReconcileStore):
@@ -196,65 +166,8 @@ class SyncStore(PairsStore, reconcile.ReconcileStore):
     @translated
     def commit_page(self, commit: PageCommit) -> None:
         """Store a page's records, quarantine, cursor and run progress atomically."""
-        now = utc_now()
-        conn_id, entity = commit.connection_id, commit.entity_type
         with self._write() as tx:
-            # Taking the pair's counter row first serialises the pair's commits
-            # (PostgreSQL row lock; SQLite has one writer anyway), so the
-            # before-and-after states below see no other writer in between.
-            tx.execute(_OPEN_PAIR_COUNTS, (conn_id, entity))
-            tx.execute(
-                "UPDATE pair_counts SET pages = pages + 1, written = written + ? "
-                "WHERE connection_id = ? AND entity_type = ?",
-                (len(commit.records), conn_id, entity),
-            )
-            keys = sorted({r.key for r in commit.records})
-            fingerprints = sorted(
-                {hashlib.sha256(q.raw_json.encode()).hexdigest() for q in commit.quarantined}
-            )
-            before = _page_state(tx, conn_id, entity, keys, fingerprints)
-            stored = reconcile.before_upsert(tx, commit)
-            tx.executemany(
-                _UPSERT_RECORD,
-                [
-                    (conn_id, entity, r.key, r.data_json, r.updated_at, r.deleted_at, now, r.raw)
-                    for r in commit.records
-                ],
-            )
-            tx.executemany(
-                _UPSERT_QUARANTINE,
-                [
-                    (
-                        conn_id,
-                        entity,
-                        hashlib.sha256(q.raw_json.encode()).hexdigest(),
-                        q.key,
-                        q.reason,
-                        q.raw_json,
-                        commit.run_id,
-                        now,
-                        now,
-                    )
-                    for q in commit.quarantined
-                ],
-            )
-            after = _page_state(tx, conn_id, entity, keys, fingerprints)
-            # The difference is what this page changed, whatever the upsert
-            # decided row by row (inserted, updated, deleted, kept the newer).
-            tx.execute(
-                "UPDATE pair_counts SET live = live + ?, deleted = deleted + ?, "
-                "quarantined = quarantined + ? WHERE connection_id = ? AND entity_type = ?",
-                (*(a - b for a, b in zip(after, before, strict=True)), conn_id, entity),
-            )
-            tx.execute(_SET_CURSOR, (conn_id, entity, commit.cursor, now))
-            # A committed page is progress: the count of recoveries in a row restarts.
-            tx.execute(
-                "UPDATE runs SET pages = pages + 1, records = records + ?, "
-                "quarantined = quarantined + ?, heartbeat_at = ?, recoveries = 0 WHERE id = ?",
-                (len(commit.records), len(commit.quarantined), now, commit.run_id),
-            )
-            # Created / updated / deleted counts and the keys this run read.
-            reconcile.after_upsert(tx, commit, stored)
+            write_page(tx, commit, utc_now())
 
     @translated
     def busy_connections(self, *, started_after: str) -> set[str]:
@@ -317,31 +230,6 @@ _OPEN_PAIR_COUNTS = """
 INSERT INTO pair_counts (connection_id, entity_type) VALUES (?, ?)
 ON CONFLICT (connection_id, entity_type) DO NOTHING
 """
-
-
-def _page_state(
-    tx: Tx, connection_id: str, entity_type: str, keys: Sequence[str], fingerprints: Sequence[str]
-) -> tuple[int, int, int]:
-    """(live, deleted, quarantined) among one page's record keys and quarantine fingerprints."""
-    live = deleted = quarantined = 0
-    if keys:
-        marks = ",".join("?" * len(keys))
-        row = tx.execute(
-            "SELECT COALESCE(SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), 0), "
-            "COALESCE(SUM(CASE WHEN deleted_at IS NULL THEN 0 ELSE 1 END), 0) FROM records "
-            f"WHERE connection_id = ? AND entity_type = ? AND key IN ({marks})",
-            (connection_id, entity_type, *keys),
-        ).fetchone()
-        live, deleted = int(row[0]), int(row[1])
-    if fingerprints:
-        marks = ",".join("?" * len(fingerprints))
-        row = tx.execute(
-            "SELECT COUNT(*) FROM quarantine WHERE connection_id = ? AND entity_type = ? "
-            f"AND fingerprint IN ({marks})",
-            (connection_id, entity_type, *fingerprints),
-        ).fetchone()
-        quarantined = int(row[0])
-    return live, deleted, quarantined
 
 
 def _insert_run(tx: Tx, run: Run) -> None:
