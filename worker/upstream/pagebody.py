@@ -6,7 +6,10 @@ inside a record is a page-level failure (``BodyError``; upstream.py makes it
 a BadResponse). Each element of ``data`` is decoded on its own from its exact
 slice of the body. An element that does not decode is delimited by a small
 string-aware bracket scanner (iterative, so no depth limit of its own; the
-body cap bounds its work) and kept with its raw text and the reason.
+body cap bounds its work) and kept with its raw text and the reason. A clean
+page (``_clean_page``: nothing below needs care) is decoded and re-encoded by
+orjson in one pass instead, to the same values; a record's exact text is then
+cut from the body only if someone asks for it.
 
 What the store holds for each odd kind of record is decided here and in
 ``worker.sync.records`` and written down in docs/records.md:
@@ -26,12 +29,16 @@ What the store holds for each odd kind of record is decided here and in
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
 
 MAX_DEPTH = 256  # deeper records are quarantined (the parsers recurse)
 _INT_DIGITS = 4000  # Python refuses int() of more than 4300 digits; longer ones stay text
@@ -46,6 +53,19 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # how surrogateescape spells a non-UTF-8 byte
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 _NEEDS_CARE = re.compile("\\\\u0000|[\ud800-\udfff]")  # in json.dumps output
+# What sends a page to the exact reading: an escaped NUL or surrogate, and a
+# number a double might change (an exponent, or 16 digits and dots in a row;
+# inside strings too, which costs only speed). orjson refuses the rest of what
+# needs care (NaN, raw control characters, bytes that are not UTF-8).
+_NOT_CLEAN = re.compile(
+    rb"\\u0000|\\u[dD][89a-fA-F]|[:,\[][ \t\n\r]*-?(?:[0-9.]{16}|[0-9][0-9.]*[eE])"
+)
+# The regex costs more than orjson's decoding; this screen, a few times less, runs
+# it only on a page that holds a \u escape, 16 digits in a row or a digit and an e.
+_DIGITS_AND_E = bytes(
+    ord("0") if chr(c) in "0123456789." else ord("e") if chr(c) in "eE" else ord(" ")
+    for c in range(256)
+)
 
 
 class BodyError(ValueError):
@@ -76,9 +96,12 @@ class BodyRecord:
     source: str  # the body text the record was cut from
     start: int
     end: int
+    cut: Callable[[], str] | None = None  # a clean page's record: its raw text, when asked
 
     def raw_text(self) -> str:
         """The record's exact text, with what a TEXT column cannot hold written ``\\xHH``."""
+        if self.cut is not None:
+            return self.cut()
         return storable_text(self.source[self.start : self.end])
 
 
@@ -302,6 +325,54 @@ def _records(text: str, pos: int, bad_bytes: bool) -> tuple[list[BodyRecord], in
 
 def parse_list_body(body: bytes) -> ListBody:
     """The records and ``meta`` of a list page; BodyError when the envelope is broken."""
+    return _clean_page(body) or _exact_page(body)
+
+
+class _RecordTexts:
+    """A clean page's body, cut into its records' exact texts the first time one is asked
+    for (a record to quarantine is kept with its text as received, docs/records.md)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self._texts: list[str] | None = None
+
+    def text(self, index: int) -> str:
+        if self._texts is None:
+            self._texts = [record.raw_text() for record in _exact_page(self._body).records]
+        return self._texts[index]
+
+
+def _clean_page(body: bytes) -> ListBody | None:
+    """A page with nothing that needs care, decoded by orjson; None: read it exactly.
+
+    orjson decodes to what the exact reading would (it refuses what that one
+    escapes or quarantines, and ``_NOT_CLEAN`` sends the rest there) and
+    writes the same compact JSON, so every record is stored as received.
+    """
+    shapes = body.translate(_DIGITS_AND_E)
+    suspect = b"0" * 16 in shapes or b"0e" in shapes or b"\\u" in body
+    if suspect and _NOT_CLEAN.search(body):
+        return None
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    data = envelope.get("data") if isinstance(envelope, dict) else None
+    if not isinstance(data, list):
+        return None
+    cut = functools.partial(functools.partial, _RecordTexts(body).text)
+    try:
+        records = [
+            BodyRecord(value, orjson.dumps(value).decode(), True, None, "", 0, 0, cut(index))
+            for index, value in enumerate(data)
+        ]
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: MAX_DEPTH decides
+        return None
+    return ListBody(records, envelope.get("meta"))
+
+
+def _exact_page(body: bytes) -> ListBody:
+    """parse_list_body, record by record from the body's text."""
     try:
         text, bad_bytes = body.decode("utf-8"), False
     except UnicodeDecodeError:
