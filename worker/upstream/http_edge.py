@@ -20,7 +20,10 @@ finite in time and size before it gets there:
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
+import os
 import socket
 import ssl
 import threading
@@ -47,11 +50,12 @@ class UndecodableBody(Exception):
 # -- the deadline ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     deadline: float  # time.monotonic()
     sockets: list[socket.socket] = field(default_factory=list)
     expired: bool = False
+    finished: bool = False  # the request is over: its sockets may serve another one now
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def remaining(self) -> float:
@@ -68,9 +72,65 @@ class _Request:
 
     def expire(self) -> None:
         with self.lock:
+            if self.finished:
+                return
             self.expired = True
             for sock in self.sockets:
                 _shut(sock)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.finished = True
+            self.sockets.clear()
+
+
+_FORGET_FINISHED_AT = 1024
+
+
+class _Deadlines:
+    """One thread per process that expires requests whose deadline passed.
+
+    A timer thread per request cost more CPU than reading the page it guarded
+    (a thread started and woken again for every request, under the GIL).
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._waiting: list[tuple[float, int, _Request]] = []  # a heap by deadline
+        self._order = itertools.count()  # ties never compare two requests
+        self._pid: int | None = None  # the process whose thread is running
+
+    def watch(self, request: _Request) -> None:
+        with self._wake:
+            if self._pid != os.getpid():  # the first request, or a forked child's
+                self._pid = os.getpid()
+                self._waiting.clear()
+                threading.Thread(target=self._run, name="request-deadlines", daemon=True).start()
+            if len(self._waiting) >= _FORGET_FINISHED_AT:
+                # Finished requests wait in the heap until their deadline: drop them.
+                self._waiting = [entry for entry in self._waiting if not entry[2].finished]
+                heapq.heapify(self._waiting)
+            heapq.heappush(self._waiting, (request.deadline, next(self._order), request))
+            if self._waiting[0][2] is request:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._waiting and self._waiting[0][2].finished:
+                    heapq.heappop(self._waiting)
+                if not self._waiting:
+                    self._wake.wait()
+                    continue
+                left = self._waiting[0][0] - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                request = heapq.heappop(self._waiting)[2]
+            request.expire()
+
+
+_deadlines = _Deadlines()
 
 
 def _shut(sock: socket.socket) -> None:
@@ -88,8 +148,6 @@ class Watchdog:
 
     def __init__(self, seconds: float) -> None:
         self._request = _Request(deadline=time.monotonic() + seconds)
-        self._timer = threading.Timer(seconds, self._request.expire)
-        self._timer.daemon = True
 
     @property
     def expired(self) -> bool:
@@ -98,11 +156,11 @@ class Watchdog:
 
     def __enter__(self) -> Watchdog:
         _current.request = self._request
-        self._timer.start()
+        _deadlines.watch(self._request)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self._request.finish()
         _current.request = None
 
 
