@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpcore
 import httpx
@@ -96,6 +97,10 @@ class PageQuery:
             params["filter[updatedAt:lt]"] = self.before
         return params
 
+    def query_string(self) -> str:
+        """``params()`` percent-encoded as httpx encodes ``params``."""
+        return urlencode(self.params())
+
 
 @dataclass(frozen=True)
 class Page:
@@ -138,7 +143,7 @@ class UpstreamClient:
 
     def status(self, base_url: str, token: str) -> IntegrationStatus:
         """GET /api/integrations/current."""
-        body, _ = self._get(base_url + STATUS_PATH, token, params={}, limit=SMALL_BODY_BYTES)
+        body, _ = self._get(base_url + STATUS_PATH, token, limit=SMALL_BODY_BYTES)
         try:
             return StatusEnvelope.model_validate_json(body).data
         except ValidationError as exc:
@@ -146,8 +151,10 @@ class UpstreamClient:
 
     def list_page(self, base_url: str, token: str, entity_type: str, query: PageQuery) -> Page:
         """GET /api/eam/{entity_type} for one page."""
-        url = f"{base_url}/api/eam/{entity_type}"
-        body, headers = self._get(url, token, params=query.params(), limit=self._max_bytes)
+        # The query goes in the URL string: httpx merging ``params`` into a parsed
+        # URL parses it a second time (some 30 us of CPU a request).
+        url = f"{base_url}/api/eam/{entity_type}?{query.query_string()}"
+        body, headers = self._get(url, token, limit=self._max_bytes)
         # Record by record (worker.upstream.pagebody): one bad record must not sink the page.
         try:
             parsed = parse_list_body(body)
@@ -162,17 +169,13 @@ class UpstreamClient:
             server_time=_server_time(headers.get("date")),
         )
 
-    def _get(
-        self, url: str, token: str, *, params: dict[str, str | int], limit: int
-    ) -> tuple[bytes, httpx.Headers]:
+    def _get(self, url: str, token: str, *, limit: int) -> tuple[bytes, httpx.Headers]:
         authorization = _authorization(token)
         watchdog = Watchdog(self._deadline_s)
         try:
             with (
                 watchdog,
-                self._http.stream(
-                    "GET", url, params=params, headers={"Authorization": authorization}
-                ) as response,
+                self._http.stream("GET", url, headers={"Authorization": authorization}) as response,
             ):
                 if response.status_code != 200:
                     # Only the message matters: read a little, never refuse for size.
