@@ -57,6 +57,18 @@ FROM unnest(CAST(%b AS TEXT[]), CAST(%b AS TEXT[]), CAST(%b AS TEXT[]), CAST(%b 
     AS t(key, data, updated_at, deleted_at, raw, deleted_by)
 {_ON_CONFLICT}"""
 
+# One primary-key lookup per key, whatever the planner believes of the table: with
+# ``key IN (...)`` a table it thinks empty (no ANALYZE yet, as in a first sync) is
+# read by its first two key columns, every record of the pair for every page.
+_STORED_VERSIONS_PG = """
+SELECT r.key, r.source_updated_at, r.deleted_at, r.deleted_by
+FROM unnest(CAST(%b AS TEXT[])) AS page(key)
+CROSS JOIN LATERAL (
+    SELECT key, source_updated_at, deleted_at, deleted_by FROM records
+    WHERE connection_id = ? AND entity_type = ? AND key = page.key
+) AS r
+"""
+
 _UPSERT_QUARANTINE = """
 INSERT INTO quarantine (connection_id, entity_type, fingerprint, record_key, reason, raw, run_id,
                         first_seen_at, last_seen_at)
@@ -178,6 +190,11 @@ def _stored_versions(
     """The stored version of each of ``keys``, read before the page is written."""
     if not keys:
         return {}
+    if tx.dialect_name == "postgresql":
+        rows = tx.execute(
+            _STORED_VERSIONS_PG, (sorted(keys), connection_id, entity_type)
+        ).fetchall()
+        return {row[0]: _Stored(row[1], row[2], row[3]) for row in rows}
     marks = ",".join("?" * len(keys))
     rows = tx.execute(
         "SELECT key, source_updated_at, deleted_at, deleted_by FROM records "
