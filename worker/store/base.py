@@ -89,14 +89,15 @@ class StoreBase:
 
     @contextmanager
     def _write(self) -> Iterator[Tx]:
-        cursor = self._db().cursor()
-        cursor.execute(self.dialect.begin_write)
-        try:
-            yield Tx(cursor, self.dialect)
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("COMMIT")
+        with self.dialect.write_lock():
+            cursor = self._db().cursor()
+            cursor.execute(self.dialect.begin_write)
+            try:
+                yield Tx(cursor, self.dialect)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
 
     def _read(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self._db().cursor()

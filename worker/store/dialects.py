@@ -7,8 +7,12 @@ names the exceptions that mean "the database failed".
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ class Dialect:
     begin_write: str  # starts a transaction that will write
     migration_lock: str | None  # serialises concurrent migrations, where BEGIN does not
     errors: tuple[type[BaseException], ...]
+    # Held around each write transaction of this process (``StoreBase._write``).
+    write_lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
     def sql(self, statement: str) -> str:
         """The statement with placeholders and type slots for this backend."""
@@ -40,6 +46,44 @@ class Dialect:
         filled = filled.replace("{autoid}", self.autoid_type)
         filled = filled.replace("{json_param}", self.json_param)
         return filled if self.placeholder == "?" else filled.replace("?", self.placeholder)
+
+
+# SQLite has one writer at a time. Threads of one process that wait for it in
+# SQLite's busy handler sleep in steps of up to 100 ms and wake to find it taken
+# again; waiting on a lock here, each wakes as soon as the writer before it is
+# done. Other processes still meet the busy timeout.
+_writers: dict[str, threading.RLock] = {}
+_writers_guard = threading.Lock()
+
+
+def _sqlite_writer(path: Path) -> Callable[[], AbstractContextManager[Any]]:
+    key = str(path.resolve())
+
+    @contextlib.contextmanager
+    def lock() -> Iterator[None]:
+        with _writers_guard:
+            writer = _writers.setdefault(key, threading.RLock())
+        # Past the busy timeout, go on to SQLite's own wait and its "database is
+        # locked": a stuck writer fails the others as it did without this lock.
+        held = writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            yield
+        finally:
+            if held:
+                writer.release()
+
+    return lock
+
+
+def _forget_writers() -> None:
+    # A forked child starts with no writer: a lock another thread of the parent
+    # held at the fork would never be released in the child.
+    global _writers_guard
+    _writers.clear()
+    _writers_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_writers)
 
 
 def _sqlite_path(url: str) -> Path:
@@ -75,6 +119,7 @@ def sqlite_dialect(url: str) -> Dialect:
         begin_write="BEGIN IMMEDIATE",
         migration_lock=None,  # BEGIN IMMEDIATE already holds the only write lock
         errors=(sqlite3.Error,),
+        write_lock=_sqlite_writer(path),
     )
 
 
