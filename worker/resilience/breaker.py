@@ -176,6 +176,7 @@ class Breaker:
         )
         self._admit = client.register_script(lua("admit"))
         self._record = client.register_script(lua("record"))
+        self._record_admit = client.register_script(lua("record_admit"))
         self._set_state = client.register_script(lua("set_state"))
         self._pause = client.register_script(lua("pause"))
         self._show = client.register_script(lua("show"))
@@ -187,36 +188,42 @@ class Breaker:
 
     def admit(self, connection_id: str, entity_type: str | None = None) -> Admission:
         """May this caller send one request now? One script, one round trip."""
-        conn = redis_keys.connection_level(connection_id)
-        keys = [
-            conn.state,
-            conn.probe,
-            conn.window,
-            redis_keys.pause(connection_id),
-            redis_keys.rate(connection_id),
-            redis_keys.limits(connection_id),
-        ]
-        if entity_type is not None:
-            ent = redis_keys.entity_level(connection_id, entity_type)
-            keys += [ent.state, ent.probe, ent.window]
         token = uuid.uuid4().hex
+        keys = _admit_keys(connection_id, entity_type)
         r = self._run(self._admit, f"admit {connection_id}", keys, token)
-        probe = int(r[6]) == 1
-        return Admission(
-            connection_id=connection_id,
-            entity_type=entity_type,
-            allowed=int(r[0]) == 1,
-            reason=Reason(text(r[1])),
-            until=float(text(r[2])) if text(r[2]) else None,
-            retry_in=max(0.0, float(text(r[3]))),
-            conn_generation=int(text(r[4])),
-            entity_generation=int(text(r[5])),
-            probe=probe,
-            probe_token=token if probe else None,
-        )
+        return _admission(connection_id, entity_type, r, token)
 
     def record(self, admission: Admission, *, outcome: Outcome) -> RecordResult:
         """Apply an admitted call's outcome to its breakers. One script."""
+        keys, args = self._record_call(admission, outcome)
+        r = self._run(self._record, f"record {admission.connection_id}", keys, *args)
+        return _record_result(admission.entity_type, r)
+
+    def record_and_admit(
+        self, admission: Admission, *, outcome: Outcome, entity_type: str | None
+    ) -> tuple[RecordResult, Admission]:
+        """``record`` then ``admit`` (same connection) in one script, one round trip.
+
+        The admission is decided after the record in the same script, so it
+        is the one a separate ``admit`` right after ``record`` would give.
+        """
+        record_keys, record_args = self._record_call(admission, outcome)
+        cid = admission.connection_id
+        token = uuid.uuid4().hex
+        keys = record_keys + _admit_keys(cid, entity_type)
+        r = self._run(
+            self._record_admit,
+            f"record and admit {cid}",
+            keys,
+            len(record_keys),
+            *record_args,
+            token,
+        )
+        recorded = _record_result(admission.entity_type, list(r[0]))
+        return recorded, _admission(cid, entity_type, list(r[1]), token)
+
+    def _record_call(self, admission: Admission, outcome: Outcome) -> tuple[list[str], list[Any]]:
+        """The keys and arguments (after ARGV 1-2) of ``record.lua`` for one outcome."""
         if not admission.allowed:
             raise ValueError("only an allowed admission has an outcome to record")
         cid, entity = admission.connection_id, admission.entity_type
@@ -228,10 +235,7 @@ class Breaker:
             keys += [ent.state, ent.probe, ent.window]
             if not outcome.success and outcome.scope is Scope.ENTITY_TYPE and outcome.kind:
                 keys.append(redis_keys.evidence(cid, outcome.kind))
-        r = self._run(
-            self._record,
-            f"record {cid}",
-            keys,
+        args: list[Any] = [
             admission.conn_generation,
             admission.entity_generation,
             admission.probe_token or "",
@@ -241,12 +245,8 @@ class Breaker:
             repr(float(outcome.retry_after or 0.0)),
             repr(min(1.0, max(0.0, float(self.jitter())))),
             entity or "",
-        )
-        return RecordResult(
-            connection=_level_result("connection", r[0:6]),
-            entity=_level_result(entity, r[6:12]) if entity is not None else None,
-            distinct_entity_types=int(r[12]),
-        )
+        ]
+        return keys, args
 
     def _direct(
         self, connection_id: str, entity_type: str | None, op: str, reason: str, seconds: float = 0
@@ -459,6 +459,49 @@ def _compact_view(connection_id: str, reply: list[str]) -> BreakerView:
         paused_until=paused_until if paused else None,
         pause_reason=reply[2] if paused else "",
         entity_types=tuple(levels[1:]),
+    )
+
+
+def _admit_keys(connection_id: str, entity_type: str | None) -> list[str]:
+    """The keys of ``admit.lua`` for one (connection, entity type)."""
+    conn = redis_keys.connection_level(connection_id)
+    keys = [
+        conn.state,
+        conn.probe,
+        conn.window,
+        redis_keys.pause(connection_id),
+        redis_keys.rate(connection_id),
+        redis_keys.limits(connection_id),
+    ]
+    if entity_type is not None:
+        ent = redis_keys.entity_level(connection_id, entity_type)
+        keys += [ent.state, ent.probe, ent.window]
+    return keys
+
+
+def _admission(connection_id: str, entity_type: str | None, r: list[Any], token: str) -> Admission:
+    """An Admission from ``admit.lua``'s reply."""
+    probe = int(r[6]) == 1
+    return Admission(
+        connection_id=connection_id,
+        entity_type=entity_type,
+        allowed=int(r[0]) == 1,
+        reason=Reason(text(r[1])),
+        until=float(text(r[2])) if text(r[2]) else None,
+        retry_in=max(0.0, float(text(r[3]))),
+        conn_generation=int(text(r[4])),
+        entity_generation=int(text(r[5])),
+        probe=probe,
+        probe_token=token if probe else None,
+    )
+
+
+def _record_result(entity_type: str | None, r: list[Any]) -> RecordResult:
+    """A RecordResult from ``record.lua``'s reply."""
+    return RecordResult(
+        connection=_level_result("connection", r[0:6]),
+        entity=_level_result(entity_type, r[6:12]) if entity_type is not None else None,
+        distinct_entity_types=int(r[12]),
     )
 
 

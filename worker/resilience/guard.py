@@ -2,7 +2,12 @@
 
 Before a call, the connection's breakers, pause and rate limit must admit it
 (one Redis script). After it, the outcome is recorded (one more script) and a
-failure is classified on two axes; the verdict's action is carried out here:
+failure is classified on two axes. A guard made with ``carry_successes``
+(the paging loop's) does not record a plain success at once: the next
+admission's script records it first (``Breaker.record_and_admit``), so a
+page costs one round trip, and ``flush`` records the last one. A probe's
+success and every failure are recorded at once. The verdict's action is
+carried out here:
 
     halt          the connection halts until re-authorised       -> Halted
     pause         the whole connection waits out Retry-After     -> Deferred
@@ -74,6 +79,7 @@ class Guard:
         default_pause_s: float = 30.0,
         max_rate_wait_s: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
+        carry_successes: bool = False,
     ) -> None:
         self._breaker = breaker
         self._connection_id = connection_id
@@ -83,6 +89,9 @@ class Guard:
         self._max_rate_wait_s = max_rate_wait_s
         self._sleep = sleep
         self._cause: UpstreamError | None = None  # the failure being acted on
+        self._carry = carry_successes
+        # A success not recorded yet: the next admission's script records it.
+        self._carried: Admission | None = None
 
     # -- before ------------------------------------------------------------------
 
@@ -90,7 +99,7 @@ class Guard:
         """Admission for one call; short rate-limit waits happen here, in place."""
         waited = 0.0
         while True:
-            admission = self._breaker.admit(self._connection_id, entity_type)
+            admission = self._admit_once(entity_type)
             if admission.allowed:
                 return admission
             if (
@@ -101,6 +110,23 @@ class Guard:
                 waited += admission.retry_in
                 continue
             raise self._refusal(admission)
+
+    def _admit_once(self, entity_type: str | None) -> Admission:
+        """One admission; it records the carried success first, in the same script."""
+        carried, self._carried = self._carried, None
+        if carried is None:
+            return self._breaker.admit(self._connection_id, entity_type)
+        result, admission = self._breaker.record_and_admit(
+            carried, outcome=Outcome.ok(), entity_type=entity_type
+        )
+        self._emit_result(result)
+        return admission
+
+    def flush(self) -> None:
+        """Record the success still carried, if any (the end of a paging loop)."""
+        carried, self._carried = self._carried, None
+        if carried is not None:
+            self._record(carried, Outcome.ok())
 
     def _refusal(self, admission: Admission) -> Exception:
         where = admission.entity_type or "connection"
@@ -129,11 +155,20 @@ class Guard:
             # nothing about the upstream's health, but it must free a probe.
             self._record(admission, Outcome.neutral())
             raise
-        self._record(admission, Outcome.ok())
+        if self._carry and not admission.probe:
+            # A plain success changes no state (docs/design.md, "Around each
+            # request"): recording it with the next admission saves a round trip.
+            self._carried = admission
+        else:
+            self._record(admission, Outcome.ok())
         return value
 
     def _record(self, admission: Admission, outcome: Outcome) -> RecordResult:
         result = self._breaker.record(admission, outcome=outcome)
+        self._emit_result(result)
+        return result
+
+    def _emit_result(self, result: RecordResult) -> None:
         for transition in result.transitions:
             level = None if transition.level == "connection" else transition.level
             self._emit(
@@ -143,7 +178,6 @@ class Guard:
                 transition.reason,
                 transition.until,
             )
-        return result
 
     # -- after a failure ---------------------------------------------------------
 

@@ -31,11 +31,19 @@ import redis
 from worker.coordination import redis_keys
 from worker.coordination.scripts import Clock, coordination, lua_source, now_arg, text
 
+# The files each script is joined from, after ``common``: ``admit.lua`` and
+# ``record.lua`` define functions; the ``run_*`` files and ``record_admit.lua``
+# call them, so a record and the next admission can share one round trip.
+_PARTS = {
+    "admit": ("gcra", "admit", "run_admit"),
+    "record": ("record", "run_record"),
+    "record_admit": ("gcra", "record", "admit", "record_admit"),
+}
+
 
 def lua(name: str) -> str:
-    """The source of ``worker/resilience/lua/<name>.lua`` with the shared helpers prepended."""
-    parts = ["common"] + (["gcra"] if name == "admit" else []) + [name]
-    return lua_source("worker.resilience", *parts)
+    """The script ``name`` with the shared helpers prepended (``worker/resilience/lua``)."""
+    return lua_source("worker.resilience", "common", *_PARTS.get(name, (name,)))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -193,6 +193,7 @@ def _slice(
         connection_id=connection.id,
         entity_types_synced=len(connection.entity_types),
         on_transition=rt.transitions,
+        carry_successes=True,  # one round trip per page; sync_slice flushes the last
     )
 
     def renew() -> None:

@@ -77,6 +77,8 @@ def sync_slice(
     there); every request goes through ``guard``. A guard's verdict or an
     upstream failure ends the slice and is returned in ``stopped_by``; store
     and Redis errors propagate. Pages committed before either stay committed.
+    The guard's carried success, if any, is recorded (``Guard.flush``) before
+    the slice returns.
     """
     pager = Pager(
         cursor=store.get_cursor(target.connection_id, target.entity_type),
@@ -102,6 +104,7 @@ def sync_slice(
         try:
             page = guard.call(target.entity_type, Where.LIST, fetch)
         except (UpstreamError, Deferred, Halted, Blocked, RetryLater) as exc:
+            guard.flush()
             return SliceResult(
                 False, pager.position, pages, records, quarantined, exc, pager.horizon
             )
@@ -120,6 +123,7 @@ def sync_slice(
         pages += 1
         records += len(good)
         quarantined += len(bad)
+    guard.flush()
     return SliceResult(
         done=pager.done,
         position=pager.position,

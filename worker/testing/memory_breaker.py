@@ -313,6 +313,13 @@ class MemoryBreaker:
             distinct_entity_types=distinct,
         )
 
+    def record_and_admit(
+        self, admission: Admission, *, outcome: Outcome, entity_type: str | None
+    ) -> tuple[RecordResult, Admission]:
+        """``record`` then ``admit``, as ``record_admit.lua`` runs them in one script."""
+        recorded = self.record(admission, outcome=outcome)
+        return recorded, self.admit(admission.connection_id, entity_type)
+
     @staticmethod
     def _result(name: str, lv: Level, stale: bool, frm: str | None) -> LevelResult:
         state = State(lv.state)
