@@ -4,9 +4,16 @@ One immediate retry on a dropped connection (a restarted server closed it);
 none on a timeout: redis-py's default (three, with backoff) would hold a
 task 20 s on a frozen server before anyone hears of it, and a timed-out
 script may already have run.
+
+A new connection sends only what it needs (HELLO, SELECT): redis-py would
+also send two ``CLIENT SETINFO`` and a ``CLIENT MAINT_NOTIFICATIONS``, three
+more round trips per connection a worker's thread pool opens
+(docs/design.md, "Around each request": round trips are the cost we count).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,4 +34,18 @@ def redis_client(
         socket_timeout=timeout_s,
         health_check_interval=HEALTH_CHECK_S,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        **_quiet_handshake(),
     )
+
+
+def _quiet_handshake() -> dict[str, Any]:
+    """Options that leave out the handshake's optional commands, per redis-py version."""
+    try:
+        from redis.driver_info import DriverInfo  # redis-py >= 8
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:
+        return {"lib_name": None, "lib_version": None}
+    return {
+        "driver_info": DriverInfo(name=None, lib_version=None),
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
