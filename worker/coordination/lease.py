@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from worker.coordination.redis_keys import lease as lease_key
-from worker.coordination.scripts import coordination, lua_source, text
+from worker.coordination.scripts import ScriptCall, coordination, lua_source, text
 from worker.errors import CoordinationError
 
 _PACKAGE = "worker.coordination"  # where lua/ is
@@ -61,6 +61,10 @@ class Lock:
         with coordination(f"lock {key}"):
             return text(self._acquire(keys=[key], args=[holder, self._ttl_ms]))
 
+    def acquire_call(self, key: str, holder: str) -> ScriptCall:
+        """``acquire`` as a call to send with others (``scripts.in_one_round_trip``)."""
+        return ScriptCall(self._acquire, [key], [holder, self._ttl_ms])
+
     def take(self, key: str, holder: str) -> bool:
         """Take or renew the lock; False while somebody else holds it."""
         return self.acquire(key, holder) == holder
@@ -96,6 +100,10 @@ class Leases:
     def acquire(self, connection_id: str, entity_type: str, holder: str) -> str:
         """Take (or renew) the lease; returns who holds it now (us if it equals holder)."""
         return self._lock.acquire(lease_key(connection_id, entity_type), holder)
+
+    def acquire_call(self, connection_id: str, entity_type: str, holder: str) -> ScriptCall:
+        """``acquire`` as a call to send with others; its reply is the holder now."""
+        return self._lock.acquire_call(lease_key(connection_id, entity_type), holder)
 
     def renew(self, connection_id: str, entity_type: str, holder: str) -> None:
         """Extend our lease; LeaseLost when another task took it meanwhile."""

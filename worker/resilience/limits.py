@@ -29,7 +29,14 @@ from typing import Any
 import redis
 
 from worker.coordination import redis_keys
-from worker.coordination.scripts import Clock, coordination, lua_source, now_arg, text
+from worker.coordination.scripts import (
+    Clock,
+    ScriptCall,
+    coordination,
+    lua_source,
+    now_arg,
+    text,
+)
 
 # The files each script is joined from, after ``common``: ``admit.lua`` and
 # ``record.lua`` define functions; the ``run_*`` files and ``record_admit.lua``
@@ -107,6 +114,15 @@ class Limits:
     def _slot_call(
         self, op: str, connection_id: str, holder_id: str, ttl_s: float, cap: int | None
     ) -> bool:
+        call = self.slot_call(op, connection_id, holder_id, ttl_s=ttl_s, cap=cap)
+        with coordination(f"{op}_slot {connection_id}"):
+            return int(call.script(keys=call.keys, args=call.args)) == 1
+
+    def slot_call(
+        self, op: str, connection_id: str, holder_id: str, *, ttl_s: float, cap: int | None = None
+    ) -> ScriptCall:
+        """One slot operation (``acquire``, ``renew``, ``release``) to send with others;
+        its reply is 1 (held / released) or 0."""
         keys = [redis_keys.slots(connection_id), redis_keys.limits(connection_id)]
         args: list[Any] = [
             now_arg(self.now_override),
@@ -116,8 +132,7 @@ class Limits:
             "" if cap is None else str(int(cap)),
             str(self.policy.max_concurrency),
         ]
-        with coordination(f"{op}_slot {connection_id}"):
-            return int(self._slots(keys=keys, args=args)) == 1
+        return ScriptCall(self._slots, keys, args)
 
     def acquire_slot(
         self, connection_id: str, holder_id: str, *, ttl_s: float, cap: int | None = None

@@ -29,16 +29,20 @@ def preflight(
     token: str,
     cache_seconds: float,
     learn: Callable[[object], None] | None = None,
+    known_uncached: bool = False,
 ) -> None:
     """Raise what the guard decides when the connection is not healthy.
 
     ``learn`` is given the status endpoint's ``id`` of the connection (the id
     the unified API's webhooks name it by), even when the status says ``fail``.
+    ``known_uncached``: the caller just found no cached answer (it read the
+    cache in a pipeline of its own), so it is not read again.
     """
     key = redis_keys.preflight(connection_id)
-    with coordination(f"preflight of {connection_id}"):
-        if cache.exists(key):
-            return
+    if not known_uncached:
+        with coordination(f"preflight of {connection_id}"):
+            if cache.exists(key):
+                return
 
     def ask() -> str:
         status = client.status(base_url, token)

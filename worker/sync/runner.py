@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, holder_of, parse_holder
+from worker.coordination.scripts import coordination, in_one_round_trip, text
 from worker.errors import (
     Blocked,
     CoordinationError,
@@ -116,34 +118,67 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
     entity = job.entity_type.value
     run_id = job.run_id or task_id
     me = holder_of(run_id, task_id)
-    holder = rt.leases.acquire(connection.id, entity, me)
-    if holder != me:
-        return _skip(rt.store, job, holder, run_id)
+    start = _begin(rt, connection.id, entity, me, first_task=job.run_id is None)
+    if start.holder != me:
+        if start.slot:
+            rt.limits.release_slot(connection.id, me)
+        return _skip(rt.store, job, start.holder, run_id)
     try:
-        return _held_step(rt, job, connection, run_id, me)
+        return _held_step(rt, job, connection, run_id, me, start)
     except Exception as exc:
         if is_outage(exc):
             raise  # our Redis or store is down: the task retries, the run goes on
         return end_unexpectedly(rt, job, run_id, me, exc)
 
 
+@dataclass(frozen=True)
+class TaskStart:
+    """What a task learns from Redis before it starts: one round trip (``_begin``)."""
+
+    holder: str  # who holds the pair's lease now: this task when it equals its holder
+    slot: bool  # this task took one of the connection's concurrency slots
+    preflight_cached: bool  # the connection's status answer is cached (first task only)
+
+
+def _begin(rt: Runtime, connection_id: str, entity: str, me: str, *, first_task: bool) -> TaskStart:
+    """Take the pair's lease and a concurrency slot and read the preflight cache, pipelined.
+
+    Three round trips sent as one (docs/design.md, "Around each request"); a
+    slot taken by a task that does not get the lease is given back by the caller.
+    """
+    calls = [
+        rt.leases.acquire_call(connection_id, entity, me),
+        rt.limits.slot_call("acquire", connection_id, me, ttl_s=rt.settings.lease_ttl),
+    ]
+    reads = [redis_keys.preflight(connection_id)] if first_task else []
+    with coordination(f"start {connection_id}/{entity}"):
+        (holder, slot), cached = in_one_round_trip(rt.redis, calls, reads=reads)
+    return TaskStart(
+        holder=text(holder),
+        slot=int(slot) == 1,
+        preflight_cached=bool(cached) and int(cached[0]) > 0,
+    )
+
+
 def _held_step(
-    rt: Runtime, job: SyncEntityJob, connection: Connection, run_id: str, me: str
+    rt: Runtime, job: SyncEntityJob, connection: Connection, run_id: str, me: str, start: TaskStart
 ) -> Step:
-    """The step, with the pair's lease held."""
+    """The step, with the pair's lease held (and a slot, when ``start.slot``)."""
     entity = job.entity_type.value
     ended = _open_run(rt.store, job, run_id)
     if ended is not None:
         # A second copy of a run's task (redelivered, or sent again after it
         # looked lost) arriving after the run ended: nothing left to do.
+        if start.slot:
+            rt.limits.release_slot(connection.id, me)
         rt.leases.release(connection.id, entity, me)
         return Step(StepOutcome.SKIPPED, run_id, detail=f"run already {ended}")
-    if not rt.limits.acquire_slot(connection.id, me, ttl_s=rt.settings.lease_ttl):
+    if not start.slot:
         # Every slot of this connection is busy: other connections get the workers.
         waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
         return _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
     try:
-        result = _slice(rt, job, connection, run_id, me)
+        result = _slice(rt, job, connection, run_id, me, preflight_cached=start.preflight_cached)
     except CoordinationError:
         # Redis is failing: freeing the slot would wait out a second timeout
         # before the outage is even logged. The slot expires with its TTL.
@@ -182,7 +217,13 @@ def _open_run(store: SqlStore, job: SyncEntityJob, run_id: str) -> str | None:
 
 
 def _slice(
-    rt: Runtime, job: SyncEntityJob, connection: Connection, run_id: str, me: str
+    rt: Runtime,
+    job: SyncEntityJob,
+    connection: Connection,
+    run_id: str,
+    me: str,
+    *,
+    preflight_cached: bool,
 ) -> SliceResult:
     """Preflight (first task of a run) and one slice; a stop comes back in the result."""
     entity = job.entity_type.value
@@ -212,7 +253,7 @@ def _slice(
             horizon=horizon,
             full=job.full,
         )
-        if job.run_id is None:
+        if job.run_id is None and not preflight_cached:
             preflight(
                 guard=guard,
                 client=rt.upstream,
@@ -222,6 +263,7 @@ def _slice(
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
                 learn=lambda upstream_id: learn_upstream_id(rt.store, connection.id, upstream_id),
+                known_uncached=True,  # _begin read the cache
             )
         return sync_slice(
             target,
