@@ -9,6 +9,7 @@ still run on Redis Cluster (one tag, one slot).
     {cb:<c>}:probe            string half-open probe token of the connection breaker
     {cb:<c>}:win              hash   failure-rate buckets of the connection breaker
     {cb:<c>}:pause            hash   connection-wide pause: until, reason
+    {cb:<c>}:single           hash   one request at a time after a 429: until, holder, exp
     {cb:<c>}:ets              set    entity types that have breaker state (for show/reset)
     {cb:<c>}:et:<e>           hash   entity-type breaker
     {cb:<c>}:et:<e>:probe     string its probe token
@@ -76,6 +77,11 @@ def entity_level(connection_id: str, entity_type: str) -> LevelKeys:
 def pause(connection_id: str) -> str:
     """The connection-wide pause (429 Retry-After)."""
     return f"{tag(connection_id)}:pause"
+
+
+def one_at_a_time(connection_id: str) -> str:
+    """Set after a 429: the connection runs one request at a time (its holder) until then."""
+    return f"{tag(connection_id)}:single"
 
 
 def entity_index(connection_id: str) -> str:

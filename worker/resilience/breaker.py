@@ -9,7 +9,8 @@ wins ``SET probe NX PX probe_ttl_s``; the token is released by
 compare-and-delete and expires if its holder crashed); ``halted`` (connection
 only, auth: ends only by ``resume``); ``blocked`` (entity type only, 403/404:
 one probe permit every ``block_reprobe_s``, success unblocks). Apart from the
-breaker, a connection may be ``paused`` until T (429 Retry-After).
+breaker, a connection may be ``paused`` until T (429 Retry-After), and after
+that runs one request at a time for as long again (``lua/one_at_a_time.lua``).
 
 Every transition bumps the level's generation and resets its counters; an
 admission carries both generations and ``record`` drops outcomes of an
@@ -115,6 +116,7 @@ class BreakerPolicy:
     busy_retry_s: float = 5.0  # retry_in when another caller holds the probe
     block_reprobe_s: float = 1800.0
     max_pause_s: float = 3600.0
+    one_at_a_time_poll_s: float = 0.05  # retry_in while another request is in flight
     evidence_window_s: float = 120.0
     state_ttl_s: float = 2400.0  # closed/open state lives this long past its until
     halt_ttl_s: float = 7 * DAY  # refreshed by every admit that meets it
@@ -229,7 +231,13 @@ class Breaker:
         cid, entity = admission.connection_id, admission.entity_type
         conn_effect, ent_effect = level_effects(outcome, has_entity=entity is not None)
         conn = redis_keys.connection_level(cid)
-        keys = [conn.state, conn.probe, conn.window, redis_keys.entity_index(cid)]
+        keys = [
+            conn.state,
+            conn.probe,
+            conn.window,
+            redis_keys.entity_index(cid),
+            redis_keys.one_at_a_time(cid),
+        ]
         if entity is not None:
             ent = redis_keys.entity_level(cid, entity)
             keys += [ent.state, ent.probe, ent.window]
@@ -245,6 +253,7 @@ class Breaker:
             repr(float(outcome.retry_after or 0.0)),
             repr(min(1.0, max(0.0, float(self.jitter())))),
             entity or "",
+            admission.in_flight_token or "",
         ]
         return keys, args
 
@@ -303,16 +312,25 @@ class Breaker:
         """Close a level by hand, whatever its state (halted and blocked included)."""
         return self._direct(connection_id, entity_type, "close", reason)
 
-    def pause(self, connection_id: str, seconds: float, reason: str) -> PauseChange:
+    def pause(
+        self, connection_id: str, seconds: float, reason: str, *, met_by: Admission | None = None
+    ) -> PauseChange:
         """Hold every call of the connection for ``seconds`` (clamped to ``max_pause_s``).
 
-        Extends an active pause, never shortens it.
+        Extends an active pause, never shortens it. Then the connection runs
+        one request at a time until a full ``seconds`` more pass without a
+        pause; ``met_by`` (the admission that met the 429) frees its place as
+        the one request in flight, in the same script, so nothing is admitted
+        between the record and the pause.
         """
         if seconds <= 0:
             raise ValueError("seconds must be > 0")
         seconds = min(seconds, self.policy.max_pause_s)
-        key = redis_keys.pause(connection_id)
-        r = self._run(self._pause, f"pause {connection_id}", [key], repr(float(seconds)), reason)
+        keys = [redis_keys.pause(connection_id), redis_keys.one_at_a_time(connection_id)]
+        token = (met_by.in_flight_token if met_by else None) or ""
+        r = self._run(
+            self._pause, f"pause {connection_id}", keys, repr(float(seconds)), reason, token
+        )
         return PauseChange(transitioned=int(r[0]) == 1, until=float(text(r[1])))
 
     def reset(self, connection_id: str, entity_type: str | None = None) -> int:
@@ -329,6 +347,7 @@ class Breaker:
             keys = [
                 *_level_keys(redis_keys.connection_level(connection_id)),
                 redis_keys.pause(connection_id),
+                redis_keys.one_at_a_time(connection_id),
                 redis_keys.entity_index(connection_id),
                 *redis_keys.evidence_keys(connection_id),
             ]
@@ -472,6 +491,7 @@ def _admit_keys(connection_id: str, entity_type: str | None) -> list[str]:
         redis_keys.pause(connection_id),
         redis_keys.rate(connection_id),
         redis_keys.limits(connection_id),
+        redis_keys.one_at_a_time(connection_id),
     ]
     if entity_type is not None:
         ent = redis_keys.entity_level(connection_id, entity_type)
@@ -482,6 +502,7 @@ def _admit_keys(connection_id: str, entity_type: str | None) -> list[str]:
 def _admission(connection_id: str, entity_type: str | None, r: list[Any], token: str) -> Admission:
     """An Admission from ``admit.lua``'s reply."""
     probe = int(r[6]) == 1
+    in_flight = int(r[7]) == 1
     return Admission(
         connection_id=connection_id,
         entity_type=entity_type,
@@ -493,6 +514,7 @@ def _admission(connection_id: str, entity_type: str | None, r: list[Any], token:
         entity_generation=int(text(r[5])),
         probe=probe,
         probe_token=token if probe else None,
+        in_flight_token=token if in_flight else None,
     )
 
 

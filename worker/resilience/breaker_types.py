@@ -47,6 +47,8 @@ class Reason(StrEnum):
     HALF_OPEN_BUSY = "half_open_busy"
     BLOCKED = "blocked"
     RATE_LIMITED = "rate_limited"
+    # After a 429 the connection runs one request at a time; another is in flight.
+    ONE_AT_A_TIME = "one_at_a_time"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,6 +65,8 @@ class Admission:
     entity_generation: int = 0
     probe: bool = False
     probe_token: str | None = None
+    # Set when admitted as the connection's one request in flight (after a 429).
+    in_flight_token: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,7 +10,8 @@ success and every failure are recorded at once. The verdict's action is
 carried out here:
 
     halt          the connection halts until re-authorised       -> Halted
-    pause         the whole connection waits out Retry-After     -> Deferred
+    pause         the whole connection waits out Retry-After,    -> Deferred
+                  then runs one request at a time for a window
     block_entity  this entity type is blocked until a re-probe   -> Blocked
     open_breaker  a tripped breaker parks the job                -> Deferred
     retry         not tripped yet: the job retries with backoff  -> RetryLater
@@ -47,6 +48,10 @@ T = TypeVar("T")
 # orders, the source has no purchase orders): only when every entity type the
 # connection syncs fails this way is it the account's problem.
 _PER_ENTITY_KINDS = frozenset({Kind.PERMISSION, Kind.NOT_SUPPORTED})
+
+# Refusals that end within moments: the caller waits in place (up to
+# max_rate_wait_s) instead of parking the job.
+_WAIT_IN_PLACE = frozenset({Reason.RATE_LIMITED, Reason.ONE_AT_A_TIME})
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class Guard:
             if admission.allowed:
                 return admission
             if (
-                admission.reason is Reason.RATE_LIMITED
+                admission.reason in _WAIT_IN_PLACE
                 and waited + admission.retry_in <= self._max_rate_wait_s
             ):
                 self._sleep(admission.retry_in)
@@ -155,9 +160,11 @@ class Guard:
             # nothing about the upstream's health, but it must free a probe.
             self._record(admission, Outcome.neutral())
             raise
-        if self._carry and not admission.probe:
+        if self._carry and not admission.probe and admission.in_flight_token is None:
             # A plain success changes no state (docs/design.md, "Around each
             # request"): recording it with the next admission saves a round trip.
+            # The one request in flight after a 429 is recorded at once, so
+            # the connection's other entity types get their turn.
             self._carried = admission
         else:
             self._record(admission, Outcome.ok())
@@ -199,18 +206,21 @@ class Guard:
             distinct_entity_types_failing=result.distinct_entity_types,
             escalate_at=escalate_at,
         )
-        return self._act(admission.entity_type, verdict, result, exc)
+        return self._act(admission, verdict, result, exc)
 
     def _act(
-        self, entity_type: str | None, verdict: Verdict, result: RecordResult, exc: UpstreamError
+        self, admission: Admission, verdict: Verdict, result: RecordResult, exc: UpstreamError
     ) -> Exception:
+        entity_type = admission.entity_type
         reason = verdict.summary
         if verdict.action is Action.HALT:
             self._changed(None, self._breaker.halt(self._connection_id, reason))
             return Halted(f"connection halted: {reason}")
         if verdict.action is Action.PAUSE:
             seconds = verdict.retry_after or self._default_pause_s
-            pause = self._breaker.pause(self._connection_id, max(seconds, 0.001), reason)
+            pause = self._breaker.pause(
+                self._connection_id, max(seconds, 0.001), reason, met_by=admission
+            )
             if pause.transitioned:
                 self._emit(None, State.CLOSED, State.PAUSED, reason, pause.until)
             return Deferred(f"paused: {reason}", until=pause.until)

@@ -42,9 +42,10 @@ from worker.coordination.scripts import (
 # ``record.lua`` define functions; the ``run_*`` files and ``record_admit.lua``
 # call them, so a record and the next admission can share one round trip.
 _PARTS = {
-    "admit": ("gcra", "admit", "run_admit"),
-    "record": ("record", "run_record"),
-    "record_admit": ("gcra", "record", "admit", "record_admit"),
+    "admit": ("gcra", "one_at_a_time", "admit", "run_admit"),
+    "record": ("one_at_a_time", "record", "run_record"),
+    "record_admit": ("gcra", "one_at_a_time", "record", "admit", "record_admit"),
+    "pause": ("one_at_a_time", "pause"),
 }
 
 

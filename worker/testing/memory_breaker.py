@@ -82,6 +82,10 @@ class Model:
         self.ents: dict[str, Level] = defaultdict(lambda: Level(policy))
         self.pause_until = 0.0
         self.pause_reason = ""
+        # One request at a time after a 429 (one_at_a_time.lua): until when,
+        # and the request in flight with its expiry.
+        self.single_until = 0.0
+        self.in_flight: tuple[str, float] | None = None
 
     def _check(self, lv: Level, now: float) -> tuple[Reason | None, bool]:
         if lv.state == "open":
@@ -109,6 +113,8 @@ class Model:
             denial, ent_probe = self._check(self.ents[entity], now)
             if denial:
                 return denial, False
+        if self.single_until > now and self.in_flight and self.in_flight[1] > now:
+            return Reason.ONE_AT_A_TIME, False
         return Reason.OK, conn_probe or ent_probe
 
     def grant(self, adm: Admission, now: float) -> None:
@@ -116,6 +122,16 @@ class Model:
         for lv in levels:
             if lv.state in ("half_open", "blocked") and adm.probe_token:
                 lv.probe = (adm.probe_token, rnd(now + self.policy.probe_ttl_s))
+        if adm.in_flight_token:
+            self.in_flight = (adm.in_flight_token, rnd(now + self.policy.probe_ttl_s))
+
+    def single_free(self, now: float) -> bool:
+        """Whether an admission now would be the one request in flight (after a 429)."""
+        return self.single_until > now
+
+    def end_in_flight(self, token: str | None) -> None:
+        if token and self.in_flight and self.in_flight[0] == token:
+            self.in_flight = None
 
     def record_level(
         self,
@@ -181,6 +197,8 @@ class Model:
         conn = self.record_level(
             self.conn, adm.conn_generation, adm.probe_token, conn_fx, out, jitter, now
         )
+        if out.kind is not Kind.RATE_LIMITED:
+            self.end_in_flight(adm.in_flight_token)  # a 429's pause frees it instead
         if not adm.entity_type:
             return conn, None
         lv = self.ents[adm.entity_type]
@@ -231,9 +249,12 @@ class Model:
             lv.move("closed", 0.0, now, reason)
         return moved
 
-    def pause(self, seconds: float, reason: str, now: float) -> bool:
+    def pause(self, seconds: float, reason: str, now: float, token: str | None = None) -> bool:
         active = self.pause_until > now
-        till = now + min(seconds, self.policy.max_pause_s)
+        seconds = min(seconds, self.policy.max_pause_s)
+        till = now + seconds
+        self.single_until = max(self.single_until, rnd(max(till, self.pause_until) + seconds))
+        self.end_in_flight(token)
         if not (active and self.pause_until >= till):
             self.pause_until = rnd(till)
             self.pause_reason = reason
@@ -268,17 +289,21 @@ class MemoryBreaker:
         reason, probe = self.model.admit(entity_type, now)
         allowed = reason is Reason.OK
         until = None if allowed else self._until(reason, entity_type, now)
+        retry_in = max(0.0, (until or now) - now)
+        if reason is Reason.ONE_AT_A_TIME:
+            retry_in = self.policy.one_at_a_time_poll_s
         admission = Admission(
             connection_id=connection_id,
             entity_type=entity_type,
             allowed=allowed,
             reason=reason,
             until=until,
-            retry_in=max(0.0, (until or now) - now),
+            retry_in=retry_in,
             conn_generation=self.model.conn.gen,
             entity_generation=self.model.ents[entity_type].gen if entity_type else 0,
             probe=probe,
             probe_token=uuid.uuid4().hex if probe else None,
+            in_flight_token=uuid.uuid4().hex if allowed and self.model.single_free(now) else None,
         )
         if allowed:
             self.model.grant(admission, now)
@@ -379,8 +404,11 @@ class MemoryBreaker:
         frm = lv.state
         return self._change(lv, self.model.force_close(entity_type, reason, self._now()), frm)
 
-    def pause(self, connection_id: str, seconds: float, reason: str) -> PauseChange:
+    def pause(
+        self, connection_id: str, seconds: float, reason: str, *, met_by: Admission | None = None
+    ) -> PauseChange:
         if seconds <= 0:
             raise ValueError("seconds must be > 0")
-        moved = self.model.pause(seconds, reason, self._now())
+        token = met_by.in_flight_token if met_by else None
+        moved = self.model.pause(seconds, reason, self._now(), token)
         return PauseChange(transitioned=moved, until=self.model.pause_until)

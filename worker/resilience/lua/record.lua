@@ -1,11 +1,12 @@
 -- record: apply one admitted call's outcome to its breaker levels.
 -- A function, run by run_record.lua alone or by record_admit.lua.
 -- K (keys): 1 conn state, 2 conn probe, 3 conn window, 4 entity index,
---           [5 entity state, 6 entity probe, 7 entity window, [8 evidence]]
+--           5 one-at-a-time, [6 entity state, 7 entity probe, 8 entity window,
+--           [9 evidence]]
 -- A (args): 1 conn gen, 2 entity gen, 3 probe token ('' when not a probe),
 --           4 conn outcome, 5 entity outcome (each 'success' | 'failure' |
 --           'neutral'), 6 kind, 7 retry_after (s), 8 jitter draw in [0, 1],
---           9 entity type
+--           9 entity type, 10 in-flight token ('' unless admitted one at a time)
 -- Returns {conn status, state, gen, from, until, reason, the same six for the
 --          entity level, distinct entity types with this kind}; status is
 -- 'applied' or 'stale', from is '' unless this call made the transition.
@@ -102,25 +103,28 @@ local function record(now, P, K, A)
   local out = record_level({state = K[1], probe = K[2], window = K[3]},
                            tonumber(A[1]), conn_outcome)
   local distinct = 0
-  if #K >= 7 then
-    local ent, saved = record_level({state = K[5], probe = K[6], window = K[7]},
+  if #K >= 8 then
+    local ent, saved = record_level({state = K[6], probe = K[7], window = K[8]},
                                     tonumber(A[2]), A[5])
     for i = 1, 6 do table.insert(out, ent[i]) end
     if saved then
       redis.call('SADD', K[4], A[9])
       redis.call('PEXPIRE', K[4], ms(P.block_ttl_s))
     end
-    if #K >= 8 then
+    if #K >= 9 then
       -- Escalation evidence counts even for stale or non-counting failures:
       -- it is a fact about the upstream, not about this breaker's state.
-      redis.call('ZADD', K[8], fmt(now), A[9])
-      redis.call('ZREMRANGEBYSCORE', K[8], '-inf', '(' .. fmt(now - P.evidence_window_s))
-      redis.call('PEXPIRE', K[8], ms(P.evidence_window_s))
-      distinct = redis.call('ZCARD', K[8])
+      redis.call('ZADD', K[9], fmt(now), A[9])
+      redis.call('ZREMRANGEBYSCORE', K[9], '-inf', '(' .. fmt(now - P.evidence_window_s))
+      redis.call('PEXPIRE', K[9], ms(P.evidence_window_s))
+      distinct = redis.call('ZCARD', K[9])
     end
   else
     for i = 1, 6 do table.insert(out, '') end
   end
   table.insert(out, distinct)
+  -- The one request in flight is over, unless it met a 429: then pause.lua
+  -- frees it once the pause is written, so nothing is admitted in between.
+  if kind ~= 'rate_limited' then end_in_flight(K[5], A[10]) end
   return out
 end

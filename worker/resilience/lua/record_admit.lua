@@ -4,8 +4,8 @@
 -- transition the record made and the latest pause: it decides exactly as a
 -- separate admit sent after the record would.
 -- KEYS: record's keys (ARGV[3] of them), then admit's keys (same hash tag).
--- ARGV: 1 now override, 2 policy JSON, 3 number of record keys, 4..12 record's
---       args (record.lua), 13 the admission's probe token.
+-- ARGV: 1 now override, 2 policy JSON, 3 number of record keys, 4..13 record's
+--       args (record.lua), 14 the admission's token.
 -- Returns {record's reply, admit's reply}.
 local now = now_s()
 local P = cjson.decode(ARGV[2])
@@ -18,5 +18,5 @@ for i = 1, #KEYS do
     admit_keys[#admit_keys + 1] = KEYS[i]
   end
 end
-local recorded = record(now, P, record_keys, {unpack(ARGV, 4, 12)})
-return {recorded, admit(now, P, admit_keys, ARGV[13])}
+local recorded = record(now, P, record_keys, {unpack(ARGV, 4, 13)})
+return {recorded, admit(now, P, admit_keys, ARGV[14])}
