@@ -184,3 +184,20 @@ def test_a_carried_success_of_a_probe_is_not_carried(client: redis.Redis) -> Non
     guard.call("assets", Where.LIST, lambda: "page")
     assert [c.to_state.value for c in changes] == ["closed"]
     assert breaker.show("c1").connection.state.value == "closed"
+
+
+def test_a_script_is_sent_whole_once_then_by_its_sha(client: redis.Redis) -> None:
+    """No NOSCRIPT and SCRIPT LOAD round trips on first use; a flushed Redis is served."""
+    client.script_flush()
+    client.close()
+    fresh = redis.Redis.from_url(SCRIPTS_REDIS_URL)
+    fresh.ping()
+    breaker = make(fresh)
+    with monitored(SCRIPTS_REDIS_URL, breaker.redis) as sent:
+        breaker.admit("c1", "assets")
+        breaker.admit("c1", "assets")
+    assert sent == ["EVAL", "EVALSHA"]
+    fresh.script_flush()
+    with monitored(SCRIPTS_REDIS_URL, breaker.redis) as sent:
+        assert breaker.admit("c1", "assets").allowed
+    assert sent == ["EVALSHA", "EVAL"]  # NOSCRIPT, then sent whole

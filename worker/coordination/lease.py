@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from worker.coordination.redis_keys import lease as lease_key
-from worker.coordination.scripts import ScriptCall, coordination, lua_source, text
+from worker.coordination.scripts import LuaScript, ScriptCall, coordination, lua_source, text
 from worker.errors import CoordinationError
 
 _PACKAGE = "worker.coordination"  # where lua/ is
@@ -52,9 +52,9 @@ class Lock:
     def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
         self._client = client
         self._ttl_ms = max(1, int(ttl_s * 1000))
-        self._acquire: Any = client.register_script(lua_source(_PACKAGE, "lease_acquire"))
-        self._handover: Any = client.register_script(lua_source(__package__, "lease_handover"))
-        self._release: Any = client.register_script(lua_source(__package__, "lease_release"))
+        self._acquire = LuaScript(client, lua_source(_PACKAGE, "lease_acquire"))
+        self._handover = LuaScript(client, lua_source(_PACKAGE, "lease_handover"))
+        self._release = LuaScript(client, lua_source(_PACKAGE, "lease_release"))
 
     def acquire(self, key: str, holder: str) -> str:
         """Take (or renew) the lock; returns who holds it now (us if it equals holder)."""

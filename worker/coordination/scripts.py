@@ -8,6 +8,7 @@ Every Lua script lives in a ``lua/`` folder next to the code that runs it
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,6 @@ from importlib import resources
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError
 
 from worker.errors import CoordinationError
@@ -39,11 +39,51 @@ def lua_source(package: str, *names: str) -> str:
     return "\n".join(folder.joinpath(f"{name}.lua").read_text("utf-8") for name in names)
 
 
+class LuaScript:
+    """A Lua script run by EVALSHA, sent whole (EVAL) until this process knows Redis has it.
+
+    redis-py's registered script sends EVALSHA and, on a server that has not
+    seen it, gets NOSCRIPT, loads it and sends EVALSHA again: three round
+    trips per script per process. EVAL runs it and caches it in one. After a
+    Redis restart EVALSHA meets NOSCRIPT once and EVAL runs it again.
+    Passed a pipeline (``client=``), it leaves the loading to redis-py.
+    """
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()  # noqa: S324 - the id Redis knows it by
+        self._registered = client.register_script(source)
+        self._loaded = False
+
+    def __call__(
+        self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None
+    ) -> Any:
+        if client is not None:
+            return self._registered(keys=keys, args=args, client=client)
+        if self._loaded:
+            try:
+                return self._client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                pass  # Redis restarted or its scripts were flushed: send it whole
+        reply = self._client.eval(self.source, len(keys), *keys, *args)
+        self._loaded = True
+        return reply
+
+    def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Add this script to a pipeline: whole the first time, by SHA1 after."""
+        if self._loaded:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        else:
+            pipe.eval(self.source, len(keys), *keys, *args)
+            self._loaded = True
+
+
 @dataclass(frozen=True)
 class ScriptCall:
-    """One registered script with its keys and arguments, to send with others."""
+    """One script with its keys and arguments, to send with others."""
 
-    script: Script
+    script: LuaScript
     keys: list[str]
     args: list[Any]
 
@@ -53,15 +93,15 @@ def in_one_round_trip(
 ) -> tuple[list[Any], list[Any]]:
     """Send scripts (then EXISTS of each key in ``reads``) in one pipeline.
 
-    Returns the scripts' replies and the reads' answers. A script this Redis
-    has not loaded yet (once per script per process, or after a restart) is
-    run again alone, which loads it; redis-py's own pipeline would instead
-    ask SCRIPT EXISTS on every execute, a second round trip each time. Not a
-    transaction: each script is atomic on its own, as when sent one by one.
+    Returns the scripts' replies and the reads' answers. A script Redis lost
+    (a restart) is run again alone, which loads it; redis-py's own pipeline
+    of scripts would instead ask SCRIPT EXISTS on every execute, a second
+    round trip each time. Not a transaction: each script is atomic on its
+    own, as when sent one by one.
     """
     pipe = client.pipeline(transaction=False)
     for call in calls:
-        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        call.script.queue(pipe, call.keys, call.args)
     for key in reads:
         pipe.exists(key)
     replies = pipe.execute(raise_on_error=False)

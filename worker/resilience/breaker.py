@@ -60,7 +60,7 @@ from typing import Any
 import redis
 
 from worker.coordination import redis_keys
-from worker.coordination.scripts import Clock, coordination, now_arg, text
+from worker.coordination.scripts import Clock, LuaScript, coordination, now_arg, text
 from worker.errors import Scope
 from worker.resilience.backoff import full_jitter
 from worker.resilience.breaker_types import (
@@ -176,12 +176,12 @@ class Breaker:
         self._policy_json = json.dumps(
             asdict(self.policy) | {"rate_per_s": self.rate.rate_per_s, "burst": self.rate.burst}
         )
-        self._admit = client.register_script(lua("admit"))
-        self._record = client.register_script(lua("record"))
-        self._record_admit = client.register_script(lua("record_admit"))
-        self._set_state = client.register_script(lua("set_state"))
-        self._pause = client.register_script(lua("pause"))
-        self._show = client.register_script(lua("show"))
+        self._admit = LuaScript(client, lua("admit"))
+        self._record = LuaScript(client, lua("record"))
+        self._record_admit = LuaScript(client, lua("record_admit"))
+        self._set_state = LuaScript(client, lua("set_state"))
+        self._pause = LuaScript(client, lua("pause"))
+        self._show = LuaScript(client, lua("show"))
 
     def _run(self, script: Any, what: str, keys: list[str], *args: Any) -> list[Any]:
         with coordination(what):

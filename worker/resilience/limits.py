@@ -31,6 +31,7 @@ import redis
 from worker.coordination import redis_keys
 from worker.coordination.scripts import (
     Clock,
+    LuaScript,
     ScriptCall,
     coordination,
     lua_source,
@@ -110,7 +111,7 @@ class Limits:
         self.redis = client
         self.policy = policy or RatePolicy()
         self.now_override = now_override
-        self._slots = client.register_script(lua("slots"))
+        self._slots = LuaScript(client, lua("slots"))
 
     def _slot_call(
         self, op: str, connection_id: str, holder_id: str, ttl_s: float, cap: int | None
