@@ -60,7 +60,14 @@ from typing import Any
 import redis
 
 from worker.coordination import redis_keys
-from worker.coordination.scripts import Clock, LuaScript, coordination, now_arg, text
+from worker.coordination.scripts import (
+    Clock,
+    LuaScript,
+    ScriptCall,
+    coordination,
+    now_arg,
+    text,
+)
 from worker.errors import Scope
 from worker.resilience.backoff import full_jitter
 from worker.resilience.breaker_types import (
@@ -223,6 +230,12 @@ class Breaker:
         )
         recorded = _record_result(admission.entity_type, list(r[0]))
         return recorded, _admission(cid, entity_type, list(r[1]), token)
+
+    def record_call(self, admission: Admission, *, outcome: Outcome) -> ScriptCall:
+        """``record`` as a call to send with others (``scripts.in_one_round_trip``)."""
+        keys, args = self._record_call(admission, outcome)
+        policy = [now_arg(self.now_override), self._policy_json]
+        return ScriptCall(self._record, keys, policy + args)
 
     def _record_call(self, admission: Admission, outcome: Outcome) -> tuple[list[str], list[Any]]:
         """The keys and arguments (after ARGV 1-2) of ``record.lua`` for one outcome."""

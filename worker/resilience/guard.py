@@ -5,7 +5,8 @@ Before a call, the connection's breakers, pause and rate limit must admit it
 failure is classified on two axes. A guard made with ``carry_successes``
 (the paging loop's) does not record a plain success at once: the next
 admission's script records it first (``Breaker.record_and_admit``), so a
-page costs one round trip, and ``flush`` records the last one. A probe's
+page costs one round trip, and ``flush`` (or ``carried_record``, sent with
+other calls) records the last one. A probe's
 success and every failure are recorded at once. The verdict's action is
 carried out here:
 
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from worker.coordination.scripts import ScriptCall
 from worker.errors import Blocked, Deferred, Halted, Kind, RetryLater, Scope, UpstreamError
 from worker.resilience.breaker import (
     Admission,
@@ -132,6 +134,18 @@ class Guard:
         carried, self._carried = self._carried, None
         if carried is not None:
             self._record(carried, Outcome.ok())
+
+    def carried_record(self) -> ScriptCall | None:
+        """``flush`` as a call to send with others; None when nothing is carried.
+
+        Its reply needs no reading: a carried success is never a probe's, and
+        any other success makes no transition (it is applied to a closed
+        level, or is stale).
+        """
+        carried, self._carried = self._carried, None
+        if carried is None:
+            return None
+        return self._breaker.record_call(carried, outcome=Outcome.ok())
 
     def _refusal(self, admission: Admission) -> Exception:
         where = admission.entity_type or "connection"

@@ -177,17 +177,36 @@ def _held_step(
         # Every slot of this connection is busy: other connections get the workers.
         waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
         return _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
+    guard = Guard(
+        breaker=rt.breaker,
+        connection_id=connection.id,
+        entity_types_synced=len(connection.entity_types),
+        on_transition=rt.transitions,
+        carry_successes=True,  # one round trip per page; _end_slice records the last
+    )
     try:
-        result = _slice(rt, job, connection, run_id, me, preflight_cached=start.preflight_cached)
+        result = _slice(
+            rt, job, connection, run_id, me, guard, preflight_cached=start.preflight_cached
+        )
     except CoordinationError:
         # Redis is failing: freeing the slot would wait out a second timeout
         # before the outage is even logged. The slot expires with its TTL.
         raise
     except BaseException:
-        rt.limits.release_slot(connection.id, me)
+        rt.limits.release_slot(connection.id, me)  # a carried success is lost: one sample
         raise
-    rt.limits.release_slot(connection.id, me)
+    _end_slice(rt, guard, connection.id, me)
     return _conclude(rt, job, run_id, me, result)
+
+
+def _end_slice(rt: Runtime, guard: Guard, connection_id: str, me: str) -> None:
+    """Record the slice's last success, if carried, and free the slot: one round trip."""
+    calls = [rt.limits.slot_call("release", connection_id, me, ttl_s=0.0)]
+    carried = guard.carried_record()
+    if carried is not None:
+        calls.insert(0, carried)
+    with coordination(f"end of slice {connection_id}"):
+        in_one_round_trip(rt.redis, calls)
 
 
 def _open_run(store: SqlStore, job: SyncEntityJob, run_id: str) -> str | None:
@@ -222,6 +241,7 @@ def _slice(
     connection: Connection,
     run_id: str,
     me: str,
+    guard: Guard,
     *,
     preflight_cached: bool,
 ) -> SliceResult:
@@ -229,13 +249,6 @@ def _slice(
     entity = job.entity_type.value
     resume_from = job.resume_from if job.run_id == run_id else None
     horizon = job.horizon if job.run_id == run_id else None
-    guard = Guard(
-        breaker=rt.breaker,
-        connection_id=connection.id,
-        entity_types_synced=len(connection.entity_types),
-        on_transition=rt.transitions,
-        carry_successes=True,  # one round trip per page; sync_slice flushes the last
-    )
 
     def renew() -> None:
         rt.leases.renew(connection.id, entity, me)

@@ -77,8 +77,8 @@ def sync_slice(
     there); every request goes through ``guard``. A guard's verdict or an
     upstream failure ends the slice and is returned in ``stopped_by``; store
     and Redis errors propagate. Pages committed before either stay committed.
-    The guard's carried success, if any, is recorded (``Guard.flush``) before
-    the slice returns.
+    A guard that carries successes still carries the last one when the slice
+    returns: its owner records it (``Guard.flush`` or ``Guard.carried_record``).
     """
     pager = Pager(
         cursor=store.get_cursor(target.connection_id, target.entity_type),
@@ -104,7 +104,6 @@ def sync_slice(
         try:
             page = guard.call(target.entity_type, Where.LIST, fetch)
         except (UpstreamError, Deferred, Halted, Blocked, RetryLater) as exc:
-            guard.flush()
             return SliceResult(
                 False, pager.position, pages, records, quarantined, exc, pager.horizon
             )
@@ -123,7 +122,6 @@ def sync_slice(
         pages += 1
         records += len(good)
         quarantined += len(bad)
-    guard.flush()
     return SliceResult(
         done=pager.done,
         position=pager.position,
