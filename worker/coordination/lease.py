@@ -65,6 +65,10 @@ class Lock:
         """``acquire`` as a call to send with others (``scripts.in_one_round_trip``)."""
         return ScriptCall(self._acquire, [key], [holder, self._ttl_ms])
 
+    def release_call(self, key: str, holder: str) -> ScriptCall:
+        """``release`` as a call to send with others."""
+        return ScriptCall(self._release, [key], [holder])
+
     def take(self, key: str, holder: str) -> bool:
         """Take or renew the lock; False while somebody else holds it."""
         return self.acquire(key, holder) == holder
@@ -119,6 +123,10 @@ class Leases:
     def holder(self, connection_id: str, entity_type: str) -> str | None:
         """Who holds the pair's lease now (None: nobody)."""
         return self._lock.holder(lease_key(connection_id, entity_type))
+
+    def release_call(self, connection_id: str, entity_type: str, holder: str) -> ScriptCall:
+        """``release`` as a call to send with others (no-op if the lease is not ours)."""
+        return self._lock.release_call(lease_key(connection_id, entity_type), holder)
 
     def release(self, connection_id: str, entity_type: str, holder: str) -> None:
         """Let go of our lease (no-op if it is not ours any more)."""

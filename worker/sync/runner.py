@@ -25,7 +25,7 @@ from typing import Any
 
 from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, holder_of, parse_holder
-from worker.coordination.scripts import coordination, in_one_round_trip, text
+from worker.coordination.scripts import ScriptCall, coordination, in_one_round_trip, text
 from worker.errors import (
     Blocked,
     CoordinationError,
@@ -195,16 +195,24 @@ def _held_step(
     except BaseException:
         rt.limits.release_slot(connection.id, me)  # a carried success is lost: one sample
         raise
-    _end_slice(rt, guard, connection.id, me)
-    return _conclude(rt, job, run_id, me, result)
+    ending = _slice_ending(rt, guard, connection.id, me)
+    if not (result.done and result.stopped_by is None):
+        _send(rt, ending, connection.id)
+        ending = []
+    return _conclude(rt, job, run_id, me, result, ending)
 
 
-def _end_slice(rt: Runtime, guard: Guard, connection_id: str, me: str) -> None:
-    """Record the slice's last success, if carried, and free the slot: one round trip."""
+def _slice_ending(rt: Runtime, guard: Guard, connection_id: str, me: str) -> list[ScriptCall]:
+    """The calls that end a slice: record its last success, if carried, and free the slot."""
     calls = [rt.limits.slot_call("release", connection_id, me, ttl_s=0.0)]
     carried = guard.carried_record()
     if carried is not None:
         calls.insert(0, carried)
+    return calls
+
+
+def _send(rt: Runtime, calls: list[ScriptCall], connection_id: str) -> None:
+    """Send the calls in one round trip (docs/design.md, "Around each request")."""
     with coordination(f"end of slice {connection_id}"):
         in_one_round_trip(rt.redis, calls)
 
@@ -290,8 +298,19 @@ def _slice(
         return SliceResult(False, resume_from, 0, 0, 0, exc, horizon)
 
 
-def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: SliceResult) -> Step:
-    """Turn a slice's result into the run's next step."""
+def _conclude(
+    rt: Runtime,
+    job: SyncEntityJob,
+    run_id: str,
+    me: str,
+    result: SliceResult,
+    ending: list[ScriptCall],
+) -> Step:
+    """Turn a slice's result into the run's next step.
+
+    ``ending`` (the slice's last record and slot release, when the run is
+    done) goes in the same round trip as the lease's release.
+    """
     entity = job.entity_type.value
     stop = result.stopped_by
     if isinstance(stop, Deferred):
@@ -320,7 +339,8 @@ def _conclude(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, result: Sli
             relay(
                 rt.publish, job.connection_id
             )  # its sync.completed event; the sweep is the fallback
-        rt.leases.release(job.connection_id, entity, me)
+        lease = rt.leases.release_call(job.connection_id, entity, me)
+        _send(rt, [*ending, lease], job.connection_id)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})
         return Step(StepOutcome.DONE, run_id)
     successor = str(uuid.uuid4())
