@@ -350,14 +350,14 @@ def _report(
     if inside > 0:
         section.text(
             f"Missed: entity-sync sent {inside:.0f} request(s) inside Retry-After windows. "
-            "The pause is set in Redis when the 429 comes back, so a request of another "
-            "entity type of the same connection that was admitted just before (already on "
-            "the wire, or admitted between the 429 leaving the sandbox and the worker "
-            "writing the pause) lands inside the window: at most one per other in-flight "
-            "run, once per window. Closing it needs the upstream's help (a per-connection "
-            "budget header) or serialising a connection's requests while a 429 is likely "
-            "(e.g. after the first one, hold one request in flight per connection until a "
-            "full window passes without a 429)."
+            "After a 429 the connection runs one request at a time until a full window more "
+            "passes without one (`one_at_a_time.lua`): while it lasts, no request is sent beside "
+            "one that meets the next 429. The first 429 cannot be foreseen: a request of another "
+            "entity type "
+            "already on the wire, or admitted before the 429 comes back, lands inside the "
+            "window it opened (at most one per other in-flight run). Closing that needs the "
+            "upstream's help (a per-connection budget header) or one request at a time on "
+            "every connection, which would cost healthy connections their throughput."
         )
     if es_ratio > 1.1:
         section.text(

@@ -179,18 +179,16 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
     section.text(
         "Per page the guard makes one round trip: the script that records a request's "
         "success also admits the next request (`record_admit.lua`); a probe's success and "
-        "every failure are recorded at once, and the slice's last success on its own. The "
-        "lease and slot renewals run at most every `LEASE_TTL / 3`. The rest is per task and "
-        "per run, amortised over a slice's pages (at most `PAGES_PER_TASK` = 50): the "
-        "delivery counter, one pipeline taking the lease and a concurrency slot and reading "
-        "the preflight cache, the slice's first admission and last record, the slot and "
-        "lease release or hand-over, the retry budget, and per process one `SCRIPT LOAD` per "
-        "script and the handshake (HELLO, PING, SELECT) of each pooled connection. "
+        "every failure are recorded at once. The lease and slot renewals run at most every "
+        "`LEASE_TTL / 3`. The rest is per task and per run, amortised over a slice's pages "
+        "(at most `PAGES_PER_TASK` = 50): the delivery counter; one pipeline taking the "
+        "lease and a concurrency slot and reading the preflight cache; the slice's first "
+        "admission; one pipeline recording its last success and freeing the slot (and the "
+        "lease, when the run is done); the retry budget; and per process the first `EVAL` "
+        "of each script and the handshake (HELLO, SELECT) of each pooled connection. "
         + (
             f"Missed: {trips:.2f} > 1.2. With about 40 requests per run here, the fixed part "
-            "(about 7 round trips per task and 3 per new connection) is what is left; "
-            "sending the delivery counter, the slot release and the last record in the "
-            "pipelines of their neighbours would shrink it further."
+            "per task is what is left; the delivery counter could join the first pipeline."
             if trips > 1.2
             else "Within the target."
         )
