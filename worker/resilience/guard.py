@@ -5,8 +5,8 @@ Before a call, the connection's breakers, pause and rate limit must admit it
 failure is classified on two axes. A guard made with ``carry_successes``
 (the paging loop's) does not record a plain success at once: the next
 admission's script records it first (``Breaker.record_and_admit``), so a
-page costs one round trip, and ``flush`` (or ``carried_record``, sent with
-other calls) records the last one. A probe's
+page costs one round trip, and the owner sends the last one's record
+(``carried_record``) with its own calls at the end of the loop. A probe's
 success and every failure are recorded at once. The verdict's action is
 carried out here:
 
@@ -129,14 +129,9 @@ class Guard:
         self._emit_result(result)
         return admission
 
-    def flush(self) -> None:
-        """Record the success still carried, if any (the end of a paging loop)."""
-        carried, self._carried = self._carried, None
-        if carried is not None:
-            self._record(carried, Outcome.ok())
-
     def carried_record(self) -> ScriptCall | None:
-        """``flush`` as a call to send with others; None when nothing is carried.
+        """The record of the success still carried, as a call to send with others
+        (``scripts.in_one_round_trip``); None when nothing is carried.
 
         Its reply needs no reading: a carried success is never a probe's, and
         any other success makes no transition (it is applied to a closed

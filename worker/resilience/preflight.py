@@ -3,7 +3,8 @@
 A connection whose status says ``fail`` needs re-authorisation and halts
 before a single list page is requested; ``error`` means the source system is
 down, which counts against the connection's breaker. A healthy answer is
-cached in Redis briefly, so a fan-out of eight entity types asks once.
+cached in Redis briefly, so a fan-out of eight entity types asks once; the
+caller reads that cache (``sync.runner._begin``).
 """
 
 from __future__ import annotations
@@ -29,20 +30,15 @@ def preflight(
     token: str,
     cache_seconds: float,
     learn: Callable[[object], None] | None = None,
-    known_uncached: bool = False,
 ) -> None:
     """Raise what the guard decides when the connection is not healthy.
 
     ``learn`` is given the status endpoint's ``id`` of the connection (the id
     the unified API's webhooks name it by), even when the status says ``fail``.
-    ``known_uncached``: the caller just found no cached answer (it read the
-    cache in a pipeline of its own), so it is not read again.
+    The caller asks only when no answer is cached (``sync.runner._begin``
+    reads the cache in the pipeline that starts a task).
     """
     key = redis_keys.preflight(connection_id)
-    if not known_uncached:
-        with coordination(f"preflight of {connection_id}"):
-            if cache.exists(key):
-                return
 
     def ask() -> str:
         status = client.status(base_url, token)

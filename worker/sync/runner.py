@@ -284,7 +284,6 @@ def _slice(
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
                 learn=lambda upstream_id: learn_upstream_id(rt.store, connection.id, upstream_id),
-                known_uncached=True,  # _begin read the cache
             )
         return sync_slice(
             target,
