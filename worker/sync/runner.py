@@ -182,7 +182,7 @@ def _held_step(
         connection_id=connection.id,
         entity_types_synced=len(connection.entity_types),
         on_transition=rt.transitions,
-        carry_successes=True,  # one round trip per page; _end_slice records the last
+        carry_successes=True,  # one round trip per page; _slice_ending records the last
     )
     try:
         result = _slice(
