@@ -52,9 +52,17 @@ class Lock:
     def __init__(self, client: redis.Redis, *, ttl_s: float) -> None:
         self._client = client
         self._ttl_ms = max(1, int(ttl_s * 1000))
-        self._acquire = LuaScript(client, lua_source(_PACKAGE, "lease_acquire"))
-        self._handover = LuaScript(client, lua_source(_PACKAGE, "lease_handover"))
-        self._release = LuaScript(client, lua_source(_PACKAGE, "lease_release"))
+        acquire = lua_source(_PACKAGE, "lease_acquire")
+        release = lua_source(_PACKAGE, "lease_release")
+        self._acquire: Any = client.register_script(acquire)
+        self._handover: Any = client.register_script(lua_source(_PACKAGE, "lease_handover"))
+        self._release: Any = client.register_script(release)
+        # The same scripts for ``*_call``, sent in a pipeline with others
+        # (``scripts.in_one_round_trip``), whole the first time. The direct
+        # calls keep redis-py's registered scripts, which a client stand-in
+        # can provide (tests/unit/outbox/test_notifier.py).
+        self._acquire_lua = LuaScript(client, acquire)
+        self._release_lua = LuaScript(client, release)
 
     def acquire(self, key: str, holder: str) -> str:
         """Take (or renew) the lock; returns who holds it now (us if it equals holder)."""
@@ -63,11 +71,11 @@ class Lock:
 
     def acquire_call(self, key: str, holder: str) -> ScriptCall:
         """``acquire`` as a call to send with others (``scripts.in_one_round_trip``)."""
-        return ScriptCall(self._acquire, [key], [holder, self._ttl_ms])
+        return ScriptCall(self._acquire_lua, [key], [holder, self._ttl_ms])
 
     def release_call(self, key: str, holder: str) -> ScriptCall:
         """``release`` as a call to send with others."""
-        return ScriptCall(self._release, [key], [holder])
+        return ScriptCall(self._release_lua, [key], [holder])
 
     def take(self, key: str, holder: str) -> bool:
         """Take or renew the lock; False while somebody else holds it."""

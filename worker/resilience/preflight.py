@@ -3,8 +3,7 @@
 A connection whose status says ``fail`` needs re-authorisation and halts
 before a single list page is requested; ``error`` means the source system is
 down, which counts against the connection's breaker. A healthy answer is
-cached in Redis briefly, so a fan-out of eight entity types asks once; the
-caller reads that cache (``sync.runner._begin``).
+cached in Redis briefly, so a fan-out of eight entity types asks once.
 """
 
 from __future__ import annotations
@@ -35,10 +34,11 @@ def preflight(
 
     ``learn`` is given the status endpoint's ``id`` of the connection (the id
     the unified API's webhooks name it by), even when the status says ``fail``.
-    The caller asks only when no answer is cached (``sync.runner._begin``
-    reads the cache in the pipeline that starts a task).
     """
     key = redis_keys.preflight(connection_id)
+    with coordination(f"preflight of {connection_id}"):
+        if cache.exists(key):
+            return
 
     def ask() -> str:
         status = client.status(base_url, token)

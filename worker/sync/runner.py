@@ -274,6 +274,9 @@ def _slice(
             horizon=horizon,
             full=job.full,
         )
+        # The cache read in _begin spares the call when an answer is cached;
+        # preflight reads it again just before asking, as a sibling task of
+        # the fan-out may have cached one since.
         if job.run_id is None and not preflight_cached:
             preflight(
                 guard=guard,
