@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from bench.common import (
     DATA_END,
@@ -21,6 +17,7 @@ from bench.common import (
     start_worker,
     timed_sync,
 )
+from bench.limit_fetch import fetch_pages
 from bench.report import Section, Table
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 
@@ -45,6 +42,15 @@ class Shape:
 
     def token(self, i: int) -> str:
         return f"tp-{i:03d}"
+
+    def page_list(self) -> list[tuple[str, str, int]]:
+        """Every (token, entity type, page number) of the data set."""
+        return [
+            (self.token(i), entity, page)
+            for i in range(self.connections)
+            for entity in self.entity_types
+            for page in range(1, -(-self.records // self.per_page) + 1)
+        ]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -92,41 +98,21 @@ def warm(sandbox: SandboxHandle, tokens: list[str], entity_types: tuple[str, ...
 
 def limit_run(url: str, shape: Shape, concurrency: int) -> LimitOutcome:
     """The limit: fetch every page at the same concurrency, parse the JSON, nothing else."""
-    jobs: queue.Queue[tuple[str, str, int]] = queue.Queue()
-    for i in range(shape.connections):
-        for entity in shape.entity_types:
-            for page in range(1, -(-shape.records // shape.per_page) + 1):
-                jobs.put((shape.token(i), entity, page))
-    counts = [0] * concurrency
-    client = httpx.Client(
-        base_url=url,
-        timeout=60.0,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    started: list[float] = []
+
+    def start_clocks() -> None:
+        started.extend((time.process_time(), time.perf_counter()))
+
+    records = fetch_pages(
+        url,
+        shape.page_list(),
+        per_page=shape.per_page,
+        concurrency=concurrency,
+        before_start=start_clocks,
     )
-
-    def fetch(slot: int) -> None:
-        while True:
-            try:
-                token, entity, page = jobs.get_nowait()
-            except queue.Empty:
-                return
-            response = client.get(
-                f"/api/eam/{entity}",
-                params={"page": page, "per_page": shape.per_page, "sort[updatedAt]": 0},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response.raise_for_status()
-            counts[slot] += len(response.json()["data"])
-
-    threads = [threading.Thread(target=fetch, args=(n,)) for n in range(concurrency)]
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    cpu0, t0 = started
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    client.close()
-    return LimitOutcome(seconds, sum(counts), cpu, shape.pages)
+    return LimitOutcome(seconds, records, cpu, shape.pages)
 
 
 def entity_sync_run(
