@@ -85,9 +85,12 @@ class _TooDeep(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__,
+# ~0.5 µs per record on the hot path (BENCHMARKS.md "Where the worker's time goes").
+@dataclass(slots=True)
 class BodyRecord:
-    """One element of a page's ``data`` array, as received and as the store will hold it."""
+    """One element of a page's ``data`` array, as received and as the store will hold it
+    (treat as read-only)."""
 
     value: Any  # decoded (None when it could not be)
     data_json: str | None  # what the store's ``data`` holds; None when it cannot hold it
