@@ -96,8 +96,12 @@ ON CONFLICT (connection_id, entity_type) DO UPDATE SET
 """
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per record, and a frozen dataclass's __init__ sets
+# each field through object.__setattr__ (BENCHMARKS.md "Where the worker's time goes").
+@dataclass(slots=True)
 class _Stored:
+    """A key's version as stored (or as the page leaves it); treat as read-only."""
+
     updated_at: str
     deleted_at: str | None
     deleted_by: str | None
