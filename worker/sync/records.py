@@ -38,7 +38,12 @@ def _instant(value: Any) -> str:
 
 def _usable(key: str) -> bool:
     """A key the store's TEXT primary key can hold exactly."""
-    return 0 < len(key) <= MAX_KEY_LENGTH and _NOT_TEXT.search(key) is None
+    if not 0 < len(key) <= MAX_KEY_LENGTH:
+        return False
+    # Most keys are ASCII: then only a NUL could be wrong, and no regex is needed.
+    if key.isascii():
+        return "\x00" not in key
+    return _NOT_TEXT.search(key) is None
 
 
 def _plain_raw(item: Any) -> str:
@@ -87,13 +92,9 @@ def check_record(item: Any) -> RecordRow | QuarantinedRecord:
         deleted_at = None if not_deleted else _instant(deleted_raw)
     except ValueError:
         return _quarantine(received, "record has an invalid deletedAt", key)
-    return RecordRow(
-        key=key,
-        data_json=received.data_json,
-        updated_at=updated_at,
-        deleted_at=deleted_at,
-        raw=None if received.exact else received.raw_text(),
-    )
+    raw = None if received.exact else received.raw_text()
+    # Positional: keyword arguments cost more, once per record.
+    return RecordRow(key, received.data_json, updated_at, deleted_at, raw)
 
 
 def _quarantine(received: BodyRecord, reason: str, key: str | None = None) -> QuarantinedRecord:
