@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ import psycopg
 
 # SQLite waits this long for another process's write lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# Statements a dialect keeps translated. The store's statements are fixed texts,
+# but some list one mark per key (``IN (?,?,...)``): a bound keeps those from growing it.
+_SQL_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,20 @@ class Dialect:
     errors: tuple[type[BaseException], ...]
     # Held around each write transaction of this process (``StoreBase._write``).
     write_lock: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+    # Translating costs a few string passes; a page's commit runs the same
+    # statements every time (BENCHMARKS.md "Where the worker's time goes").
+    _translated: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def sql(self, statement: str) -> str:
         """The statement with placeholders and type slots for this backend."""
+        translated = self._translated.get(statement)
+        if translated is None:
+            translated = self._translate(statement)
+            if len(self._translated) < _SQL_CACHE_SIZE:
+                self._translated[statement] = translated
+        return translated
+
+    def _translate(self, statement: str) -> str:
         filled = statement.replace("{json}", self.json_type).replace("{bool}", self.bool_type)
         filled = filled.replace("{autoid}", self.autoid_type)
         filled = filled.replace("{json_param}", self.json_param)
