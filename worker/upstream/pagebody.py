@@ -29,11 +29,9 @@ What the store holds for each odd kind of record is decided here and in
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -99,12 +97,13 @@ class BodyRecord:
     source: str  # the body text the record was cut from
     start: int
     end: int
-    cut: Callable[[], str] | None = None  # a clean page's record: its raw text, when asked
+    # A clean page's record: the page's texts, cut when asked; the record is number ``start``.
+    texts: _RecordTexts | None = None
 
     def raw_text(self) -> str:
         """The record's exact text, with what a TEXT column cannot hold written ``\\xHH``."""
-        if self.cut is not None:
-            return self.cut()
+        if self.texts is not None:
+            return self.texts.text(self.start)
         return storable_text(self.source[self.start : self.end])
 
 
@@ -363,10 +362,10 @@ def _clean_page(body: bytes) -> ListBody | None:
     data = envelope.get("data") if isinstance(envelope, dict) else None
     if not isinstance(data, list):
         return None
-    cut = functools.partial(functools.partial, _RecordTexts(body).text)
+    texts = _RecordTexts(body)
     try:
         records = [
-            BodyRecord(value, orjson.dumps(value).decode(), True, None, "", 0, 0, cut(index))
+            BodyRecord(value, orjson.dumps(value).decode(), True, None, "", index, index, texts)
             for index, value in enumerate(data)
         ]
     except orjson.JSONEncodeError:  # nested deeper than orjson writes: MAX_DEPTH decides
