@@ -137,31 +137,22 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         top.add(f"`{name}`", f"{seconds / in_tasks:.1%}")
     section.text(
         "**Why throughput is below the limit.** The limit parses each page once and keeps "
-        "nothing. entity-sync, per page, also validates the envelope (pydantic), checks "
-        "every record's key and timestamps and re-encodes it to JSON for the store, commits "
-        "the page with its cursor and run progress in one transaction, and runs two Redis "
-        "scripts (admit, record); per task it adds Celery, the lease, the slot and the run "
-        "history. That is several times the limit's CPU per record, and a threads worker "
-        "spends it in one process under the GIL, i.e. on at most one of the 2 cores, while "
-        "the sandbox needs the other. HTTP time in this profile is mostly the sandbox "
-        "preparing the page (`socket.recv`), which the limit waits for too."
+        "nothing. entity-sync, per page, also checks every record's key and timestamps, "
+        "works out what the page changes (created, updated, deleted), writes the page with "
+        "its cursor and run progress in one transaction of one upsert, and runs one Redis "
+        "script (this page's admission, folded with the last page's outcome); per task it "
+        "adds Celery, the lease, the slot and the run history. That is still a few times the "
+        "limit's CPU per record, and a threads worker spends it in one process under the "
+        "GIL, i.e. on at most one of the 2 cores, while the sandbox needs the other. HTTP "
+        "time in this profile is mostly the sandbox preparing the page (`socket.recv`), "
+        "which the limit waits for too."
     )
     section.text(
         "**What would close the gap**, largest first: (1) more worker processes on more "
-        "cores (the work parallelises by connection and entity type; on this 2-core machine "
-        "the sandbox takes one); (2) not re-encoding records: store each record's raw JSON "
-        "slice from the page body (a streaming parser such as ijson/orjson would be needed), "
-        "or orjson for decode and encode; (3) one Redis script per page instead of two "
-        "(record the outcome and admit the next request together); (4) a bigger "
-        "`PAGES_PER_TASK` to spread per-task costs further."
-    )
-    section.text(
-        "**Easy win taken**: `worker/sync/records.py` now skips `strftime` for timestamps that "
-        "already have the store's form (`...SSZ` or `...SS.ffffffZ`, the usual upstream "
-        "forms), validating them with `datetime.fromisoformat` and producing byte-identical "
-        "text; other forms take the old path. `split_records` went from about 21 to about "
-        "16 µs per record (micro-benchmark on real sandbox pages, median of 3): some 5 µs, "
-        "about 5% of the worker's CPU per record."
+        "cores (`entity-sync workers`, section 8; on this 2-core machine the sandbox takes "
+        "one); (2) the SQL write (a statement per record inside `executemany`; SQLite's "
+        "COMMIT); (3) httpx's own work per request (it still parses each URL). What issue "
+        "15 changed, with the profile before and after, is in docs/performance.md."
     )
     summary = [
         "- Profile: "
