@@ -99,10 +99,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
             env = BenchEnv(store_url=spec.url, upstream_url=sandbox.url)
             flush_redis(env.redis)
             store = env.store()
-            ids = [f"p{i:03d}" for i in range(shape.connections)]
-            env.add_connections(
-                store, [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)]
-            )
+            ids = shape.register(env, store, "p")
             worker = start_worker(
                 env,
                 "profile",

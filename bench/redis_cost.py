@@ -93,11 +93,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
                         broker=f"{base}/11",
                     )
                     store = env.store()
-                    ids = [f"r{i:03d}" for i in range(shape.connections)]
-                    env.add_connections(
-                        store,
-                        [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)],
-                    )
+                    ids = shape.register(env, store, "r")
                     worker = start_worker(
                         env,
                         f"redis-cost-{rep}",

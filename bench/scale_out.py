@@ -136,10 +136,7 @@ def scale_run(
     harness = BenchEnv(store_url=with_user(store_url, OBSERVER), upstream_url=sandbox_url)
     harness.secret_key = env.secret_key
     store = harness.store()
-    ids = [f"c{i:03d}" for i in range(shape.connections)]
-    harness.add_connections(
-        store, [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)]
-    )
+    ids = shape.register(harness, store)
     workers = start_workers(env, processes, name)
     try:
         redis_client.config_resetstat()
@@ -212,10 +209,7 @@ def default_stack_run(
             extra={"ENTITY_SYNC_POOL_SIZE": str(max(20, CONCURRENCY))},
         )
         store = env.store()
-        ids = [f"c{i:03d}" for i in range(shape.connections)]
-        env.add_connections(
-            store, [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)]
-        )
+        ids = shape.register(env, store)
         workers = start_workers(env, processes, name)
         try:
             started, requests = enqueue_all(env, ids)

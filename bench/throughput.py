@@ -19,6 +19,7 @@ from bench.common import (
 )
 from bench.limit_fetch import fetch_pages
 from bench.report import Section, Table
+from worker.store import SqlStore
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 ENTITY_TYPES = ("assets", "work-orders", "materials", "users")
@@ -42,6 +43,14 @@ class Shape:
 
     def token(self, i: int) -> str:
         return f"tp-{i:03d}"
+
+    def register(self, env: BenchEnv, store: SqlStore, prefix: str = "c") -> list[str]:
+        """Add one connection per sandbox token to ``store``; their ids, in token order."""
+        ids = [f"{prefix}{i:03d}" for i in range(self.connections)]
+        env.add_connections(
+            store, [(cid, self.token(i), self.entity_types) for i, cid in enumerate(ids)]
+        )
+        return ids
 
     def page_list(self) -> list[tuple[str, str, int]]:
         """Every (token, entity type, page number) of the data set."""
@@ -137,10 +146,7 @@ def entity_sync_run(
 
         flush_redis(env.redis)
         store = env.store()
-        ids = [f"c{i:03d}" for i in range(shape.connections)]
-        env.add_connections(
-            store, [(cid, shape.token(i), shape.entity_types) for i, cid in enumerate(ids)]
-        )
+        ids = shape.register(env, store)
         green = pool in ("gevent", "eventlet")
         # Celery refuses an embedded beat with green pools: run it beside the worker.
         beat = start_beat(env, name) if green else None
