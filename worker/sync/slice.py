@@ -78,7 +78,7 @@ def sync_slice(
     upstream failure ends the slice and is returned in ``stopped_by``; store
     and Redis errors propagate. Pages committed before either stay committed.
     A guard that carries successes still carries the last one when the slice
-    returns: its owner records it (``Guard.flush`` or ``Guard.carried_record``).
+    returns: its owner records it (``Guard.carried_record``).
     """
     pager = Pager(
         cursor=store.get_cursor(target.connection_id, target.entity_type),
