@@ -71,9 +71,9 @@ def install() -> None:
     """Wrap the store's page commit, the task's end and (optionally) its body."""
     from celery import signals
 
-    import tasks.sync
     from worker.celeryapp.app import app
     from worker.store import base, runs
+    from worker.sync import runner
 
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
@@ -110,14 +110,16 @@ def install() -> None:
 
     poison = os.environ.get("CHAOS_POISON_CONNECTION")
     if poison:
-        run_step = tasks.sync.run_step
+        # The step counts the delivery as it starts (with the lease and slot),
+        # so the crash comes just after: in the step that holds them.
+        held_step = runner._held_step
 
-        def poisoned_run_step(rt: Any, job: Any, *, task_id: str) -> Any:
+        def poisoned_held_step(rt: Any, job: Any, *args: Any) -> Any:
             if job.connection_id == poison:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return run_step(rt, job, task_id=task_id)
+            return held_step(rt, job, *args)
 
-        tasks.sync.run_step = poisoned_run_step
+        runner._held_step = poisoned_held_step  # type: ignore[assignment]
 
 
 def main() -> None:

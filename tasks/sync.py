@@ -39,7 +39,7 @@ from worker.resilience.backoff import retry_delay
 from worker.runtime import Runtime, runtime
 from worker.store import Run, RunStatus
 from worker.sync.endings import end_crashed_task, is_outage, record_rejection
-from worker.sync.poison import count_delivery, dead_letter
+from worker.sync.poison import dead_letter
 from worker.sync.recovery import plan_self_resume
 from worker.sync.runner import Step, StepOutcome, fail_run, run_step
 from worker.timeutil import utc_now
@@ -119,14 +119,14 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Sync one entity type of one connection for a bounded slice, then continue."""
     rt = runtime(publish)
     task_id = str(self.request.id)
-    if _poisoned(self, rt, SYNC_ENTITY, args, kwargs):
-        return {"outcome": "dead-lettered"}
     try:
         job = parse_job(SyncEntityJob, args, kwargs)
         with bound(
             connection_id=job.connection_id, entity_type=job.entity_type.value, task_id=task_id
         ):
-            step = run_step(rt, job, task_id=task_id)
+            # The step counts this delivery in its start's round trip, and
+            # dead-letters a poison job there (worker/sync/poison.py).
+            step = run_step(rt, job, task_id=task_id, retries=int(self.request.retries))
             if step.outcome is StepOutcome.RETRY:
                 return _retry_or_fail(self, rt, job, step)
             if step.outcome is StepOutcome.DEFERRED:
@@ -213,9 +213,13 @@ def _queue_of(task: Task) -> str:
 def _poisoned(
     task: Task, rt: Runtime, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> bool:
-    """Count this delivery; dead-letter the job when it came back too often."""
+    """Count this delivery; dead-letter the job when it came back too often.
+
+    For ``sync_connection``, which takes no lease: ``sync_entity`` counts in
+    its start's round trip instead (``run_step``).
+    """
     task_id = str(task.request.id)
-    deliveries = count_delivery(rt.redis, task_id, int(task.request.retries))
+    deliveries = rt.deliveries.count(task_id, int(task.request.retries))
     if deliveries <= rt.settings.max_deliveries:
         return False
     dead_letter(rt, name, kwargs or (args[0] if args else None), deliveries, task_id=task_id)

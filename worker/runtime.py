@@ -1,7 +1,7 @@
 """The composition root: the per-process resources a task or command needs.
 
 Settings, store, Redis, the upstream and webhook clients, breaker, limits,
-leases, retry budgets, the transition recorder, and how to publish a job.
+leases, delivery counters, retry budgets, the transition recorder, and how to publish a job.
 Built lazily on first use and again after a fork, so a Celery prefork child
 never shares its parent's sockets. Tasks and CLI commands unpack a
 ``Runtime``; the functions below them take only what they use.
@@ -17,6 +17,7 @@ import redis
 
 from worker.client import EntitySyncClient
 from worker.coordination.client import redis_client
+from worker.coordination.deliveries import Deliveries
 from worker.coordination.lease import Leases
 from worker.jobs import Publish
 from worker.outbox.notifier import webhook_client
@@ -66,6 +67,10 @@ class Runtime:
     @cached_property
     def secrets(self) -> SecretBox:
         return SecretBox.from_settings(self.settings)
+
+    @cached_property
+    def deliveries(self) -> Deliveries:
+        return Deliveries(self.redis)
 
     @cached_property
     def leases(self) -> Leases:

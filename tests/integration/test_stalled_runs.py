@@ -156,7 +156,7 @@ def test_a_copy_of_a_task_arriving_after_its_run_ended_stands_down(rt: Runtime) 
     _running(rt, "run-done", started=utc_now())
     rt.store.finish_run("run-done", RunStatus.SUCCEEDED)
     job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-done")
-    step = run_step(rt, job, task_id="late-copy")
+    step = run_step(rt, job, task_id="late-copy", retries=0)
     assert step.outcome is StepOutcome.SKIPPED and step.detail == "run already succeeded"
     assert rt.leases.holder("c1", "assets") is None  # the pair is free for the next run
     run = rt.store.get_run("run-done")
@@ -169,7 +169,7 @@ def test_a_stale_copy_of_a_run_still_going_leaves_the_run_alone(rt: Runtime) -> 
     rt.store.queue_runs([_run("run-q", started=utc_now(), status=RunStatus.QUEUED)])
     rt.leases.acquire("c1", "assets", holder_of("run-q", "first-task"))
     job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-q")
-    step = run_step(rt, job, task_id="sent-again")
+    step = run_step(rt, job, task_id="sent-again", retries=0)
     assert step.outcome is StepOutcome.SKIPPED
     assert step.detail == "a later task of this run holds the pair"
     run = rt.store.get_run("run-q")

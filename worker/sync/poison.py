@@ -1,29 +1,20 @@
-"""Count how often the broker hands out one message, to stop poison jobs.
+"""Stop poison jobs: a message the broker handed out too many times is not run again.
 
 A task that kills its worker is requeued (``task_reject_on_worker_lost``) and
 would kill the next one, for ever. Each delivery of a message (same task id,
-same retry number) is counted in Redis; past ``max_deliveries`` the job is
+same retry number) is counted in Redis (``coordination.deliveries``): a
+``sync_entity`` counts in its start's one round trip (``sync.runner``), a
+``sync_connection`` before anything else. Past ``max_deliveries`` the job is
 dead-lettered with its reason instead of being run again (``dead_letter``).
 """
 
 from __future__ import annotations
 
-import redis
-
-from worker.coordination import redis_keys
 from worker.coordination.lease import holder_of, parse_holder
-from worker.coordination.scripts import count_with_ttl
 from worker.logs import log
 from worker.runtime import Runtime
 from worker.store import RunStatus
 from worker.sync.endings import close_or_record, run_id_of, safe_fields
-
-COUNT_TTL_S = 86_400
-
-
-def count_delivery(client: redis.Redis, task_id: str, retries: int) -> int:
-    """Count this delivery; returns how many times the message was handed out."""
-    return count_with_ttl(client, redis_keys.deliveries(task_id, retries), ttl_s=COUNT_TTL_S)
 
 
 def dead_letter(

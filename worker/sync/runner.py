@@ -11,7 +11,8 @@ of our own Redis or store (those retry), the run ends ``failed`` with kind
 ERROR line (one Sentry event) says why. Ending it at the first occurrence is
 also what stops a poison job: nothing is left for housekeeping to send again
 into the same crash. How a run ends outside its own step (a crashed task,
-a rejected payload) is in ``endings``; a poison message in ``poison``.
+a rejected payload) is in ``endings``; a poison message in ``poison``, which
+the step's start finds (the delivery is counted in its one round trip).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from worker.errors import (
     UpstreamError,
 )
 from worker.inbound.actions import learn_upstream_id
-from worker.jobs import SyncEntityJob
+from worker.jobs import SYNC_ENTITY, SyncEntityJob
 from worker.logs import connection_log, log
 from worker.observability.redaction import redact
 from worker.outbox.relay import relay
@@ -55,6 +56,7 @@ from worker.sync.endings import (
     is_outage,
     report_unexpected,
 )
+from worker.sync.poison import dead_letter
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
 from worker.timeutil import utc_now
 
@@ -68,6 +70,7 @@ class StepOutcome(StrEnum):
     FAILED = "failed"  # the run ended with an error (recorded)
     DEFERRED = "deferred"  # parked until a breaker, pause or slot allows
     RETRY = "retry"  # a transient failure: this task retries after backoff
+    DEAD_LETTERED = "dead-lettered"  # delivered too many times: not run (a poison job)
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,11 @@ def connection_for(store: SqlStore, job: SyncEntityJob) -> Connection:
     return connection
 
 
-def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
+def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> Step:
     """Do this task's share of the run ``job`` belongs to.
+
+    ``retries`` is the task's retry number: with its id it names this
+    delivery of the message, which is counted before anything runs.
 
     It takes the whole runtime on purpose, as part of the edge: a step uses
     nearly every part of it (store, Redis, leases, limits, breaker, retry
@@ -118,7 +124,11 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
     entity = job.entity_type.value
     run_id = job.run_id or task_id
     me = holder_of(run_id, task_id)
-    start = _begin(rt, connection.id, entity, me, first_task=job.run_id is None)
+    start = _begin(
+        rt, connection.id, entity, me, first_task=job.run_id is None, delivery=(task_id, retries)
+    )
+    if start.deliveries > rt.settings.max_deliveries:
+        return _dead_letter(rt, job, run_id, me, start, task_id=task_id)
     if start.holder != me:
         if start.slot:
             rt.limits.release_slot(connection.id, me)
@@ -135,28 +145,71 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str) -> Step:
 class TaskStart:
     """What a task learns from Redis before it starts: one round trip (``_begin``)."""
 
+    deliveries: int  # how many times the broker handed out this message (this one included)
     holder: str  # who holds the pair's lease now: this task when it equals its holder
     slot: bool  # this task took one of the connection's concurrency slots
     preflight_cached: bool  # the connection's status answer is cached (first task only)
 
 
-def _begin(rt: Runtime, connection_id: str, entity: str, me: str, *, first_task: bool) -> TaskStart:
-    """Take the pair's lease and a concurrency slot and read the preflight cache, pipelined.
+def _begin(
+    rt: Runtime,
+    connection_id: str,
+    entity: str,
+    me: str,
+    *,
+    first_task: bool,
+    delivery: tuple[str, int],
+) -> TaskStart:
+    """Count this delivery, take the pair's lease and a concurrency slot and read the
+    preflight cache, pipelined.
 
-    Three round trips sent as one (docs/design.md, "Around each request"); a
-    slot taken by a task that does not get the lease is given back by the caller.
+    Four round trips sent as one (docs/design.md, "Around each request"). The
+    caller gives back what a task does not keep: the slot when it does not
+    get the lease, the lease and slot when the delivery is one too many.
     """
+    task_id, retries = delivery
     calls = [
+        rt.deliveries.count_call(task_id, retries),
         rt.leases.acquire_call(connection_id, entity, me),
         rt.limits.slot_call("acquire", connection_id, me, ttl_s=rt.settings.lease_ttl),
     ]
     reads = [redis_keys.preflight(connection_id)] if first_task else []
     with coordination(f"start {connection_id}/{entity}"):
-        (holder, slot), cached = in_one_round_trip(rt.redis, calls, reads=reads)
+        (deliveries, holder, slot), cached = in_one_round_trip(rt.redis, calls, reads=reads)
     return TaskStart(
+        deliveries=int(deliveries),
         holder=text(holder),
         slot=int(slot) == 1,
         preflight_cached=bool(cached) and int(cached[0]) > 0,
+    )
+
+
+def _dead_letter(
+    rt: Runtime, job: SyncEntityJob, run_id: str, me: str, start: TaskStart, *, task_id: str
+) -> Step:
+    """Give back what the start took, then dead-letter the poison job (never raises).
+
+    Freed first, so the pair is free for the next run and ``dead_letter`` sees
+    who else holds the lease: another task of this run means it goes on there.
+    """
+    calls: list[ScriptCall] = []
+    if start.slot:
+        calls.append(rt.limits.slot_call("release", job.connection_id, me, ttl_s=0.0))
+    if start.holder == me:
+        calls.append(rt.leases.release_call(job.connection_id, job.entity_type.value, me))
+    try:
+        if calls:
+            _send(rt, calls, job.connection_id)
+    except CoordinationError:
+        # Retrying would count again from one under a new retry number: the
+        # poison job would run. The lease and slot expire with their TTL.
+        log.warning("could not free the lease and slot of a poison job (they expire)")
+    payload = job.model_dump(mode="json")
+    dead_letter(rt, SYNC_ENTITY, payload, start.deliveries, task_id=task_id)
+    return Step(
+        StepOutcome.DEAD_LETTERED,
+        run_id,
+        detail=f"delivered {start.deliveries} times: dead-lettered",
     )
 
 
