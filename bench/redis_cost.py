@@ -177,14 +177,16 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         "success also admits the next request (`record_admit.lua`); a probe's success and "
         "every failure are recorded at once. The lease and slot renewals run at most every "
         "`LEASE_TTL / 3`. The rest is per task and per run, amortised over a slice's pages "
-        "(at most `PAGES_PER_TASK` = 50): the delivery counter; one pipeline taking the "
-        "lease and a concurrency slot and reading the preflight cache; the slice's first "
-        "admission; one pipeline recording its last success and freeing the slot (and the "
-        "lease, when the run is done); the retry budget; and per process the first `EVAL` "
-        "of each script and the handshake (HELLO, SELECT) of each pooled connection. "
+        "(at most `PAGES_PER_TASK` = 50): one pipeline counting the delivery, taking the "
+        "lease and a concurrency slot and reading the preflight cache; the preflight's "
+        "second read of its cache (`EXISTS`, just before it asks) and its write; the slice's "
+        "first admission; one pipeline recording its last success and freeing the slot (and "
+        "the lease, when the run is done); the retry budget; and per process the first "
+        "`EVAL` of each script and one handshake round trip (HELLO and SELECT written "
+        "together) for each pooled connection. "
         + (
             f"Missed: {trips:.2f} > 1.2. With about 40 requests per run here, the fixed part "
-            "per task is what is left; the delivery counter could join the first pipeline."
+            "per task is what is left."
             if trips > 1.2
             else "Within the target."
         )
