@@ -111,7 +111,9 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> 
     """Do this task's share of the run ``job`` belongs to.
 
     ``retries`` is the task's retry number: with its id it names this
-    delivery of the message, which is counted before anything runs.
+    delivery of the message, counted in the start's round trip (after the
+    connection is read, before the run is touched) so that a poison job is
+    dead-lettered before it can run.
 
     It takes the whole runtime on purpose, as part of the edge: a step uses
     nearly every part of it (store, Redis, leases, limits, breaker, retry
