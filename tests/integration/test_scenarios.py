@@ -45,7 +45,7 @@ PAGE_SIZE = 25
 SIZE = 60  # three pages per entity type
 THRESHOLD = 3  # ENTITY_SYNC_BREAKER_CONSECUTIVE_FAILURES
 MAX_CONCURRENCY = 4  # tasks of one connection at once (the default)
-# Longer than a job waits for a busy slot (runner.SLOT_WAIT_S): jobs come back
+# Longer than a job waits for a busy slot (slot_wait.SLOT_WAIT_S): jobs come back
 # inside the window, and only the shared pause keeps them quiet.
 RETRY_AFTER_S = 4
 # Requests on the wire when a 429 was answered land inside its window within

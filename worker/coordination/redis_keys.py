@@ -114,6 +114,11 @@ def slots(connection_id: str) -> str:
     return f"{tag(connection_id)}:slots"
 
 
+def slot_waiters(connection_id: str) -> str:
+    """Set while a job of the connection is parked waiting for a concurrency slot."""
+    return f"{tag(connection_id)}:slotwait"
+
+
 def lease(connection_id: str, entity_type: str) -> str:
     """The sync lease of one (connection, entity type): see ``worker.coordination.lease``."""
     return f"{tag(connection_id)}:lease:{check_entity_type(entity_type)}"

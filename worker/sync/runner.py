@@ -58,6 +58,7 @@ from worker.sync.endings import (
 )
 from worker.sync.poison import dead_letter
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
+from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S, mark_waiting, wake_one_waiter
 from worker.timeutil import utc_now
 
 
@@ -92,7 +93,6 @@ class Step:
         return {"outcome": self.outcome.value, "run_id": self.run_id, "detail": self.detail}
 
 
-SLOT_WAIT_S = 2.0  # how long a job waits for a busy connection's concurrency slot
 MAX_COUNTDOWN_S = 60.0  # longer waits are parked in the store, not held as ETA tasks
 
 
@@ -229,9 +229,13 @@ def _held_step(
         rt.leases.release(connection.id, entity, me)
         return Step(StepOutcome.SKIPPED, run_id, detail=f"run already {ended}")
     if not start.slot:
-        # Every slot of this connection is busy: other connections get the workers.
-        waiting = Deferred("waiting for a concurrency slot", until=time.time() + SLOT_WAIT_S)
-        return _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
+        # Every slot of this connection is busy: other connections get the workers,
+        # and the task that frees a slot wakes this job (worker/sync/slot_wait.py).
+        waiting = Deferred(SLOT_WAIT_REASON, until=time.time() + SLOT_WAIT_S)
+        step = _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
+        with coordination(f"slot wait {connection.id}"):
+            mark_waiting(rt.redis, connection.id)
+        return step
     guard = Guard(
         breaker=rt.breaker,
         connection_id=connection.id,
@@ -267,9 +271,19 @@ def _slice_ending(rt: Runtime, guard: Guard, connection_id: str, me: str) -> lis
 
 
 def _send(rt: Runtime, calls: list[ScriptCall], connection_id: str) -> None:
-    """Send the calls in one round trip (docs/design.md, "Around each request")."""
+    """Send the calls that end a slice in one round trip (docs/design.md, "Around each
+    request"), with a read of the slot-waiting mark; wake a waiter when it is set."""
     with coordination(f"end of slice {connection_id}"):
-        in_one_round_trip(rt.redis, calls)
+        _, (waiting,) = in_one_round_trip(
+            rt.redis, calls, reads=[redis_keys.slot_waiters(connection_id)]
+        )
+    if not waiting:
+        return
+    try:
+        wake_one_waiter(rt.publish, store=rt.store, client=rt.redis, connection_id=connection_id)
+    except Exception:
+        # The waiter's own countdown still resumes it, a moment later.
+        log.warning("could not wake a job waiting for a slot of %s", connection_id, exc_info=True)
 
 
 def _open_run(store: SqlStore, job: SyncEntityJob, run_id: str) -> str | None:
