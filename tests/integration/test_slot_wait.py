@@ -73,13 +73,17 @@ def test_the_task_that_frees_the_slot_resumes_the_waiting_job_at_once(
 ) -> None:
     rt, sent = world
     assert rt.limits.acquire_slot("c1", "somebody-else", ttl_s=30)
-    sites = run_step(rt, SyncEntityJob(connection_id="c1", entity_type="sites"), task_id="s1")
+    sites = run_step(
+        rt, SyncEntityJob(connection_id="c1", entity_type="sites"), task_id="s1", retries=0
+    )
     assert sites.outcome == StepOutcome.DEFERRED, sites
     assert [j.reason for j in rt.store.parked_jobs("c1")] == [SLOT_WAIT_REASON]
     assert test_redis.exists(redis_keys.slot_waiters("c1"))
     rt.limits.release_slot("c1", "somebody-else")
 
-    assets = run_step(rt, SyncEntityJob(connection_id="c1", entity_type="assets"), task_id="a1")
+    assets = run_step(
+        rt, SyncEntityJob(connection_id="c1", entity_type="assets"), task_id="a1", retries=0
+    )
 
     assert assets.outcome == StepOutcome.DONE, assets
     # Freeing its slot, the assets task sent the parked sites job on, long
@@ -97,7 +101,7 @@ def test_the_task_that_frees_the_slot_resumes_the_waiting_job_at_once(
         is None
     )
 
-    again = run_step(rt, SyncEntityJob.model_validate(resumed[0]), task_id="s2")
+    again = run_step(rt, SyncEntityJob.model_validate(resumed[0]), task_id="s2", retries=0)
 
     assert again.outcome == StepOutcome.DONE, again
     run = rt.store.get_run(sites.run_id)
@@ -113,7 +117,9 @@ def test_a_slice_end_with_nobody_waiting_sends_nothing(
     world: tuple[Runtime, Sent], test_redis: redis.Redis
 ) -> None:
     rt, sent = world
-    step = run_step(rt, SyncEntityJob(connection_id="c1", entity_type="assets"), task_id="a1")
+    step = run_step(
+        rt, SyncEntityJob(connection_id="c1", entity_type="assets"), task_id="a1", retries=0
+    )
     assert step.outcome == StepOutcome.DONE, step
     assert [name for name, _, _ in sent if name == SYNC_ENTITY] == []
     assert not test_redis.exists(redis_keys.slot_waiters("c1"))
