@@ -262,6 +262,19 @@ def _per(observed: list[Observed], group: str, what: str) -> float:
     return median(values)
 
 
+_RATE_LIMIT_ROWS = (
+    "requests inside Retry-After windows (4 connections)",
+    "requests per rate-limited connection",
+)
+
+
+def _rate_limit_row(measure: str, observed: list[Observed]) -> float:
+    """One of ``_RATE_LIMIT_ROWS`` for one worker's runs."""
+    if measure == _RATE_LIMIT_ROWS[0]:
+        return median([o.inside_retry_after for o in observed])
+    return _per(observed, "r", "requests")
+
+
 def _report(
     section: Section,
     results: dict[str, list[Observed]],
@@ -341,18 +354,8 @@ def _report(
         f"{median([o.unaffected_synced for o in es_b]):.0%}",
         f"{median([o.unaffected_synced for o in nv_c]):.0%}",
     )
-    table.add(
-        "requests inside Retry-After windows (4 connections)",
-        "0",
-        median([o.inside_retry_after for o in es_b]),
-        median([o.inside_retry_after for o in nv_c]),
-    )
-    table.add(
-        "requests per rate-limited connection",
-        "-",
-        _per(es_b, "r", "requests"),
-        _per(nv_c, "r", "requests"),
-    )
+    for measure, target in zip(_RATE_LIMIT_ROWS, ("0", "-"), strict=True):
+        table.add(measure, target, *(_rate_limit_row(measure, runs) for runs in (es_b, nv_c)))
     section.text(
         "Requests are everything the sandbox received from a token in the window (status "
         "endpoint and lists). An open interval is one transition of a breaker (connection or "
@@ -374,16 +377,8 @@ def _report(
         median([o.healthy_s for o in es_b1]),
     )
     serial.add("mix / all healthy (the default's (a))", es_ratio, serial_ratio)
-    serial.add(
-        "requests inside Retry-After windows (4 connections)",
-        median([o.inside_retry_after for o in es_b]),
-        serial_inside,
-    )
-    serial.add(
-        "requests per rate-limited connection",
-        _per(es_b, "r", "requests"),
-        _per(es_b1, "r", "requests"),
-    )
+    for measure in _RATE_LIMIT_ROWS:
+        serial.add(measure, *(_rate_limit_row(measure, runs) for runs in (es_b, es_b1)))
     section.text(
         "Run (b1) is the mix again with `ENTITY_SYNC_MAX_CONCURRENCY=1`: each connection has "
         "one request in flight at most, from its first request on, instead of one per entity "

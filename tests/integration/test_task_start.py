@@ -21,7 +21,8 @@ from worker.jobs import SyncEntityJob
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Connection, Run, RunStatus
-from worker.sync.runner import StepOutcome, _begin, run_step
+from worker.sync.runner import StepOutcome, run_step
+from worker.sync.task_edges import begin_task
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration
@@ -53,23 +54,28 @@ def _writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return writes
 
 
+def _assets_run(run_id: str, status: RunStatus) -> Run:
+    now = utc_now()
+    return Run(
+        id=run_id,
+        connection_id="c1",
+        entity_type="assets",
+        status=status,
+        started_at=now,
+        heartbeat_at=now,
+        request_id="req-1",
+        trigger="manual",
+    )
+
+
+def _running_run(rt: Runtime, run_id: str) -> None:
+    """A run whose earlier tasks already started (its status ``running``)."""
+    rt.store.start_run(_assets_run(run_id, RunStatus.RUNNING))
+
+
 def _queued_run(rt: Runtime, run_id: str) -> None:
     """The queued run a fan-out writes before sending its first task (id = run id)."""
-    now = utc_now()
-    rt.store.queue_runs(
-        [
-            Run(
-                id=run_id,
-                connection_id="c1",
-                entity_type="assets",
-                status=RunStatus.QUEUED,
-                started_at=now,
-                heartbeat_at=now,
-                request_id="req-1",
-                trigger="manual",
-            )
-        ]
-    )
+    rt.store.queue_runs([_assets_run(run_id, RunStatus.QUEUED)])
 
 
 def _delivered_before(rt: Runtime, task_id: str, times: int) -> None:
@@ -84,7 +90,7 @@ def test_the_start_counts_the_delivery_in_its_one_round_trip(
     me = holder_of("run-1", "task-1")
     rt.redis.ping()  # the pool's connection is open: its handshake is not the start's
     writes = _writes(monkeypatch)
-    start = _begin(rt, "c1", "assets", me, first_task=True, delivery=("task-1", 0))
+    start = begin_task(rt, "c1", "assets", me, first_task=True, delivery=("task-1", 0))
     monkeypatch.undo()
 
     # Count, lease, slot and cache read: one write, where the count used to be a second.
@@ -94,9 +100,9 @@ def test_the_start_counts_the_delivery_in_its_one_round_trip(
     key = redis_keys.deliveries("task-1", 0)
     assert 0 < rt.redis.ttl(key) <= 86_400  # the counter expires
 
-    again = _begin(rt, "c1", "assets", me, first_task=False, delivery=("task-1", 0))
+    again = begin_task(rt, "c1", "assets", me, first_task=False, delivery=("task-1", 0))
     assert again.deliveries == 2  # the same message handed out again
-    retried = _begin(rt, "c1", "assets", me, first_task=False, delivery=("task-1", 1))
+    retried = begin_task(rt, "c1", "assets", me, first_task=False, delivery=("task-1", 1))
     assert retried.deliveries == 1  # a retry is a new message
 
 
@@ -128,17 +134,7 @@ def test_a_poison_first_task_is_dead_lettered_and_holds_nothing(rt: Runtime) -> 
 
 def test_a_poison_continuation_gives_back_the_lease_it_still_held(rt: Runtime) -> None:
     # The run's earlier deliveries of this task took the lease and died with it.
-    rt.store.start_run(
-        Run(
-            id="run-c",
-            connection_id="c1",
-            entity_type="assets",
-            status=RunStatus.RUNNING,
-            started_at=utc_now(),
-            request_id="req-1",
-            trigger="manual",
-        )
-    )
+    _running_run(rt, "run-c")
     me = holder_of("run-c", "task-c")
     rt.leases.acquire("c1", "assets", me)
     rt.limits.acquire_slot("c1", me, ttl_s=30)
@@ -156,17 +152,7 @@ def test_a_poison_continuation_gives_back_the_lease_it_still_held(rt: Runtime) -
 
 
 def test_a_poison_copy_leaves_the_run_to_the_task_that_holds_it(rt: Runtime) -> None:
-    rt.store.start_run(
-        Run(
-            id="run-r",
-            connection_id="c1",
-            entity_type="assets",
-            status=RunStatus.RUNNING,
-            started_at=utc_now(),
-            request_id="req-1",
-            trigger="manual",
-        )
-    )
+    _running_run(rt, "run-r")
     # The stalled-run check sent the run again; that task holds the pair now.
     other = holder_of("run-r", "task-sent-again")
     rt.leases.acquire("c1", "assets", other)

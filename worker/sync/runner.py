@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, holder_of, parse_holder
-from worker.coordination.scripts import ScriptCall, coordination, in_one_round_trip, text
+from worker.coordination.scripts import ScriptCall, coordination
 from worker.errors import (
     Blocked,
     CoordinationError,
@@ -58,7 +57,8 @@ from worker.sync.endings import (
 )
 from worker.sync.poison import dead_letter
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
-from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S, mark_waiting, wake_one_waiter
+from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S, mark_waiting
+from worker.sync.task_edges import TaskStart, begin_task, send_ending, slice_ending
 from worker.timeutil import utc_now
 
 
@@ -126,7 +126,7 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> 
     entity = job.entity_type.value
     run_id = job.run_id or task_id
     me = holder_of(run_id, task_id)
-    start = _begin(
+    start = begin_task(
         rt, connection.id, entity, me, first_task=job.run_id is None, delivery=(task_id, retries)
     )
     if start.deliveries > rt.settings.max_deliveries:
@@ -141,49 +141,6 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> 
         if is_outage(exc):
             raise  # our Redis or store is down: the task retries, the run goes on
         return end_unexpectedly(rt, job, run_id, me, exc)
-
-
-@dataclass(frozen=True)
-class TaskStart:
-    """What a task learns from Redis before it starts: one round trip (``_begin``)."""
-
-    deliveries: int  # how many times the broker handed out this message (this one included)
-    holder: str  # who holds the pair's lease now: this task when it equals its holder
-    slot: bool  # this task took one of the connection's concurrency slots
-    preflight_cached: bool  # the connection's status answer is cached (first task only)
-
-
-def _begin(
-    rt: Runtime,
-    connection_id: str,
-    entity: str,
-    me: str,
-    *,
-    first_task: bool,
-    delivery: tuple[str, int],
-) -> TaskStart:
-    """Count this delivery, take the pair's lease and a concurrency slot and read the
-    preflight cache, pipelined.
-
-    Four round trips sent as one (docs/design.md, "Around each request"). The
-    caller gives back what a task does not keep: the slot when it does not
-    get the lease, the lease and slot when the delivery is one too many.
-    """
-    task_id, retries = delivery
-    calls = [
-        rt.deliveries.count_call(task_id, retries),
-        rt.leases.acquire_call(connection_id, entity, me),
-        rt.limits.slot_call("acquire", connection_id, me, ttl_s=rt.settings.lease_ttl),
-    ]
-    reads = [redis_keys.preflight(connection_id)] if first_task else []
-    with coordination(f"start {connection_id}/{entity}"):
-        (deliveries, holder, slot), cached = in_one_round_trip(rt.redis, calls, reads=reads)
-    return TaskStart(
-        deliveries=int(deliveries),
-        holder=text(holder),
-        slot=int(slot) == 1,
-        preflight_cached=bool(cached) and int(cached[0]) > 0,
-    )
 
 
 def _dead_letter(
@@ -201,7 +158,7 @@ def _dead_letter(
         calls.append(rt.leases.release_call(job.connection_id, job.entity_type.value, me))
     try:
         if calls:
-            _send(rt, calls, job.connection_id)
+            send_ending(rt, calls, job.connection_id)
     except CoordinationError:
         # Retrying would count again from one under a new retry number: the
         # poison job would run. The lease and slot expire with their TTL.
@@ -254,36 +211,11 @@ def _held_step(
     except BaseException:
         rt.limits.release_slot(connection.id, me)  # a carried success is lost: one sample
         raise
-    ending = _slice_ending(rt, guard, connection.id, me)
+    ending = slice_ending(rt, guard, connection.id, me)
     if not (result.done and result.stopped_by is None):
-        _send(rt, ending, connection.id)
+        send_ending(rt, ending, connection.id)
         ending = []
     return _conclude(rt, job, run_id, me, result, ending)
-
-
-def _slice_ending(rt: Runtime, guard: Guard, connection_id: str, me: str) -> list[ScriptCall]:
-    """The calls that end a slice: record its last success, if carried, and free the slot."""
-    calls = [rt.limits.slot_call("release", connection_id, me, ttl_s=0.0)]
-    carried = guard.carried_record()
-    if carried is not None:
-        calls.insert(0, carried)
-    return calls
-
-
-def _send(rt: Runtime, calls: list[ScriptCall], connection_id: str) -> None:
-    """Send the calls that end a slice in one round trip (docs/design.md, "Around each
-    request"), with a read of the slot-waiting mark; wake a waiter when it is set."""
-    with coordination(f"end of slice {connection_id}"):
-        _, (waiting,) = in_one_round_trip(
-            rt.redis, calls, reads=[redis_keys.slot_waiters(connection_id)]
-        )
-    if not waiting:
-        return
-    try:
-        wake_one_waiter(rt.publish, store=rt.store, client=rt.redis, connection_id=connection_id)
-    except Exception:
-        # The waiter's own countdown still resumes it, a moment later.
-        log.warning("could not wake a job waiting for a slot of %s", connection_id, exc_info=True)
 
 
 def _open_run(store: SqlStore, job: SyncEntityJob, run_id: str) -> str | None:
@@ -343,7 +275,7 @@ def _slice(
             horizon=horizon,
             full=job.full,
         )
-        # The cache read in _begin spares the call when an answer is cached;
+        # The cache read in begin_task spares the call when an answer is cached;
         # preflight reads it again just before asking, as a sibling task of
         # the fan-out may have cached one since.
         if job.run_id is None and not preflight_cached:
@@ -411,7 +343,7 @@ def _conclude(
                 rt.publish, job.connection_id
             )  # its sync.completed event; the sweep is the fallback
         lease = rt.leases.release_call(job.connection_id, entity, me)
-        _send(rt, [*ending, lease], job.connection_id)
+        send_ending(rt, [*ending, lease], job.connection_id)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})
         return Step(StepOutcome.DONE, run_id)
     successor = str(uuid.uuid4())
