@@ -1,7 +1,10 @@
 """``python -m bench [--quick] [--only NAME ...] [--runs N] [--output FILE]``.
 
-Runs the suites against the machine's Redis and PostgreSQL and writes
-BENCHMARKS.md. With ``--only`` and an existing output file, only the suites
+Runs the suites against a Redis of the bench's own (a ``redis-server`` on a
+free port, unless ``BENCH_REDIS_URL`` names one) and the machine's
+PostgreSQL, and writes BENCHMARKS.md. Two bench runs on one machine then
+never flush each other's queues; a bench stopped with SIGTERM stops its
+workers first. With ``--only`` and an existing output file, only the suites
 run replace their sections and "Targets at a glance" lines (bench/merge.py);
 the other suites' stay. Benchmarks report; the exit status is 0 even when a target is
 missed (it is 1 only when a suite could not run at all).
@@ -10,8 +13,12 @@ missed (it is 1 only when a suite could not run at all).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +54,22 @@ def ensure_dependencies() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ensure_dependencies()
+    # SIGTERM ends the bench through its `finally` blocks and stop_every_process: the
+    # workers it started run in sessions of their own and would outlive it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("BENCH_REDIS_URL") and shutil.which("redis-server"):
+            from chaos.infra import RedisServer
+
+            server = stack.enter_context(RedisServer())
+            os.environ["BENCH_REDIS_URL"] = server.base_url
+        from bench.common import stop_every_process
+
+        stack.callback(stop_every_process)
+        return _run_suites(argv)
+
+
+def _run_suites(argv: list[str] | None) -> int:
     from bench.common import OUT_DIR, say
     from bench.report import Section, merge, write
 

@@ -196,6 +196,7 @@ class Proc:
 
     def start(self, ready: bytes | None = b"ready.", timeout: float = 90.0) -> Proc:
         self.proc = spawn(self.command, env=self.env, log_path=self.log_path, append=False)
+        _RUNNING.add(self)
         if ready is not None:
             deadline = time.monotonic() + timeout
             while ready not in self.log_path.read_bytes():
@@ -244,6 +245,19 @@ class Proc:
 
     def stop(self, timeout: float = 30.0) -> None:
         stop_group(self.proc, timeout=timeout)
+        _RUNNING.discard(self)
+
+
+# Every Proc started and not stopped yet: the bench stops them all when it ends, however
+# it ends (a worker runs in a session of its own and would outlive it, consuming the
+# queues of the next bench run).
+_RUNNING: set[Proc] = set()
+
+
+def stop_every_process() -> None:
+    """Stop every process this bench started that is still running."""
+    for proc in list(_RUNNING):
+        proc.stop(timeout=10)
 
 
 def _beat_file() -> Path:

@@ -17,31 +17,22 @@ run by run; figures are medians.
 from __future__ import annotations
 
 import re
-import shutil
-import socket
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import redis
 
 from bench.common import OUT_DIR, BenchEnv, Proc, fresh_store, median, say, start_worker
 from bench.report import Section, Table
+from chaos.infra import RedisServer
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 LAYOUTS = {"before (5 entries)": "bench.legacy_beat", "after (1 tick)": "worker"}
 CONNECTIONS = 20
 ENTITY_TYPES = ("assets", "sites")
 _TASK = re.compile(rb'"task":\s*"([^"]+)"')
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class BrokerCounter:
@@ -84,23 +75,6 @@ class BrokerCounter:
 
 def _housekeeping(tasks: Counter[str]) -> int:
     return sum(n for name, n in tasks.items() if name.startswith("entity_sync.housekeeping."))
-
-
-@contextmanager
-def _private_redis() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("no redis-server binary: the bench needs a private Redis")
-    port = _free_port()
-    server = Proc(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        {},
-        OUT_DIR / "logs" / "housekeeping-redis.log",
-    ).start(ready=b"Ready to accept connections")
-    try:
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _measure(
@@ -159,7 +133,8 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         f"python -m bench --only housekeeping{' --quick' if quick else ''}",
     )
     results: dict[tuple[str, bool], list[dict[str, float]]] = {}
-    with _private_redis() as base, running_sandbox(preset="empty") as sandbox:
+    with RedisServer() as server, running_sandbox(preset="empty") as sandbox:
+        base = server.base_url
         for i in range(CONNECTIONS):
             scenarios = (
                 [{"name": "rate_limit", "every": 15, "retry_after_s": 2}] if i % 4 == 0 else []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -23,7 +22,6 @@ import redis
 from bench.common import (
     OUT_DIR,
     BenchEnv,
-    Proc,
     enqueue_all,
     fresh_store,
     median,
@@ -33,13 +31,8 @@ from bench.common import (
 )
 from bench.report import Section, Table
 from bench.throughput import traced_shape, warm
+from chaos.infra import RedisServer
 from worker.testing.sandbox import running_sandbox
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _commandstats(client: redis.Redis) -> Counter[str]:
@@ -64,20 +57,14 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         "5. Redis cost per upstream request",
         f"python -m bench --only redis_cost{' --quick' if quick else ''}",
     )
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         section.text("Not measured: no `redis-server` binary to run a private Redis.")
         return section, ["- Redis cost: not measured (no redis-server binary)."]
-    port = _free_port()
-    server = Proc(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        {},
-        OUT_DIR / "logs" / "redis-cost-server.log",
-    ).start(ready=b"Ready to accept connections")
+    server = RedisServer().start()  # of its own: INFO commandstats counts this bench only
     rows: list[dict[str, float]] = []
     names_total: Counter[str] = Counter()
     try:
-        base = f"redis://127.0.0.1:{port}"
+        base = server.base_url
         admin = redis.Redis.from_url(base)
         with running_sandbox(config=shape.config()) as sandbox:
             warm(sandbox, [shape.token(i) for i in range(shape.connections)], shape.entity_types)
@@ -139,7 +126,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
                 )
                 say(f"redis cost run {rep + 1}: {rows[-1]}")
     finally:
-        server.stop()
+        server.kill()
     section.text(
         f"{shape.total:,} records ({shape.connections} connections x {len(shape.entity_types)} "
         "entity types), one `--pool=threads --concurrency=16` worker, SQLite. Upstream "

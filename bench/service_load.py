@@ -22,8 +22,7 @@ import psutil
 import psycopg
 import redis
 
-from bench.common import OUT_DIR, Proc
-from chaos.infra import PostgresCluster, free_port
+from chaos.infra import PostgresCluster, RedisServer
 
 AMQP_BASE = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 OBSERVER = "bench_observer"  # the harness's PostgreSQL role, left out of the counts
@@ -50,21 +49,13 @@ def rabbitmq_vhost() -> Iterator[str]:
 
 @contextmanager
 def private_redis() -> Iterator[tuple[str, redis.Redis]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("needs the redis-server binary for a private Redis")
-    port = free_port()
-    server = Proc(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        {},
-        OUT_DIR / "logs" / "scale-out-redis.log",
-    ).start(ready=b"Ready to accept connections")
-    client = redis.Redis(port=port, socket_connect_timeout=3)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", client
-    finally:
-        client.close()
-        server.stop()
+    """A Redis of this suite's own (its INFO commandstats and CPU are the suite's)."""
+    with RedisServer() as server:
+        client = redis.Redis(port=server.port, socket_connect_timeout=3)
+        try:
+            yield server.url(), client
+        finally:
+            client.close()
 
 
 @contextmanager

@@ -42,7 +42,12 @@ class RedisServer:
         self.restarts = 0
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"{self.base_url}/{db}"
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL without a database: ``<base_url>/<db>`` picks one."""
+        return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
