@@ -361,6 +361,23 @@ def map_to_this_machine(value: str, sandbox_port: int, store_url: str) -> str:
     return value
 
 
+def map_port(arg: str, container_port: str, port: int) -> str:
+    """``arg`` with the container's port number replaced by this machine's ``port``.
+
+    Whole numbers only: another service's free port that holds the digits
+    (the sandbox on 55557 beside flower's 5555) stays as it is.
+    """
+    return re.sub(rf"(?<!\d){container_port}(?!\d)", str(port), arg)
+
+
+def test_a_port_is_mapped_only_where_it_is_a_whole_number() -> None:
+    assert map_port("--port=5555", "5555", 40123) == "--port=40123"
+    assert map_port("http://127.0.0.1:5555/x", "5555", 40123) == "http://127.0.0.1:40123/x"
+    # The flake this fixed: the sandbox's port 55557 turned into an invalid one.
+    assert map_port("http://127.0.0.1:55557", "5555", 40123) == "http://127.0.0.1:55557"
+    assert map_port("http://127.0.0.1:15555", "5555", 40123) == "http://127.0.0.1:15555"
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Container]]:
     uid, gid = run_as()
@@ -405,7 +422,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Container]]:
                 # share one machine: map its port to a free one and its volume
                 # mounts to their directories.
                 if name in ports:
-                    arg = arg.replace(container_ports[name], str(ports[name]))
+                    arg = map_port(arg, container_ports[name], ports[name])
                 for target, directory in volume_dirs.items():
                     arg = arg.replace(target, directory)
                 return arg
