@@ -61,6 +61,10 @@ class LevelKeys:
     probe: str
     window: str
 
+    def all(self) -> list[str]:
+        """The three keys, in the order every breaker script takes them."""
+        return [self.state, self.probe, self.window]
+
 
 def connection_level(connection_id: str) -> LevelKeys:
     """Keys of the connection-wide breaker."""

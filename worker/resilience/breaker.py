@@ -249,16 +249,10 @@ class Breaker:
         cid, entity = admission.connection_id, admission.entity_type
         conn_effect, ent_effect = level_effects(outcome, has_entity=entity is not None)
         conn = redis_keys.connection_level(cid)
-        keys = [
-            conn.state,
-            conn.probe,
-            conn.window,
-            redis_keys.entity_index(cid),
-            redis_keys.one_at_a_time(cid),
-        ]
+        keys = [*conn.all(), redis_keys.entity_index(cid), redis_keys.one_at_a_time(cid)]
         if entity is not None:
             ent = redis_keys.entity_level(cid, entity)
-            keys += [ent.state, ent.probe, ent.window]
+            keys += ent.all()
             if not outcome.success and outcome.scope is Scope.ENTITY_TYPE and outcome.kind:
                 keys.append(redis_keys.evidence(cid, outcome.kind))
         args: list[Any] = [
@@ -280,10 +274,10 @@ class Breaker:
     ) -> Change:
         if entity_type is None:
             lk = redis_keys.connection_level(connection_id)
-            keys = [lk.state, lk.probe, lk.window]
+            keys = lk.all()
         else:
             lk = redis_keys.entity_level(connection_id, entity_type)
-            keys = [lk.state, lk.probe, lk.window, redis_keys.entity_index(connection_id)]
+            keys = [*lk.all(), redis_keys.entity_index(connection_id)]
         what = f"{op} {connection_id} {entity_type or ''}".rstrip()
         r = self._run(
             self._set_state, what, keys, op, repr(float(seconds)), reason, entity_type or ""
@@ -359,18 +353,18 @@ class Breaker:
             if entity_type is not None:
                 lk = redis_keys.entity_level(connection_id, entity_type)
                 pipe = self.redis.pipeline(transaction=True)
-                pipe.delete(lk.state, lk.probe, lk.window)
+                pipe.delete(*lk.all())
                 pipe.srem(redis_keys.entity_index(connection_id), entity_type)
                 return int(pipe.execute()[0])
             keys = [
-                *_level_keys(redis_keys.connection_level(connection_id)),
+                *redis_keys.connection_level(connection_id).all(),
                 redis_keys.pause(connection_id),
                 redis_keys.one_at_a_time(connection_id),
                 redis_keys.entity_index(connection_id),
                 *redis_keys.evidence_keys(connection_id),
             ]
             for member in self.redis.smembers(redis_keys.entity_index(connection_id)):
-                keys += _level_keys(redis_keys.entity_level(connection_id, text(member)))
+                keys += redis_keys.entity_level(connection_id, text(member)).all()
             return int(self.redis.delete(*keys))
 
     def show(self, connection_id: str) -> BreakerView:
@@ -388,17 +382,14 @@ def _admit_keys(connection_id: str, entity_type: str | None) -> list[str]:
     """The keys of ``admit.lua`` for one (connection, entity type)."""
     conn = redis_keys.connection_level(connection_id)
     keys = [
-        conn.state,
-        conn.probe,
-        conn.window,
+        *conn.all(),
         redis_keys.pause(connection_id),
         redis_keys.rate(connection_id),
         redis_keys.limits(connection_id),
         redis_keys.one_at_a_time(connection_id),
     ]
     if entity_type is not None:
-        ent = redis_keys.entity_level(connection_id, entity_type)
-        keys += [ent.state, ent.probe, ent.window]
+        keys += redis_keys.entity_level(connection_id, entity_type).all()
     return keys
 
 
@@ -428,10 +419,6 @@ def _record_result(entity_type: str | None, r: list[Any]) -> RecordResult:
         entity=_level_result(entity_type, r[6:12]) if entity_type is not None else None,
         distinct_entity_types=int(r[12]),
     )
-
-
-def _level_keys(lk: redis_keys.LevelKeys) -> list[str]:
-    return [lk.state, lk.probe, lk.window]
 
 
 def _level_result(level: str, r: list[Any]) -> LevelResult:

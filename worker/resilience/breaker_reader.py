@@ -83,11 +83,8 @@ class BreakerReader:
             with coordination(f"show {len(ids)} connections"):
                 pipe = self.redis.pipeline(transaction=False)
                 for connection_id in ids:
-                    conn = redis_keys.connection_level(connection_id)
                     keys = [
-                        conn.state,
-                        conn.probe,
-                        conn.window,
+                        *redis_keys.connection_level(connection_id).all(),
                         redis_keys.pause(connection_id),
                         redis_keys.entity_index(connection_id),
                     ]
