@@ -119,14 +119,25 @@ def in_one_round_trip(
     return out, answers
 
 
-def count_with_ttl(client: redis.Redis, key: str, *, ttl_s: float) -> int:
-    """Add one to a counter that expires ``ttl_s`` after its last use; the new value."""
-    with coordination(f"count {key}"):
-        pipe = client.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, max(1, math.ceil(ttl_s)))
-        count, _ = pipe.execute()
-    return int(count)
+class TtlCounter:
+    """Counters that expire ``ttl_s`` after their last count (``lua/count_with_ttl.lua``).
+
+    The count and its expiry are one atomic script, so a count can also go in
+    a pipeline with other scripts (``call``, ``in_one_round_trip``).
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._script = LuaScript(client, lua_source("worker.coordination", "count_with_ttl"))
+
+    def call(self, key: str, *, ttl_s: float) -> ScriptCall:
+        """Add one to ``key``, as a call to send with others; its reply is the new count."""
+        return ScriptCall(self._script, [key], [max(1, math.ceil(ttl_s))])
+
+    def count(self, key: str, *, ttl_s: float) -> int:
+        """Add one to ``key``; the new count."""
+        call = self.call(key, ttl_s=ttl_s)
+        with coordination(f"count {key}"):
+            return int(self._script(keys=call.keys, args=call.args))
 
 
 def now_arg(clock: Clock | None) -> str:
