@@ -8,7 +8,9 @@ from here; ``gcra`` below is the pure reference of the Lua version.
 
 Concurrency: ``acquire_slot`` / ``renew_slot`` / ``release_slot`` keep a sorted
 set of holders scored by expiry; expired holders are pruned inside each
-script, so a crashed worker's slot frees itself after ``ttl_s``.
+script, so a crashed worker's slot frees itself after ``ttl_s``. A refused
+acquire leaves the connection's waiting mark (``redis_keys.slot_waiters``),
+which the task freeing a slot reads (``worker.sync.slot_wait``).
 
 Overrides: ``set_connection_limits`` stores per-connection rate, burst and cap
 in a Redis hash that the admit and acquire scripts read; a field left None
@@ -42,6 +44,10 @@ from worker.coordination.scripts import (
 # The files each script is joined from, after ``common``: ``admit.lua`` and
 # ``record.lua`` define functions; the ``run_*`` files and ``record_admit.lua``
 # call them, so a record and the next admission can share one round trip.
+# The waiting mark outlives any wait it announces (a parked job retries within
+# seconds); a stale one costs the next slot release one store read.
+WAITING_MARK_TTL_S = 600
+
 _PARTS = {
     "admit": ("gcra", "one_at_a_time", "admit", "run_admit"),
     "record": ("one_at_a_time", "record", "run_record"),
@@ -125,7 +131,11 @@ class Limits:
     ) -> ScriptCall:
         """One slot operation (``acquire``, ``renew``, ``release``) to send with others;
         its reply is 1 (held / released) or 0."""
-        keys = [redis_keys.slots(connection_id), redis_keys.limits(connection_id)]
+        keys = [
+            redis_keys.slots(connection_id),
+            redis_keys.limits(connection_id),
+            redis_keys.slot_waiters(connection_id),
+        ]
         args: list[Any] = [
             now_arg(self.now_override),
             op,
@@ -133,6 +143,7 @@ class Limits:
             repr(float(ttl_s)),
             "" if cap is None else str(int(cap)),
             str(self.policy.max_concurrency),
+            str(WAITING_MARK_TTL_S),
         ]
         return ScriptCall(self._slots, keys, args)
 

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.coordination.lease import Leases, holder_of, parse_holder
-from worker.coordination.scripts import ScriptCall, coordination
+from worker.coordination.scripts import ScriptCall
 from worker.errors import (
     Blocked,
     CoordinationError,
@@ -57,7 +57,7 @@ from worker.sync.endings import (
 )
 from worker.sync.poison import dead_letter
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
-from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S, mark_waiting
+from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
 from worker.sync.task_edges import TaskStart, begin_task, send_ending, slice_ending
 from worker.timeutil import utc_now
 
@@ -189,10 +189,7 @@ def _held_step(
         # Every slot of this connection is busy: other connections get the workers,
         # and the task that frees a slot wakes this job (worker/sync/slot_wait.py).
         waiting = Deferred(SLOT_WAIT_REASON, until=time.time() + SLOT_WAIT_S)
-        step = _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
-        with coordination(f"slot wait {connection.id}"):
-            mark_waiting(rt.redis, connection.id)
-        return step
+        return _park(job, run_id, me, waiting, None, store=rt.store, leases=rt.leases)
     guard = Guard(
         breaker=rt.breaker,
         connection_id=connection.id,

@@ -1,11 +1,12 @@
 """Waiting for a busy connection's concurrency slot, and being woken when one frees.
 
 A task that finds every slot of its connection taken parks its job (so the
-worker serves other connections) and marks the connection as having a
-waiter. The task that frees a slot reads that mark in the same round trip as
-the release and, when it is set, resumes the job that has waited longest at
-once, instead of leaving the slot idle until the waiter's own countdown
-(``SLOT_WAIT_S``, which stays the fallback). With one slot per connection
+worker serves other connections); the refused acquire itself marked the
+connection as having a waiter (``resilience/lua/slots.lua``). The task that
+frees a slot reads that mark in the same round trip as the release and, when
+it is set, resumes the job that has waited longest at once, instead of
+leaving the slot idle until the waiter's own countdown (``SLOT_WAIT_S``,
+which stays the fallback). With one slot per connection
 (``MAX_CONCURRENCY=1``, the setting that keeps every request out of a
 Retry-After window) this is what keeps a connection's entity types reading
 back to back (docs/design.md, "Concurrency slots").
@@ -23,13 +24,6 @@ from worker.sync.recovery import resume_parked_job
 
 SLOT_WAIT_S = 2.0  # the waiter's own countdown: the fallback when no release wakes it
 SLOT_WAIT_REASON = "waiting for a concurrency slot"
-# The mark outlives any wait it announces; a stale one costs one store read.
-_MARK_TTL_S = 600
-
-
-def mark_waiting(client: redis.Redis, connection_id: str) -> None:
-    """Say that a job of the connection is parked for a slot (after it is parked)."""
-    client.set(redis_keys.slot_waiters(connection_id), b"1", ex=_MARK_TTL_S)
 
 
 def wake_one_waiter(
