@@ -71,6 +71,7 @@ def schedule_syncs() -> int:
             own_interval_s=intervals.get(connection.id),
             default_interval_s=rt.settings.reconcile_interval_seconds,
             now=datetime.now(UTC),
+            confirm_after_s=rt.settings.deletion_confirm_after_seconds,
         ):
             payload["full"] = True  # a complete read: it finds what the source deleted
         publish(SYNC_CONNECTION, payload, SYNC_QUEUE)

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     # A scheduled sync becomes a full read (a reconciliation, which finds keys the
     # source deleted for real) when an entity type had none for this long.
     reconcile_interval_seconds: Annotated[int, Field(ge=1, le=366 * 86_400)] = 7 * 86_400
+    # The mass-deletion guard: a complete read that would mark more than this
+    # share of a pair's live records and more than this many (or all of them)
+    # holds them instead, until a complete read this much later confirms them
+    # or an operator decides (`entity-sync deletions`). Per connection:
+    # `connections deletion-guard ID`.
+    deletion_guard_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    deletion_guard_min_records: Annotated[int, Field(ge=0, le=10_000_000)] = 20
+    deletion_confirm_after_seconds: Annotated[int, Field(ge=0, le=366 * 86_400)] = 3600
     # The broker may hand out a message again after a crash; past this many
     # deliveries it is a poison job and is dead-lettered instead of run.
     max_deliveries: Annotated[int, Field(ge=1, le=100)] = 5

@@ -22,7 +22,7 @@ from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.outbox.webhooks import new_secret
 from worker.store import Connection, PageCommit, RecordRow, Run, RunStatus, SqlStore, open_store
-from worker.store.models import QuarantinedRecord
+from worker.store.models import FullReadVerdict, QuarantinedRecord
 from worker.testing.receiver import STANDARD, WebhookReceiver
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import utc_now
@@ -64,6 +64,9 @@ T1, T2, T3 = (
 )
 
 
+COMPLETE = FullReadVerdict(incomplete=None)  # what worker/sync/full_read.py decides
+
+
 @pytest.fixture
 def store(store_url: str) -> SqlStore:
     s = open_store(store_url)
@@ -89,7 +92,7 @@ def test_a_successful_full_read_marks_only_the_keys_it_did_not_see(store: SqlSto
     other = _start(store, full=False)
     _commit(store, other, [_row("N", T3)])
     # D and E: gone from the source, never listed.
-    store.finish_run(full, RunStatus.SUCCEEDED)
+    store.finish_run(full, RunStatus.SUCCEEDED, verdict=COMPLETE)
 
     deleted = store.deletions("c", "assets")
     assert {k: by for k, (_, by) in deleted.items()} == {
@@ -154,7 +157,7 @@ def test_sync_events_are_written_with_the_run_end_for_connections_that_opted_in(
     time.sleep(0.01)
     full = _start(store, full=True)
     _commit(store, full, [_row("A", T1)])
-    completed = store.finish_run(full, RunStatus.SUCCEEDED)
+    completed = store.finish_run(full, RunStatus.SUCCEEDED, verdict=COMPLETE)
     assert completed is not None
     body = json.loads(completed.body_json)
     assert body["reconciled"] is True

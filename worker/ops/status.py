@@ -88,6 +88,8 @@ class StatusRow:
     # What the unified API's webhooks last reported as wrong (sync.failed,
     # connection.error) for this connection and entity type, if anything.
     upstream_report: str | None = None
+    held_deletions: int = 0  # found by a complete read, held for confirmation
+    reconcile_note: str | None = None  # the last full read's verdict, when not plain
 
     @classmethod
     def of(cls, status: EntityStatus, health: Health, upstream: str | None = None) -> StatusRow:
@@ -112,6 +114,8 @@ class StatusRow:
             deleted_by_reconciliation=status.deleted_by_reconciliation,
             last_reconciled_at=status.last_reconciled_at,
             upstream_report=upstream,
+            held_deletions=status.held_deletions,
+            reconcile_note=status.reconcile_note,
         )
 
     @classmethod
@@ -138,6 +142,8 @@ class StatusRow:
             int(row[7] or 0),
             row[8],
             upstream,
+            int(row[14] or 0),
+            row[15],
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -194,6 +200,18 @@ def upstream_reports(
     return report
 
 
+def render_full_reads(rows: Sequence[StatusRow]) -> str:
+    """Below the status table: full reads that marked nothing or hold deletions, and why."""
+    lines = [
+        f"  {row.connection_id} {row.entity_type}: {row.reconcile_note}"
+        for row in rows
+        if row.reconcile_note or row.held_deletions
+    ]
+    if lines:
+        lines.insert(0, "Deletions (complete reads only; `entity-sync deletions` for held ones):")
+    return "\n".join(lines)
+
+
 def render_upstream(store: SqlStore, connection_id: str | None = None) -> str:
     """Below the status table: what the unified API's webhooks reported, and events
     kept for a connection id no registered connection has (yet)."""
@@ -236,6 +254,7 @@ _COLUMNS = (
     ("RECORDS", "records"),
     ("DELETED", "deleted"),
     ("(RECONCILED)", "deleted_by_reconciliation"),
+    ("HELD", "held_deletions"),
     ("QUAR.", "quarantined"),
     ("LAST RUN", "last_run_status"),
     ("CURSOR", "cursor"),

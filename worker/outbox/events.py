@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +30,7 @@ class EventType(StrEnum):
     ACCESS_RESTORED = "entity.access_restored"
     SYNC_COMPLETED = "sync.completed"
     SYNC_FAILED = "sync.failed"
+    DELETIONS_HELD = "deletions.held"
 
 
 # Delivered only to connections that asked for them (`connections set-webhook
@@ -59,6 +60,9 @@ class RunSummary:
     cursor: str | None
     error_kind: str | None = None
     error_message: str | None = None
+    proved_complete: bool = False  # a full read that proved it read the whole list
+    reconcile_note: str | None = None  # why it marked nothing, or what it holds
+    held: int = 0  # deletions of the pair held for confirmation after the run
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,14 @@ def instruction(event_type: EventType, connection_id: str, entity_type: str | No
             f"The account behind connection {connection_id} may not read {entity_type}. Grant "
             "read access in the source system; entity-sync re-checks on a slow schedule and "
             "resumes by itself, and the other entity types keep syncing meanwhile."
+        )
+    if event_type is EventType.DELETIONS_HELD:
+        return (
+            f"A complete read of {entity_type} on connection {connection_id} no longer found "
+            "more records than entity-sync deletes on one read's word; they stay live for now. "
+            "A later complete read confirms them after the confirmation delay, or run "
+            f"`entity-sync deletions approve {connection_id} --entity {entity_type}` (or "
+            "`discard`) once you have checked the source."
         )
     return "No action needed: syncing has resumed."
 
@@ -159,7 +171,11 @@ def build_run_event(run: RunSummary) -> Event:
             "deleted_by_reconciliation": run.reconciled,
             "quarantined": run.quarantined,
         },
-        "reconciled": run.succeeded and run.full,
+        # True only for a full read that proved it read the whole list (and so
+        # applied what it found missing, within the mass-deletion guard).
+        "reconciled": run.succeeded and run.full and run.proved_complete,
+        "reconcile_reason": run.reconcile_note if run.full else None,
+        "deletions_held": run.held,
         "cursor": run.cursor,
     }
     if not run.succeeded:
@@ -178,6 +194,21 @@ def build_run_event(run: RunSummary) -> Event:
         body_json=json.dumps(body, separators=(",", ":")),
         next_attempt_at=created_at,
     )
+
+
+def build_held_event(
+    *, connection_id: str, entity_type: str, run_id: str, held: int, note: str
+) -> Event:
+    """The ``deletions.held`` event: a complete read would delete too much at once."""
+    event = build_event(
+        EventType.DELETIONS_HELD,
+        connection_id=connection_id,
+        entity_type=entity_type,
+        reason=EventReason(kind="deletions_held", message=note),
+    )
+    body = json.loads(event.body_json)
+    body["deletions"] = {"held": held, "run_id": run_id}
+    return replace(event, body_json=json.dumps(body, separators=(",", ":")))
 
 
 # Which transitions say something the integrating service must hear.

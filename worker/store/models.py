@@ -92,6 +92,45 @@ class PageCommit:
     records: tuple[RecordRow, ...]
     quarantined: tuple[QuarantinedRecord, ...]
     cursor: str | None  # the next run's inclusive lower bound on updatedAt
+    # A full read's evidence of completeness (worker/sync/full_read.py):
+    listed_total: int | None = None  # meta.total of the read's first, unfiltered page
+    short: bool = False  # the page ended the read with fewer records than meta promised
+
+
+@dataclass(frozen=True)
+class DeletionGuard:
+    """How many deletions one complete read may apply before they are held instead."""
+
+    max_percent: float = 10.0  # held when more than this share of the live records ...
+    min_records: int = 20  # ... and more than this many would go (or every one)
+    confirm_after_s: float = 3600.0  # a later complete read this much later applies a hold
+
+    def holds(self, fresh: int, missing: int, live: int) -> bool:
+        """Whether ``fresh`` new deletions (``missing`` in all, of ``live``) must wait."""
+        if live > 0 and missing >= live:
+            return True  # the whole pair would go: never on one read's word
+        return fresh > self.min_records and fresh * 100 > self.max_percent * live
+
+    def describe(self) -> str:
+        return f"at most {self.max_percent:g}% or {self.min_records} records"
+
+
+@dataclass(frozen=True)
+class FullReadEvidence:
+    """What a full run's own pages showed (the store kept it page by page)."""
+
+    listed_total: int | None  # meta.total of the read's first, unfiltered page
+    keys_read: int  # distinct keys read: stored, or quarantined with a key
+    keyless: int  # records read without a usable key
+    short_pages: int  # pages that ended the read short of what their meta promised
+
+
+@dataclass(frozen=True)
+class FullReadVerdict:
+    """Whether a successful full run proved it read the whole list, and its guard."""
+
+    incomplete: str | None  # why the read proves nothing; None: it is complete
+    guard: DeletionGuard = DeletionGuard()
 
 
 @dataclass(frozen=True)
@@ -134,6 +173,10 @@ class EntityStatus:
     # Of ``deleted``: keys a complete read no longer found; when one last succeeded.
     deleted_by_reconciliation: int = 0
     last_reconciled_at: str | None = None
+    # Deletions a complete read found but holds (worker/store/held_deletions.py),
+    # and the last full read's verdict when it marked nothing or held some.
+    held_deletions: int = 0
+    reconcile_note: str | None = None
 
 
 @dataclass(frozen=True)

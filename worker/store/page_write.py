@@ -175,7 +175,8 @@ def write_page(tx: Tx, commit: PageCommit, now: str) -> None:
     tx.execute(
         "UPDATE runs SET pages = pages + 1, records = records + ?, quarantined = quarantined + ?, "
         "heartbeat_at = ?, recoveries = 0, created = created + ?, updated = updated + ?, "
-        "deleted = deleted + ? WHERE id = ?",
+        "deleted = deleted + ?, keyless = keyless + ?, short_pages = short_pages + ?, "
+        "listed_total = COALESCE(listed_total, ?) WHERE id = ?",
         (
             len(commit.records),
             len(commit.quarantined),
@@ -183,6 +184,9 @@ def write_page(tx: Tx, commit: PageCommit, now: str) -> None:
             changes.created,
             changes.updated,
             changes.deleted,
+            sum(1 for q in commit.quarantined if q.key is None),
+            int(commit.short),
+            commit.listed_total,
             commit.run_id,
         ),
     )

@@ -53,6 +53,8 @@ class PairsStore(RegistryStore):
                         last_success_at=row[5],
                         deleted_by_reconciliation=int(row[7] or 0),
                         last_reconciled_at=row[8],
+                        held_deletions=int(row[-2] or 0),
+                        reconcile_note=row[-1],
                     )
                 )
         return statuses
@@ -68,7 +70,7 @@ class PairsStore(RegistryStore):
         given), in their order, from one query. See ``PairRow`` for the columns.
         """
         by_pair = self._pair_rows(_LAST_RUN_COLUMNS, one)
-        empty = (0, 0, 0, None, None, 0, None, None, None, None, None, None)
+        empty = (0, 0, 0, None, None, 0, None, None, None, None, None, None, 0, None)
         out: list[PairRow] = []
         for connection in connections:
             cid = connection.id
@@ -91,8 +93,9 @@ class PairsStore(RegistryStore):
 
 # PairRow columns: connection id, entity type, records (deletions included),
 # deleted, quarantined, last success (finished at), cursor, keys deleted by
-# reconciliation, last reconciled at, and of the last run not skipped: status,
-# started at, pages, error kind, error message.
+# reconciliation, last reconciled at, of the last run not skipped: status,
+# started at, pages, error kind, error message; then deletions held for
+# confirmation and the last full read's verdict when it marked nothing or held.
 PairRow = tuple[
     str,
     str,
@@ -108,6 +111,8 @@ PairRow = tuple[
     int | None,
     str | None,
     str | None,
+    int,
+    str | None,
 ]
 _LAST_RUN_COLUMNS = "r.status, r.started_at, r.pages, r.error_kind, r.error_message"
 
@@ -117,7 +122,7 @@ def pair_rows_sql(run_columns: str = _LAST_RUN_COLUMNS, where: str = "") -> str:
     return (
         "SELECT p.connection_id, p.entity_type, p.live + p.deleted, p.deleted, "
         "p.quarantined, p.last_success_at, c.since, p.reconciled, p.reconciled_at, "
-        f"{run_columns} FROM pair_counts p "
+        f"{run_columns}, p.held, p.reconcile_note FROM pair_counts p "
         "LEFT JOIN cursors c ON c.connection_id = p.connection_id "
         "AND c.entity_type = p.entity_type "
         f"LEFT JOIN runs r ON r.id = p.last_run_id {where}"

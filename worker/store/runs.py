@@ -10,8 +10,10 @@ from typing import Any
 
 from worker.store import reconcile
 from worker.store.base import Tx, translated
+from worker.store.held_deletions import HeldDeletionsStore
 from worker.store.models import (
     Event,
+    FullReadVerdict,
     PageCommit,
     Run,
     RunStatus,
@@ -25,7 +27,7 @@ from worker.timeutil import utc_now
 _READ_JSON = json.JSONDecoder(parse_int=lambda s: int(s) if len(s) <= 4000 else Decimal(s))
 
 
-class SyncStore(PairsStore, reconcile.ReconcileStore):
+class SyncStore(PairsStore, reconcile.ReconcileStore, HeldDeletionsStore):
     """The run history and the synced data of every (connection, entity type)."""
 
     # -- runs --------------------------------------------------------------------
@@ -97,12 +99,15 @@ class SyncStore(PairsStore, reconcile.ReconcileStore):
         *,
         error_kind: str | None = None,
         error_message: str | None = None,
+        verdict: FullReadVerdict | None = None,
     ) -> Event | None:
         """Close a run with its outcome (only a run that is still open).
 
-        In the same transaction a successful full run marks the keys it did not
-        read as deleted, and the run's sync.* event is written when its
-        connection asked for it (``store/reconcile.py``); that event is returned.
+        In the same transaction a successful full run whose ``verdict`` proves
+        its read complete marks the keys it did not read as deleted (or holds
+        them: ``store/held_deletions.py``), and the run's sync.* event is
+        written when its connection asked for it (``store/reconcile.py``);
+        that event is returned.
         """
         with self._write() as tx:
             ended = tx.execute(
@@ -112,7 +117,7 @@ class SyncStore(PairsStore, reconcile.ReconcileStore):
             ).rowcount
             if ended:
                 refresh_latest_of_run(tx, run_id)
-            return reconcile.on_run_end(tx, run_id, status) if ended else None
+            return reconcile.on_run_end(tx, run_id, status, verdict) if ended else None
 
     @translated
     def get_run(self, run_id: str) -> Run | None:

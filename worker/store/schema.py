@@ -313,4 +313,34 @@ MIGRATIONS[9] = (
     f"UPDATE pair_counts SET {LATEST_RUNS}",
 )
 
+# Version 10: a full read proves it is complete before it marks anything
+# deleted (docs/design.md, "Deletions"). ``runs`` keeps the read's evidence:
+# the list's ``meta.total`` at its first page, records read without a usable
+# key, pages cut short, and the verdict in words. A deletion of too large a
+# share of a pair is held per key in ``held_deletions`` until a later complete
+# read confirms it or an operator decides; ``pair_counts`` carries the held
+# count and the last verdict for status, the dashboard and /metrics. A
+# connection may override the guard's share and floor.
+MIGRATIONS[10] = (
+    "ALTER TABLE runs ADD COLUMN listed_total BIGINT",
+    "ALTER TABLE runs ADD COLUMN keyless INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN short_pages INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN reconcile_note TEXT",
+    "ALTER TABLE runs ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE pair_counts ADD COLUMN held BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE pair_counts ADD COLUMN held_since TEXT",
+    "ALTER TABLE pair_counts ADD COLUMN reconcile_note TEXT",
+    "ALTER TABLE connections ADD COLUMN deletion_guard_percent REAL",
+    "ALTER TABLE connections ADD COLUMN deletion_guard_min INTEGER",
+    """CREATE TABLE held_deletions (
+        connection_id TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        held_at TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        last_seen_run TEXT,
+        PRIMARY KEY (connection_id, entity_type, key)
+    )""",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)

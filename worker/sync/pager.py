@@ -77,6 +77,15 @@ def _check_meta(page: Page) -> None:
             raise BadResponse(f"meta.{name} is {value}: not a count")
 
 
+def _promised_more(page: Page) -> bool:
+    """Whether a page that ends the scan (page 1 of what is left) holds less than its
+    own ``meta`` says is left: an answer cut short, not the list's end."""
+    meta = page.meta
+    if meta.total is not None and meta.total > len(page.records):
+        return True
+    return meta.last_page is not None and (meta.current_page or 1) < meta.last_page
+
+
 class Pager:
     """Decides the next page request and the cursor after each page."""
 
@@ -106,6 +115,9 @@ class Pager:
         self._settle = timedelta(seconds=settle_s)
         self._max_tie_passes = max_tie_passes
         self._tie: _TieScan | None = None
+        # What the last page showed of the list as a whole (worker/sync/full_read.py):
+        self.listed_total: int | None = None  # meta.total, when it was the unfiltered first page
+        self.short = False  # it ended the scan with fewer records than its meta promised
 
     @property
     def cursor(self) -> str | None:
@@ -141,6 +153,9 @@ class Pager:
     def advance(self, page: Page, stored: list[RecordRow]) -> None:
         """Take in one page (and its storable records); move the cursor."""
         _check_meta(page)
+        first = self._position is None and self._tie is None
+        self.listed_total = page.meta.total if first else None
+        self.short = False
         if self._horizon is None and self._horizon_margin is not None:
             self._horizon = canonical(page.server_time + self._horizon_margin)
         full = len(page.records) >= min(self._per_page, page.meta.per_page or self._per_page)
@@ -156,6 +171,7 @@ class Pager:
             if stamps and (position is None or max(stamps) > position):
                 self._position = max(stamps)
             self.done = True
+            self.short = _promised_more(page)
             return
         if not stamps:
             raise BadResponse("a full page without one valid updatedAt: cannot move on")

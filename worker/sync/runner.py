@@ -55,6 +55,7 @@ from worker.sync.endings import (
     is_outage,
     report_unexpected,
 )
+from worker.sync.full_read import report_full_read, verdict_for
 from worker.sync.poison import dead_letter
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
 from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
@@ -335,10 +336,14 @@ def _conclude(
     if stop is not None:
         return fail_run(rt, job, run_id, me, stop)
     if result.done:
-        if rt.store.finish_run(run_id, RunStatus.SUCCEEDED) is not None:
-            relay(
-                rt.publish, job.connection_id
-            )  # its sync.completed event; the sweep is the fallback
+        verdict = None
+        if job.full:
+            evidence = rt.store.full_read_evidence(run_id)
+            verdict = verdict_for(evidence, result.census, rt.settings)
+        event = rt.store.finish_run(run_id, RunStatus.SUCCEEDED, verdict=verdict)
+        held = report_full_read(rt.store, run_id) if job.full else 0
+        if event is not None or held:
+            relay(rt.publish, job.connection_id)  # its events; the sweep is the fallback
         lease = rt.leases.release_call(job.connection_id, entity, me)
         send_ending(rt, [*ending, lease], job.connection_id)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})

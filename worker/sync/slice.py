@@ -29,6 +29,7 @@ from worker.resilience.classify import Where
 from worker.resilience.guard import Guard
 from worker.settings import Settings
 from worker.store import PageCommit, SqlStore
+from worker.sync.full_read import Census, take_census
 from worker.sync.pager import Pager
 from worker.sync.records import split_records
 from worker.upstream.client import UpstreamClient
@@ -59,6 +60,7 @@ class SliceResult:
     quarantined: int
     stopped_by: EntitySyncError | None = None  # a guard's verdict or an upstream failure
     horizon: str | None = None  # carried to the run's next slice
+    census: Census | None = None  # a full read that reached the end: the closing check
 
 
 def sync_slice(
@@ -117,11 +119,23 @@ def sync_slice(
                 records=tuple(good),
                 quarantined=tuple(bad),
                 cursor=pager.cursor,
+                listed_total=pager.listed_total if target.full else None,
+                short=pager.short,
             )
         )
         pages += 1
         records += len(good)
         quarantined += len(bad)
+    census = None
+    if pager.done and target.full:
+        before_page()
+        census = take_census(
+            client=client,
+            guard=guard,
+            base_url=target.base_url,
+            token=target.token,
+            entity_type=target.entity_type,
+        )
     return SliceResult(
         done=pager.done,
         position=pager.position,
@@ -129,4 +143,5 @@ def sync_slice(
         records=records,
         quarantined=quarantined,
         horizon=pager.horizon,
+        census=census,
     )

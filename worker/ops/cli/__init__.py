@@ -35,6 +35,7 @@ from worker.ops.cli.connections import (
     cmd_connections_show,
     cmd_schema,
 )
+from worker.ops.cli.deletions import add_parsers as add_deletion_parsers
 from worker.ops.cli.runs import (
     cmd_breaker,
     cmd_events,
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a container whose port is published on 127.0.0.1 only)",
     )
 
+    add_deletion_parsers(commands, conn_commands)
     command("demo", cmd_demo, "sandbox + worker + real syncs + status table")
     add_workers_parser(commands)
     return parser

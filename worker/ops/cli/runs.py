@@ -15,7 +15,7 @@ from worker.ops.cli.common import (
     UsageError,
     store_for,
 )
-from worker.ops.status import render_table, render_upstream, status_rows
+from worker.ops.status import render_full_reads, render_table, render_upstream, status_rows
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Event, RunStatus
@@ -67,10 +67,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([row.as_json() for row in rows], indent=2))
     else:
         print(render_table(rows))
-        upstream = render_upstream(store, args.id)
-        if upstream:
-            print()
-            print(upstream)
+        for below in (render_full_reads(rows), render_upstream(store, args.id)):
+            if below:
+                print()
+                print(below)
     notice = beat_state(rt.redis, settings, store.parked_jobs(args.id)).notice()
     if notice:  # on stderr under --json, which stays parseable
         print(f"warning: {notice}", file=sys.stderr if args.json else sys.stdout)

@@ -72,6 +72,8 @@ class Cell:
     parked_reason: str | None
     # What the unified API's webhooks last reported as wrong (sync.failed, connection.error).
     upstream_report: str | None = None
+    held_deletions: int = 0  # found by a complete read, held for confirmation
+    reconcile_note: str | None = None  # the last full read's verdict, when not plain
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,18 @@ class Grid:
         """Every cell, row by row."""
         return [cell for row in self.connections for cell in row.cells]
 
+    def held_notice(self) -> str | None:
+        """The banner while deletions wait for a person or a confirming read."""
+        held = [cell for cell in self.cells() if cell.held_deletions]
+        if not held:
+            return None
+        keys = sum(cell.held_deletions for cell in held)
+        return (
+            f"{keys} deletions held on {len(held)} pair(s): a complete read found more "
+            "records gone than the guard applies on one read's word. `entity-sync deletions` "
+            "lists them; approve or discard after checking the source."
+        )
+
     def as_json(self, view: View | None = None) -> dict[str, Any]:
         """The /api/status body: the grid plus counts per state (breaker windows left out).
 
@@ -138,6 +152,7 @@ class Grid:
             "entity_types": list(self.entity_types),
             "counts": counts,
             "beat_notice": self.beat_notice,
+            "held_notice": self.held_notice(),
         }
         if view is None:
             body["connections"] = [_row_json(row) for row in ranked]
@@ -367,6 +382,8 @@ def _cell(
         job.due_at if job else None,
         job.reason if job else None,
         upstream,
+        int(row[14] or 0),
+        row[15],
     )
 
 

@@ -179,6 +179,13 @@ def _grid_families(grid: Grid) -> list[Family]:
         "not written.",
         (*PAIR, "status"),
     )
+    held = Family(
+        "entity_sync_held_deletions",
+        "gauge",
+        "Deletions a complete read found but holds for confirmation (more than the "
+        "mass-deletion guard applies on one read's word); pairs without any are not written.",
+        PAIR,
+    )
     interval = Family(
         "entity_sync_sync_interval_seconds",
         "gauge",
@@ -206,6 +213,8 @@ def _grid_families(grid: Grid) -> list[Family]:
                 add_records(((cid, entity, "deleted"), cell.deleted))
             if cell.quarantined:
                 add_records(((cid, entity, "quarantined"), cell.quarantined))
+            if cell.held_deletions:
+                held.add(cell.held_deletions, cid, entity)
     for name, count in counts.items():
         pairs.add(count, name)
     window = Family(
@@ -219,7 +228,7 @@ def _grid_families(grid: Grid) -> list[Family]:
         if level.calls:
             window.add(level.calls - level.failures, level.connection_id, "success")
             window.add(level.failures, level.connection_id, "failure")
-    return [redis_up, pairs, state, lag, records, interval, window]
+    return [redis_up, pairs, state, lag, records, held, interval, window]
 
 
 def _store_families(totals: Totals) -> list[Family]:

@@ -172,6 +172,10 @@ SCRIPT = """
     if (cell.parked_until) {
       list.push(["Parked until", when(cell.parked_until) + ": " + cell.parked_reason]);
     }
+    if (cell.held_deletions || cell.reconcile_note) {
+      list.push(["Deletions", (cell.held_deletions ? cell.held_deletions + " held. " : "") +
+        (cell.reconcile_note || "")]);
+    }
     if (cell.upstream_report) {
       list.push(["Unified API reports", cell.upstream_report]);
     }
@@ -245,6 +249,8 @@ SCRIPT = """
     renderControls();
     $("beat-banner").hidden = !grid.beat_notice;
     $("beat-banner").textContent = grid.beat_notice || "";
+    $("held-banner").hidden = !grid.held_notice;
+    $("held-banner").textContent = grid.held_notice || "";
     const wrap = $("grid-wrap");
     if (!grid.connections.length) {
       wrap.replaceChildren(node("p", null, grid.view.total ?
@@ -374,6 +380,7 @@ PAGE = (
     '<p id="redis-banner" class="banner" hidden>Breaker state unknown: Redis did not '
     "answer. Freshness and errors come from the store.</p>\n"
     '<p id="beat-banner" class="banner" role="status" hidden></p>\n'
+    '<p id="held-banner" class="banner" role="status" hidden></p>\n'
     '<div id="grid-wrap"><noscript>This page needs JavaScript; the same data is at '
     '<a href="api/status">api/status</a>.</noscript></div>\n'
     '<section id="details" aria-live="polite" hidden>\n<h2 id="details-title"></h2>\n'
