@@ -171,9 +171,9 @@ def build_run_event(run: RunSummary) -> Event:
             "deleted_by_reconciliation": run.reconciled,
             "quarantined": run.quarantined,
         },
-        # True only for a full read that proved it read the whole list (and so
-        # applied what it found missing, within the mass-deletion guard).
-        "reconciled": run.succeeded and run.full and run.proved_complete,
+        # True only for a full read that proved it read the whole list and applied
+        # what it found missing: nothing held back by the mass-deletion guard.
+        "reconciled": run.succeeded and run.full and run.proved_complete and not run.held,
         "reconcile_reason": run.reconcile_note if run.full else None,
         "deletions_held": run.held,
         "cursor": run.cursor,
