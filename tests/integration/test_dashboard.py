@@ -46,6 +46,7 @@ from worker.store import (
     TransitionRecord,
     open_store,
 )
+from worker.store.models import FullReadVerdict
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration
@@ -116,6 +117,10 @@ def seed(store: SqlStore, breaker: Breaker) -> None:
     breaker.force_open("mixed", "work-orders", seconds=0.05, reason="unavailable: 503")
     time.sleep(0.2)
     assert breaker.admit("mixed", "work-orders").probe  # the probe makes it half-open
+    # A complete full read that found none of fine/sites' records: held, not deleted.
+    held = uuid.uuid4().hex
+    store.start_run(Run(held, "fine", "sites", RunStatus.RUNNING, utc_now(), full=True))
+    store.finish_run(held, RunStatus.SUCCEEDED, verdict=FullReadVerdict(incomplete=None))
     breaker.block("mixed", "vendors", "permission: 403")
     now = utc_now()
     for entity, from_state, to_state in [
@@ -180,6 +185,11 @@ def test_status_json_joins_store_and_breakers(fleet: Fleet) -> None:
     assert rows["slow"]["name"] == XSS_NAME
     assert rows["daily"]["interval_s"] == 86_400 and rows["fine"]["interval_s"] == 900
     assert body["entity_types"] == ["sites", "assets", "work-orders", "vendors", "users"]
+    assert cells[("fine", "sites")]["held_deletions"] == 3
+    assert "whole pair" not in body["held_notice"] and body["held_notice"].startswith(
+        "3 deletions held on 1 pair(s)"
+    )
+    assert "3 of 3 live records" in cells[("fine", "sites")]["reconcile_note"]
 
 
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -212,6 +222,8 @@ def test_metrics_parse_and_add_up(fleet: Fleet) -> None:
     pair = {"connection": "slow", "entity_type": "assets"}
     assert value("entity_sync_redis_up") == 1
     assert value("entity_sync_records", **pair, status="live") == 3
+    assert names("entity_sync_held_deletions") == [{"connection": "fine", "entity_type": "sites"}]
+    assert value("entity_sync_held_deletions", connection="fine", entity_type="sites") == 3
     assert ("entity_sync_records", frozenset({**pair, "status": "deleted"}.items())) not in samples
     assert value("entity_sync_pairs", state="stale") == 1
     assert value("entity_sync_pairs", state="healthy") == 5
