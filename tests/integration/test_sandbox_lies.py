@@ -160,6 +160,18 @@ def test_lagging_replica_serves_a_stable_subset_with_consistent_meta(sb: Sandbox
     sb.mutate(token, updates=20, entities=["assets"])
     assert {r["key"] for r in read_all(sb, token)} == expected
 
+    # Ties in a new order on every request: still only the replica's keys, same total.
+    shuffled = f"liar{next(_tokens)}"
+    sb.put_connection(shuffled, {"seed": SEED, "sizes": {"assets": SIZE}, "tie_order": "shuffled"})
+    sb.set_scenarios(shuffled, [{"name": "lagging_replica", "share": 0.4}])
+    _, _, bulk = pivots(sb, shuffled)
+    tie = {GTEQ: bulk, LT: just_after(bulk)}
+    in_tie = {r["key"] for r in truth_between(sb, shuffled, bulk, just_after(bulk))} & expected
+    for _ in range(3):
+        body = get(sb, shuffled, page=1, per_page=20, **tie)
+        assert body["meta"]["total"] == len(in_tie)
+        assert {r["key"] for r in body["data"]} <= in_tie and len(body["data"]) == 20
+
 
 def test_lagging_replica_while_the_status_says_inprogress(sb: SandboxHandle) -> None:
     token = liar(sb)
