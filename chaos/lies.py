@@ -70,7 +70,11 @@ def run(*, connections: int = 8, honest: int = 2, seed: int = 19) -> CaseResult:
             with stack(sandbox=sandbox, postgres=postgres, **default_settings()) as s:
                 plan: list[tuple[str, str, str | None]] = []  # (connection, token, lie)
                 for n in range(connections + honest):
-                    sizes = {e: rng.randrange(30, 480) for e in ENTITIES}
+                    # From 80 records on, what a lagging replica hides (60%) is past
+                    # the mass-deletion guard (more than 10% and more than 20 live
+                    # records): below it, a replica consistent with itself and a
+                    # status saying "done" cannot be told from honest deletes.
+                    sizes = {e: rng.randrange(80, 480) for e in ENTITIES}
                     lying = n < connections
                     conn_id = f"{'lying' if lying else 'honest'}-{n}"
                     token = s.connection(conn_id, {"seed": rng.randrange(10**6), "sizes": sizes},
