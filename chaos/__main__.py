@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from chaos import broker, hostile, kills, load, poison, postgres, redis_faults, webhooks
+from chaos import broker, hostile, kills, lies, load, poison, postgres, redis_faults, webhooks
 from chaos.harness import CaseResult, log, timed
 from chaos.notes import NOTES
 
@@ -33,6 +33,7 @@ def cases(long: bool) -> dict[str, Callable[[], CaseResult]]:
         "webhooks": lambda: webhooks.run(outage_s=600 if long else 20),
         "poison": lambda: poison.run(max_deliveries=5),
         "hostile-data": lambda: hostile.run(connections=30 if long else 10),
+        "lying-upstream": lambda: lies.run(connections=24 if long else 8),
         "load": lambda: load.run(connections=1000 if long else 200),
     }
 

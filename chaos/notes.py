@@ -11,11 +11,12 @@ ten-minute webhook outage, 1,000 connections and 5,000 jobs; about 18 minutes),
 which is why they are behind the flag and not in CI's default job. `python -m
 chaos --only NAME` runs one case (`kills-sqlite`, `kills-postgres`,
 `redis-restart`, `redis-outage`, `postgres-restart`, `broker`, `webhooks`,
-`poison`, `load`, `hostile-data`); `CHAOS_KEEP=1` keeps each case's worker logs and store in
-`/tmp/chaos-*`. The exit status is 0 only when every fault was survived with
-nothing lost. `make test` runs the fast cases (`tests/integration/test_faults.py`:
-a kill at each of the four points, two Redis restarts, a 15 s frozen Redis, the
-unreachable broker, a poison job; about a minute and a half).
+`poison`, `load`, `hostile-data`, `lying-upstream`); `CHAOS_KEEP=1` keeps each
+case's worker logs and store in `/tmp/chaos-*`. The exit status is 0 only when
+every fault was survived with nothing lost. `make test` runs the fast cases
+(`tests/integration/test_faults.py`: a kill at each of the four points, two
+Redis restarts, a 15 s frozen Redis, the unreachable broker, a poison job; about
+a minute and a half).
 
 Workers are the product's, started through `chaos/worker.py`, which adds the
 crash hooks (SIGKILL at a named point when the suite arms it; a poison

@@ -2,6 +2,7 @@
 
 ``handle_api`` turns one parsed request into a ``Response``; the HTTP layer
 only sends it. Order of checks: token, route, scenarios, parameters, data.
+A lie (``lies.py``) reads the data like an honest answer, then bends it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from worker.entities import EntityType
-from worker.sandbox import hostile
+from worker.sandbox import hostile, lies
 from worker.sandbox.clock import parse_instant
+from worker.sandbox.config import ScenarioSpec
 from worker.sandbox.connection import Connection, ListQuery
 from worker.sandbox.responses import HTML, Response, error_response, json_response
 from worker.sandbox.scenarios import Verdict
@@ -32,6 +34,8 @@ _PROXY_502 = (
     b"</body>\r\n</html>\r\n"
 )
 _MAINTENANCE = b"<html>maintenance</html>"
+# Scenarios answered with the data, shaped: the list is read, then bent.
+_SHAPING = frozenset({"truncated", "trickle", "bad_record", *lies.LIES})
 
 
 @dataclass(frozen=True)
@@ -113,14 +117,15 @@ def _answer(
 ) -> Response:
     spec = verdict.scenario
     name = spec.name if spec is not None else None
-    if spec is None or name in ("truncated", "trickle", "bad_record"):
-        bad = spec.variant if spec is not None and name == "bad_record" else None
-        response = _data(conn, req, entity, rid, bad)
+    if spec is None or name in _SHAPING:
+        response = _data(conn, req, entity, rid, spec)
         if name == "truncated" and response.status == 200:
             response.body = response.body[: len(response.body) // 2]
         if name == "trickle" and spec is not None:
             response.trickle_bps = spec.bytes_per_second
         return response
+    if name == "sync_status":
+        return _status(conn, spec.sync_status)
     if name == "offline":
         if entity is None and spec.status_ok:
             return _status(conn, "error")
@@ -166,7 +171,11 @@ def _status(conn: Connection, sync_status: str | None = None) -> Response:
 
 
 def _data(
-    conn: Connection, req: ApiRequest, entity: EntityType | None, rid: str, bad: str | None
+    conn: Connection,
+    req: ApiRequest,
+    entity: EntityType | None,
+    rid: str,
+    spec: ScenarioSpec | None,
 ) -> Response:
     if entity is None:
         return _status(conn)
@@ -175,18 +184,28 @@ def _data(
         query = parse_list_query(dict(pairs))
     except _Invalid as exc:
         return error_response(exc.status, "INVALID_REQUEST", str(exc), rid)
-    page = conn.list_page(entity, query)
+    name = spec.name if spec is not None else None
+    only = lies.replica(conn.spec.seed, spec.share) if spec and name == "lagging_replica" else None
+    page = conn.list_page(entity, query, only)
     records: list[Any] = page.records
-    if bad is not None and records:
+    total = page.total
+    if spec is not None and name == "bad_record" and records:
         # Corrupt a copy: the truth must stay intact.
         middle = len(records) // 2
         broken = dict(records[middle])
-        if bad == "missing_key":
+        if spec.variant == "missing_key":
             del broken["key"]
         else:
             broken["updatedAt"] = "not-a-timestamp"
         records = [*records[:middle], broken, *records[middle + 1 :]]
-    body = envelope(req, pairs, query, records, page.total)
+    if name == "empty":
+        records, total = [], 0
+    body = envelope(req, pairs, query, records, total)
+    # After the envelope, so that meta still promises the page that was cut.
+    if spec is not None and name == "cut_short" and query.page == 1:
+        body["data"] = lies.cut(records, spec.keep, query.per_page)
+    if name == "keyless":
+        body["data"] = [lies.keyless(record) for record in records]
     odd = conn.spec.hostile
     if odd is not None:
         classes = tuple(odd.classes) if odd.classes else None

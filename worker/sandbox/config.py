@@ -35,6 +35,13 @@ ScenarioName = Literal[
     "bad_record",
     "trickle",
     "disconnect",
+    # Lies (lies.py): answers that look like the end of a list while records are missing.
+    "empty",
+    "cut_short",
+    "lagging_replica",
+    "keyless",
+    # The status endpoint's sync_status, e.g. "inprogress" while the upstream syncs.
+    "sync_status",
 ]
 TieOrder = Literal["stable", "shuffled"]
 SyncStatus = Literal["inprogress", "done", "fulldone", "error", "fail"]
@@ -58,6 +65,9 @@ class ScenarioSpec(_Model):
     lists_only: bool = False
     after_s: float = Field(default=0.0, ge=0)
     for_s: float | None = Field(default=None, gt=0)
+    # Active only from the K-th list request of the connection on the scenario
+    # clock (any entity type, any page): a lie that starts in the middle of a read.
+    from_request: int = Field(default=1, ge=1)
     # auth_fail_from_page: the K-th list request of the connection starts the 401s.
     page: int = Field(default=1, ge=1)
     # auth_fail_from_page: answer the status endpoint with 401 too (default: 200 "fail").
@@ -79,6 +89,12 @@ class ScenarioSpec(_Model):
     bytes_per_second: float = Field(default=1.0, gt=0)
     # disconnect: abort with a TCP reset instead of a clean close.
     reset: bool = False
+    # cut_short: records left on page 1 (always fewer than the page size).
+    keep: int = Field(default=40, ge=0)
+    # lagging_replica: the share of keys the replica holds.
+    share: float = Field(default=0.4, ge=0, le=1)
+    # sync_status: what the status endpoint says.
+    sync_status: SyncStatus = "inprogress"
 
 
 class MutationBatch(_Model):

@@ -70,11 +70,17 @@ class Connection:
                 self._tables[entity] = table
             return table
 
-    def list_page(self, entity: EntityType, query: ListQuery) -> Page:
-        """Compute one page now (no snapshots), then apply a due request-driven mutation."""
+    def list_page(
+        self, entity: EntityType, query: ListQuery, only: Callable[[str], bool] | None = None
+    ) -> Page:
+        """Compute one page now (no snapshots), then apply a due request-driven mutation.
+
+        ``only`` serves just the keys it keeps (a lagging replica, ``lies.py``):
+        pages and ``total`` are then those of that subset.
+        """
         with self.lock:
             table = self.table(entity)
-            window = table.window(query.gteq, query.lt)
+            window = table.window(query.gteq, query.lt, only)
             shuffle = self._ties if self.spec.tie_order == "shuffled" else None
             records = table.page(
                 window,

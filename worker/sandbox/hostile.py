@@ -110,7 +110,8 @@ def render(
     rest = {name: value for name, value in envelope.items() if name != "data"}
     parts = []
     for record in records:
-        odd = odd_class(seed, record["key"], every=every, classes=classes)
+        key = record.get("key")  # a lie or a bad_record scenario may have taken it
+        odd = odd_class(seed, key, every=every, classes=classes) if isinstance(key, str) else None
         parts.append(_dump(record) if odd is None else _CLASSES[odd][1](record))
     tail = _dump(rest)[1:]
     return b'{"data":[' + b",".join(parts) + b"]" + (b"," + tail if len(tail) > 1 else b"}")

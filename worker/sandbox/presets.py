@@ -129,6 +129,44 @@ def hostile() -> dict[str, Any]:
     }
 
 
+def lying() -> dict[str, Any]:
+    """One connection per lie of ``lies.py``, honest for its first minute, then lying.
+
+    The minute is the time for a first, honest sync; a full read after it
+    meets the lie. ``lying-honest-deletes`` deletes one asset for real every
+    30 s and tells the truth about it: a complete read must find those gone.
+    """
+    honest_first_s = 60.0
+    lies: dict[str, list[dict[str, Any]]] = {
+        "lying-empty": [{"name": "empty"}],
+        "lying-cut-short": [{"name": "cut_short", "keep": 40}],
+        "lying-replica": [{"name": "lagging_replica", "share": 0.4}],
+        "lying-replica-syncing": [
+            {"name": "lagging_replica", "share": 0.4},
+            {"name": "sync_status", "sync_status": "inprogress"},
+        ],
+        "lying-keyless": [{"name": "keyless", "entity": "sites"}],
+    }
+    connections: dict[str, Any] = {
+        token: {
+            "company_name": f"Liar {n} ({scenarios[0]['name']})",
+            "seed": 40 + n,
+            "default_size": 60,
+            "sizes": {"assets": 465, "sites": 15},
+            "scenarios": [{**s, "after_s": honest_first_s} for s in scenarios],
+        }
+        for n, (token, scenarios) in enumerate(lies.items())
+    }
+    connections["lying-honest-deletes"] = {
+        "company_name": "Honest Hard Deletes",
+        "seed": 49,
+        "default_size": 60,
+        "sizes": {"assets": 465},
+        "mutation": {"every_seconds": 30, "hard_deletes": 1, "entities": ["assets"]},
+    }
+    return {"connections": connections}
+
+
 def empty() -> dict[str, Any]:
     """No connections: configure everything through the control API."""
     return {"connections": {}}
@@ -138,6 +176,7 @@ PRESETS: dict[str, PresetFactory] = {
     "demo": demo,
     "empty": empty,
     "hostile": hostile,
+    "lying": lying,
 }
 
 

@@ -8,6 +8,9 @@ runtime state (clock, counters, latches) and judges each request:
    real limiter does;
 3. otherwise the scenarios are tried in list order and the first active one
    that fires wins. ``slow`` never wins: its latency adds to the answer.
+
+The lies of ``lies.py`` are scenarios of lists only, and ``sync_status`` one of
+the status endpoint only, so a lie and a status combine in one list.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from dataclasses import dataclass
 from worker.entities import EntityType
 from worker.sandbox.clock import ceil_seconds, http_date
 from worker.sandbox.config import ScenarioSpec
+from worker.sandbox.lies import LIES
 
-# Faults that only make sense on a list of records.
-_LIST_ONLY = frozenset({"forbidden", "not_supported", "bad_record"})
+# Faults that only make sense on a list of records (the lies of lies.py among them).
+_LIST_ONLY = frozenset({"forbidden", "not_supported", "bad_record", *LIES})
+# Faults of the status endpoint alone.
+_STATUS_ONLY = frozenset({"sync_status"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,9 @@ class FaultState:
         if is_list:
             self.list_requests += 1
         active = [
-            (i, s) for i, s in enumerate(self.scenarios) if _applies(s, elapsed, entity, is_list)
+            (i, s)
+            for i, s in enumerate(self.scenarios)
+            if _applies(s, elapsed, entity, is_list, self.list_requests)
         ]
         latency = sum(s.latency_ms for _, s in active if s.name == "slow") / 1000.0
         if self.auth_latch is not None:
@@ -91,6 +99,8 @@ class FaultState:
         if name == "slow":
             return False
         if name in _LIST_ONLY and not is_list:
+            return False
+        if name in _STATUS_ONLY and is_list:
             return False
         if name == "auth_fail_from_page":
             if index in self._spent or not is_list or self.list_requests < spec.page:
@@ -136,13 +146,25 @@ def offline_now(faults: FaultState) -> bool:
     """Whether an ``offline`` scenario of the whole connection is in its window now."""
     elapsed = time.monotonic() - faults.started
     return any(
-        s.name == "offline" and s.entity is None and _applies(s, elapsed, None, False)
+        s.name == "offline"
+        and s.entity is None
+        and _applies(s, elapsed, None, False, faults.list_requests)
         for s in faults.scenarios
     )
 
 
-def _applies(spec: ScenarioSpec, elapsed: float, entity: EntityType | None, is_list: bool) -> bool:
+def _applies(
+    spec: ScenarioSpec,
+    elapsed: float,
+    entity: EntityType | None,
+    is_list: bool,
+    list_requests: int,
+) -> bool:
     if elapsed < spec.after_s:
+        return False
+    # ``list_requests`` already counts this request when it is a list request:
+    # from_request K means "once K - 1 list requests came before".
+    if list_requests - int(is_list) < spec.from_request - 1:
         return False
     if spec.for_s is not None and elapsed >= spec.after_s + spec.for_s:
         return False

@@ -10,24 +10,32 @@ from __future__ import annotations
 
 import random
 from bisect import bisect_left, insort
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.entities import EntityType
 from worker.sandbox.clock import format_instant
 from worker.sandbox.records import Record, RecordFactory, key_index
 
+Entry = tuple[int, str]  # (updatedAt in microseconds, key)
+
 
 @dataclass(frozen=True)
 class Window:
-    """The records matching the filters: positions ``[lo, hi)`` of the order."""
+    """The records matching the filters: positions ``[lo, hi)`` of the order.
+
+    ``subset``, when set, holds the only entries of ``[lo, hi)`` that are
+    served (a lagging replica, ``lies.py``), still in order.
+    """
 
     lo: int
     hi: int
+    subset: list[Entry] | None = None
 
     @property
     def total(self) -> int:
         """How many records match."""
-        return self.hi - self.lo
+        return self.hi - self.lo if self.subset is None else len(self.subset)
 
 
 class EntityTable:
@@ -39,9 +47,7 @@ class EntityTable:
         self._records: dict[str, Record] = {r["key"]: r for r in records}
         # (updatedAt in microseconds, key): the key breaks ties, which is the
         # "stable" tie order; "shuffled" reorders ties per request on top.
-        self._order: list[tuple[int, str]] = sorted(
-            zip(stamps, (r["key"] for r in records), strict=True)
-        )
+        self._order: list[Entry] = sorted(zip(stamps, (r["key"] for r in records), strict=True))
         self._stamps: dict[str, int] = {key: stamp for stamp, key in self._order}
         self._next_index = max((key_index(k) for k in self._records), default=0) + 1
 
@@ -53,12 +59,19 @@ class EntityTable:
         """The greatest updatedAt held, in microseconds (0 when empty)."""
         return self._order[-1][0] if self._order else 0
 
-    def window(self, gteq: int | None, lt: int | None) -> Window:
-        """Positions of the records with ``gteq <= updatedAt < lt``."""
+    def window(
+        self, gteq: int | None, lt: int | None, only: Callable[[str], bool] | None = None
+    ) -> Window:
+        """Positions of the records with ``gteq <= updatedAt < lt`` (and keys ``only`` keeps).
+
+        ``only`` costs a pass over the window per request: fine for a lie.
+        """
         # "" sorts before every key, so (t, "") is the first position at time t.
         lo = 0 if gteq is None else bisect_left(self._order, (gteq, ""))
-        hi = len(self._order) if lt is None else bisect_left(self._order, (lt, ""))
-        return Window(lo, max(lo, hi))
+        hi = max(lo, len(self._order) if lt is None else bisect_left(self._order, (lt, "")))
+        if only is None:
+            return Window(lo, hi)
+        return Window(lo, hi, [entry for entry in self._order[lo:hi] if only(entry[1])])
 
     def page(
         self,
@@ -75,37 +88,23 @@ class EntityTable:
         order: whole tie groups are shuffled before slicing, so a group that
         straddles a page boundary splits differently on every request.
         """
+        order, lo, hi = self._order, window.lo, window.hi
+        if window.subset is not None:
+            order, lo, hi = window.subset, 0, len(window.subset)
         if descending:
-            start, stop = window.hi - offset - limit, window.hi - offset
+            start, stop = hi - offset - limit, hi - offset
         else:
-            start, stop = window.lo + offset, window.lo + offset + limit
-        start, stop = max(start, window.lo), min(stop, window.hi)
+            start, stop = lo + offset, lo + offset + limit
+        start, stop = max(start, lo), min(stop, hi)
         if start >= stop:
             return []
         if shuffle is None:
-            entries = self._order[start:stop]
+            entries = order[start:stop]
         else:
-            entries = self._shuffled_slice(start, stop, shuffle)
+            entries = _shuffled_slice(order, start, stop, shuffle)
         if descending:
             entries.reverse()
         return [self._records[key] for _, key in entries]
-
-    def _shuffled_slice(self, start: int, stop: int, rng: random.Random) -> list[tuple[int, str]]:
-        order = self._order
-        # Widen to whole tie groups; filters cut at instants, so groups never
-        # cross the window's edges.
-        group_lo = bisect_left(order, (order[start][0], ""))
-        group_hi = bisect_left(order, (order[stop - 1][0] + 1, ""))
-        span = order[group_lo:group_hi]
-        run = 0
-        for i in range(1, len(span) + 1):
-            if i == len(span) or span[i][0] != span[run][0]:
-                if i - run > 1:
-                    tie = span[run:i]
-                    rng.shuffle(tie)
-                    span[run:i] = tie
-                run = i
-        return span[start - group_lo : stop - group_lo]
 
     def all_records(self) -> list[Record]:
         """Every record, deleted ones included, in (updatedAt, key) order."""
@@ -178,3 +177,21 @@ class EntityTable:
         insort(self._order, (stamp, key))
         self._stamps[key] = stamp
         self._records[key] = new
+
+
+def _shuffled_slice(order: list[Entry], start: int, stop: int, rng: random.Random) -> list[Entry]:
+    """``order[start:stop]`` with every tie group it touches shuffled as a whole."""
+    # Widen to whole tie groups; filters cut at instants, so groups never
+    # cross the window's edges.
+    group_lo = bisect_left(order, (order[start][0], ""))
+    group_hi = bisect_left(order, (order[stop - 1][0] + 1, ""))
+    span = order[group_lo:group_hi]
+    run = 0
+    for i in range(1, len(span) + 1):
+        if i == len(span) or span[i][0] != span[run][0]:
+            if i - run > 1:
+                tie = span[run:i]
+                rng.shuffle(tie)
+                span[run:i] = tie
+            run = i
+    return span[start - group_lo : stop - group_lo]
