@@ -41,6 +41,8 @@ def deliver(connection_id: str) -> dict[str, Any]:
         "failed": report.failed,
         "dead": report.dead,
         "busy": report.busy,
+        "lost": report.lost,
+        "no_secret": report.no_secret,
     }
 
 
