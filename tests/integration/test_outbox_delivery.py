@@ -304,6 +304,14 @@ def test_a_gone_endpoint_drains_its_backlog_at_the_retry_pace_and_the_dead_are_p
     assert [statuses[i] for i in old] == [EventStatus.DEAD] * 5
     assert statuses[young] == EventStatus.PENDING
 
+    # Until the young one is due, a pass (the sweep sends one every few seconds)
+    # sends nothing and writes nothing, not even the fence.
+    fence = "SELECT fence FROM notify_fences WHERE connection_id = ?"
+    before = store._read(fence, (connection_id,))
+    assert _pass(env, test_redis, connection_id) == DeliveryReport()
+    assert store._read(fence, (connection_id,)) == before
+    assert endpoint.ids == [old[0], young]
+
     # The dead go once past their retention window (the young one's is the latest row).
     settings = env.settings()
     later = datetime.now(UTC) + timedelta(days=settings.dead_event_retention_days)

@@ -10,7 +10,8 @@ takes the lock, and every outcome it records carries that number
 (``SqlStore.mark_event(fence=...)``); once a newer holder has raised it, the
 old one can neither mark anything nor, checking before its next POST, send
 anything. The fence lives in the store, not in Redis, so a flushed Redis
-cannot roll it back.
+cannot roll it back. A pass that finds nothing due never raises it, so an
+idle sweep costs no write.
 """
 
 from __future__ import annotations
@@ -45,11 +46,21 @@ class DeliveryHold:
         self.fence: int | None = None
 
     def take(self) -> bool:
-        """Take the lock, then raise the fence; False while another notifier holds it."""
-        if not self._lock.take(self._key, self._holder):
-            return False
-        self.fence = self._store.take_notify_fence(self.connection_id)
-        return True
+        """Take the lock; False while another notifier holds it."""
+        return self._lock.take(self._key, self._holder)
+
+    def raise_fence(self) -> None:
+        """Raise the connection's fence: from now on only this holder records outcomes.
+
+        Call it before reading the events to deliver, so that whatever an
+        older holder recorded is read, and whatever it tries to record later
+        is refused. A pass with nothing due never calls it (no write).
+        """
+        try:
+            self.fence = self._store.take_notify_fence(self.connection_id)
+        except BaseException:
+            self.release()  # else the connection waits a whole TTL for nothing
+            raise
 
     def renew(self) -> bool:
         """Before a POST: extend the lock and check the fence; False when either is lost.
