@@ -399,3 +399,25 @@ def test_a_url_signed_with_the_shared_secret_is_warned_about_once(
     warned = [r for r in caplog.records if "no signing secret of its own" in r.getMessage()]
     assert [r.__dict__["connection_id"] for r in warned] == [shared]
     assert warned[0].levelno == logging.WARNING
+
+
+def test_a_short_secret_stored_before_the_minimum_still_signs_and_is_warned_about_once(
+    store_url: str,
+    test_redis: redis.Redis,
+    endpoints: list[SlowEndpoint],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="entity_sync.connections")
+    endpoint = SlowEndpoint()
+    endpoints.append(endpoint)
+    env = _env(store_url)
+    store = env.store()
+    connection_id = _connection(store, endpoint.url)
+    box = SecretBox(env.vars["ENTITY_SYNC_SECRET_KEY"])
+    store.set_webhook(connection_id, url=endpoint.url, secret_ciphertext=box.encrypt("short"))
+    for _ in range(2):
+        _events(store, connection_id, 1)
+        assert _pass(env, test_redis, connection_id).delivered == 1
+    warned = [r for r in caplog.records if "shorter than 16 bytes" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].__dict__["connection_id"] == connection_id
+    assert "short" not in warned[0].getMessage().replace("shorter", "")

@@ -26,6 +26,7 @@ import redis
 
 from worker.errors import SecretError
 from worker.logs import connection_log
+from worker.operator_input import MIN_WEBHOOK_SECRET_BYTES
 from worker.outbox.hold import DeliveryHold
 from worker.outbox.webhooks import WebhookClient, deliver, is_expired, next_attempt_delay
 from worker.secrets import SecretBox
@@ -164,6 +165,9 @@ def _deliver(
             return DeliveryReport(delivered=delivered, dead=dead, no_secret=True)
         if not connection.webhook_secret_ciphertext:
             _tell_once("shared-secret", connection.id, _SHARED_KEY_RISK, log_extra)
+        elif len(keys[0].encode("utf-8")) < MIN_WEBHOOK_SECRET_BYTES:
+            # Set before the minimum existed: it still signs, but should be replaced.
+            _tell_once("short-secret", connection.id, _SHORT_KEY, log_extra)
         if not hold.renew():
             return _lost(delivered, failed, dead, extra)  # stop before a POST
         attempt = send(url, keys, event)
@@ -233,6 +237,11 @@ _SHARED_KEY_RISK = (
     "are signed with ENTITY_SYNC_WEBHOOK_SECRET, which every such connection shares, "
     "so each of their receivers could sign events the others accept; set one with "
     "`entity-sync connections set-webhook ID --secret-stdin` (docs/webhooks.md)"
+)
+_SHORT_KEY = (
+    f"this connection's own webhook secret is shorter than {MIN_WEBHOOK_SECRET_BYTES} bytes, "
+    "which one signed delivery lets anyone guess offline; set a new one with "
+    "`entity-sync keygen --webhook` and `connections set-webhook ID --secret-stdin`"
 )
 _told: set[tuple[str, str]] = set()
 _told_lock = threading.Lock()
