@@ -212,7 +212,9 @@ def _deliver(
 
 def _lost(delivered: int, failed: int, dead: int, extra: dict[str, str]) -> DeliveryReport:
     connection_log.warning(
-        "another notifier took over this connection's deliveries; this one stops", extra=extra
+        "this notifier lost its hold on the connection's deliveries (another took over, "
+        "or the connection was removed); it stops before its next POST",
+        extra=extra,
     )
     return DeliveryReport(delivered=delivered, failed=failed, dead=dead, lost=True)
 
