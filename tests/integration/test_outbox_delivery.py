@@ -278,6 +278,29 @@ def _wait(condition: Any, timeout_s: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def test_a_long_backlog_drains_in_passes_bounded_by_the_task_budget(
+    store_url: str, test_redis: redis.Redis, endpoints: list[SlowEndpoint]
+) -> None:
+    # A pass that ran on for a whole backlog at a slow endpoint would outlive
+    # the task time limit (and, before the fix, its lock): it stops at the
+    # budget and asks for another pass.
+    endpoint = SlowEndpoint(delay_s=0.4)
+    endpoints.append(endpoint)
+    env = _env(store_url, ENTITY_SYNC_WEBHOOK_SECRET=SECRET, ENTITY_SYNC_TASK_TIME_BUDGET="1")
+    store = env.store()
+    connection_id = _connection(store, endpoint.url)
+    ids = _events(store, connection_id, 6)
+
+    first = _pass(env, test_redis, connection_id)
+    assert first.more and 0 < first.delivered < len(ids)
+    reports = [first]
+    while reports[-1].more:
+        reports.append(_pass(env, test_redis, connection_id))
+    assert sum(r.delivered for r in reports) == len(ids)
+    assert endpoint.ids == ids
+    assert test_redis.get(redis_keys.notify_lease(connection_id)) is None  # given back
+
+
 # --- finding 6: dead-lettering from creation, pruning, a missing secret ---------------
 
 

@@ -65,6 +65,7 @@ class DeliveryReport:
     busy: bool = False  # another notifier holds this connection
     lost: bool = False  # another notifier took over during this pass; it stopped
     no_secret: bool = False  # this worker has no secret to sign with; the event waits
+    more: bool = False  # stopped at its time budget with events still due: send another pass
 
 
 def lease_ttl_s(settings: Settings) -> float:
@@ -83,7 +84,12 @@ def deliver_pending(
     send: Send,
     rand: Callable[[], float] = random.random,
 ) -> DeliveryReport:
-    """Deliver the connection's due events in order; stop at the first that fails."""
+    """Deliver the connection's due events in order; stop at the first that fails.
+
+    A pass ends after ``settings.task_time_budget`` seconds of POSTs (``more``):
+    a backlog at a slow endpoint drains over several bounded tasks, each well
+    inside the task time limit, instead of one task that the limit kills.
+    """
     hold = DeliveryHold(
         store=store,
         cache=cache,
@@ -118,6 +124,7 @@ def _deliver(
     hold: DeliveryHold,
 ) -> DeliveryReport:
     delivered = failed = dead = 0
+    ends_at = time.monotonic() + settings.task_time_budget
     url = connection.webhook_url or settings.webhook_default_url
     log_extra = {"connection_id": connection.id}
     failing: str | None = None  # why the endpoint failed earlier in this pass
@@ -168,6 +175,8 @@ def _deliver(
         elif len(keys[0].encode("utf-8")) < MIN_WEBHOOK_SECRET_BYTES:
             # Set before the minimum existed: it still signs, but should be replaced.
             _tell_once("short-secret", connection.id, _SHORT_KEY, log_extra)
+        if time.monotonic() >= ends_at:
+            return DeliveryReport(delivered=delivered, dead=dead, more=True)
         if not hold.renew():
             return _lost(delivered, failed, dead, extra)  # stop before a POST
         attempt = send(url, keys, event)
