@@ -36,11 +36,16 @@ def deliver(connection_id: str) -> dict[str, Any]:
             )
         except UnknownConnection:
             return {"outcome": "unknown connection"}
+    if report.more:  # the pass hit its time budget: the rest goes in a new task
+        publish(NOTIFY, {"connection_id": connection_id}, NOTIFY_QUEUE)
     return {
         "delivered": report.delivered,
         "failed": report.failed,
         "dead": report.dead,
         "busy": report.busy,
+        "lost": report.lost,
+        "no_secret": report.no_secret,
+        "more": report.more,
     }
 
 

@@ -23,6 +23,9 @@ MAX_CONCURRENCY = 1000
 MIN_INTERVAL_S = 1
 MAX_INTERVAL_S = 7 * 86_400
 MAX_SECRET_CHARS = 8192
+# A webhook signing secret shorter than this is guessable offline from one
+# signed delivery; `entity-sync keygen --webhook` makes 32 random bytes.
+MIN_WEBHOOK_SECRET_BYTES = 16
 BOM = "\ufeff"
 
 
@@ -173,6 +176,21 @@ def clean_secret(raw: str, *, what: str) -> str:
             "characters are accepted, as an HTTP header carries them (the value is not shown)"
         )
     return value
+
+
+def check_webhook_secret(secret: str, *, what: str = "webhook secret") -> str:
+    """``secret`` if it is long enough to sign webhooks with, else InvalidInput.
+
+    Counted in UTF-8 bytes of the whole secret, the ``whsec_`` prefix included,
+    as the upstream webhook secret is. The message never shows the value or
+    its length.
+    """
+    if len(secret.encode("utf-8")) < MIN_WEBHOOK_SECRET_BYTES:
+        raise InvalidInput(
+            f"the {what} must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes long "
+            "(make one with `entity-sync keygen --webhook`)"
+        )
+    return secret
 
 
 def decode_secret_bytes(raw: bytes, *, what: str) -> str:

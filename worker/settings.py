@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
-from worker.operator_input import InvalidInput, check_http_url
+from worker.operator_input import InvalidInput, check_http_url, check_webhook_secret
 
 ENV_PREFIX = "ENTITY_SYNC_"
 
@@ -221,6 +221,18 @@ class Settings(BaseSettings):
             return []
         raw = self.upstream_webhook_secret.get_secret_value()
         return [p.strip().encode() for p in raw.split(",") if p.strip()]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # Only the current secret: a short previous one may still sign during
+        # its window, so that a deployment can rotate away from it.
+        if value is not None:
+            try:
+                check_webhook_secret(value.get_secret_value(), what="secret")
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("webhook_secret_previous_until")
     @classmethod

@@ -122,7 +122,7 @@ def test_rotate_key_re_encrypts_tokens_and_webhook_secrets(tmp_path: Path) -> No
         "plant-1",
         "http://127.0.0.1:9/hook",
         "--secret-stdin",
-        stdin="whsec_rotate_me\n",
+        stdin="whsec_rotate_me_0123\n",
     )
     assert hook.returncode == 0, hook.stderr
     new = generate_key()
@@ -133,7 +133,7 @@ def test_rotate_key_re_encrypts_tokens_and_webhook_secrets(tmp_path: Path) -> No
     connection = env.store().get_connection("plant-1")
     assert connection.token_ciphertext and connection.webhook_secret_ciphertext
     assert SecretBox(new).decrypt(connection.token_ciphertext) == TOKEN
-    assert SecretBox(new).decrypt(connection.webhook_secret_ciphertext) == "whsec_rotate_me"
+    assert SecretBox(new).decrypt(connection.webhook_secret_ciphertext) == "whsec_rotate_me_0123"
 
 
 def test_webhook_urls_are_refused_when_unsafe(tmp_path: Path) -> None:

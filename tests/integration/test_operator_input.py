@@ -258,6 +258,7 @@ def _fill(env: Env, store: SqlStore, client: redis.Redis, cid: str) -> None:
         UpstreamAspect(cid, "auth", f"evt-{cid}", "connection.reauthorization_required",
                        "2026-11-20T08:00:00.000000Z", "2026-11-20T08:00:01.000000Z")
     )  # fmt: skip
+    assert store.take_notify_fence(cid) == 1  # a notifier delivered its events once
     rt = Runtime(settings=env.settings())
     rt.breaker.halt(cid, "401")
     rt.breaker.pause(cid, 60, "429")

@@ -368,9 +368,14 @@ def next_attempt_delay(
     return full_jitter(attempt, base=base_s, cap=cap_s, rand=rand)
 
 
-def is_expired(first_attempt_at: float, now: float, max_age_s: float) -> bool:
-    """Say whether an event first tried at ``first_attempt_at`` is past retrying."""
-    return now - first_attempt_at >= max_age_s
+def is_expired(since: float, now: float, max_age_s: float) -> bool:
+    """Say whether an event whose retry clock started at ``since`` is past retrying.
+
+    The clock starts when the event is written (or queued again by an
+    operator), not at its first attempt: an event that waited behind others
+    has used its time waiting, so a gone endpoint drains at the retry pace.
+    """
+    return now - since >= max_age_s
 
 
 # --- signature internals -------------------------------------------------------

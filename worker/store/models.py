@@ -244,3 +244,4 @@ class Event:
     last_error: str | None = None
     delivered_at: str | None = None
     seq: int = 0
+    requeued_at: str | None = None  # queued again by an operator: its retry clock starts here

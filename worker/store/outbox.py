@@ -15,7 +15,7 @@ from worker.store.models import (
 
 _EVENT_COLUMNS = (
     "id, type, connection_id, entity_type, created_at, body, status, attempts, "
-    "next_attempt_at, first_attempt_at, last_error, delivered_at, seq"
+    "next_attempt_at, first_attempt_at, last_error, delivered_at, seq, requeued_at"
 )
 # Events that say the same thing twice in a row are one event: a flushed
 # Redis can make a halted connection halt again, but its owner hears it once.
@@ -150,6 +150,32 @@ class OutboxStore(StoreBase):
         return [row[0] for row in rows]
 
     @translated
+    def take_notify_fence(self, connection_id: str) -> int:
+        """Raise the connection's delivery fence and return it: the new holder's token.
+
+        Called by a notifier right after it took the connection's delivery lock.
+        Every notifier that took the lock before holds a smaller number, and
+        ``mark_event`` refuses it from now on.
+        """
+        with self._write() as tx:
+            row = tx.execute(
+                "INSERT INTO notify_fences (connection_id, fence) VALUES (?, 1) "
+                "ON CONFLICT (connection_id) DO UPDATE SET fence = notify_fences.fence + 1 "
+                "RETURNING fence",
+                (connection_id,),
+            ).fetchone()
+        return int(row[0])
+
+    @translated
+    def holds_notify_fence(self, connection_id: str, fence: int) -> bool:
+        """Whether ``fence`` is still the connection's newest delivery token."""
+        rows = self._read(
+            "SELECT 1 FROM notify_fences WHERE connection_id = ? AND fence = ?",
+            (connection_id, fence),
+        )
+        return bool(rows)
+
+    @translated
     def mark_event(
         self,
         event_id: str,
@@ -158,17 +184,41 @@ class OutboxStore(StoreBase):
         attempted_at: str,
         next_attempt_at: str | None = None,
         error: str | None = None,
-    ) -> None:
-        """Record one delivery attempt's outcome."""
+        fence: tuple[str, int] | None = None,
+        attempted: bool = True,
+    ) -> bool:
+        """Record one delivery attempt's outcome; False when it was not recorded.
+
+        With ``fence`` (connection id, token) the outcome is recorded only if
+        the token is still the connection's newest and the event still
+        pending, in one transaction that locks the fence row: a notifier that
+        took over meanwhile either waits for this mark or makes it fail, so it
+        never reads an event as pending that this one delivered.
+        ``attempted=False`` reschedules without counting an attempt (nothing was
+        sent, e.g. this worker has no signing secret).
+        """
         with self._write() as tx:
-            tx.execute(
-                "UPDATE events SET status = ?, attempts = attempts + 1, "
-                "first_attempt_at = COALESCE(first_attempt_at, ?), "
+            guard = ""
+            if fence is not None:
+                # An UPDATE, not a SELECT: it holds the row until we commit.
+                held = tx.execute(
+                    "UPDATE notify_fences SET fence = fence WHERE connection_id = ? AND fence = ?",
+                    fence,
+                ).rowcount
+                if not held:
+                    return False
+                guard = " AND status = 'pending'"
+            updated = tx.execute(
+                "UPDATE events SET status = ?, attempts = attempts + ?, "
+                "first_attempt_at = CASE WHEN ? = 1 THEN COALESCE(first_attempt_at, ?) "
+                "ELSE first_attempt_at END, "
                 "next_attempt_at = COALESCE(?, next_attempt_at), last_error = ?, "
                 "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
-                "WHERE id = ?",
+                "WHERE id = ?" + guard,
                 (
                     status.value,
+                    1 if attempted else 0,
+                    1 if attempted else 0,
                     attempted_at,
                     next_attempt_at,
                     error,
@@ -176,16 +226,21 @@ class OutboxStore(StoreBase):
                     attempted_at,
                     event_id,
                 ),
-            )
+            ).rowcount
+        return bool(updated)
 
     @translated
     def redeliver(self, event_id: str, *, now: str) -> Event:
-        """Queue an event again (dead, failed or delivered); it keeps its id."""
+        """Queue an event again (dead, failed or delivered); it keeps its id.
+
+        Its retry clock starts again now (``requeued_at``), so an old event
+        gets the whole retry window once more.
+        """
         with self._write() as tx:
             updated = tx.execute(
-                "UPDATE events SET status = 'pending', next_attempt_at = ?, "
+                "UPDATE events SET status = 'pending', next_attempt_at = ?, requeued_at = ?, "
                 "first_attempt_at = NULL, last_error = NULL WHERE id = ?",
-                (now, event_id),
+                (now, now, event_id),
             ).rowcount
         if not updated:
             raise UnknownEvent(f"unknown event {event_id!r}")
@@ -266,4 +321,5 @@ def _event(row: Sequence[Any]) -> Event:
         last_error=row[10],
         delivered_at=row[11],
         seq=int(row[12]),
+        requeued_at=row[13],
     )

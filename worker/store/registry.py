@@ -37,6 +37,7 @@ CONNECTION_TABLES = (
     "run_totals",
     "transition_totals",
     "upstream_aspects",
+    "notify_fences",
 )
 
 

@@ -343,4 +343,19 @@ MIGRATIONS[10] = (
     )""",
 )
 
+# Version 12: the outbox's delivery fence and the retry clock of a requeued event.
+# ``notify_fences`` holds one number per connection, raised by every notifier
+# that takes the connection's delivery lock; an outcome is recorded only while
+# the number is still the one its notifier took (worker/outbox/notifier.py), so
+# a notifier whose lock expired can no longer mark anything. ``requeued_at``:
+# when an operator queued the event again (`events redeliver`); its retry
+# clock starts there instead of at ``created_at``.
+MIGRATIONS[12] = (
+    """CREATE TABLE notify_fences (
+        connection_id TEXT PRIMARY KEY,
+        fence BIGINT NOT NULL
+    )""",
+    "ALTER TABLE events ADD COLUMN requeued_at TEXT",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)

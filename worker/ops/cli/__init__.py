@@ -22,6 +22,7 @@ from worker.ops.cli.common import (
     EXIT_FAILED,
     Handler,
     UsageError,
+    add_webhook_url_sources,
 )
 from worker.ops.cli.connections import (
     cmd_connections_add,
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--upstream-url", help="default: ENTITY_SYNC_UPSTREAM_URL")
     add.add_argument("--entity", action="append", choices=ENTITY_CHOICES, help="repeatable")
-    add.add_argument("--webhook-url")
+    add.add_argument("--webhook-url", help="where its events go (or one of the two below)")
+    add_webhook_url_sources(add)
     add.add_argument("--token-file", help="read the token from this file")
     add.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
     listing = command("list", cmd_connections_list, "list connections", conn_commands)
@@ -92,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "set-webhook", cmd_connections_set_webhook, "where events are delivered", conn_commands
     )
     hook.add_argument("id")
-    hook.add_argument("url")
+    hook.add_argument(
+        "webhook_url",
+        metavar="url",
+        nargs="?",
+        help="where its events go (or --webhook-url-stdin / --webhook-url-file)",
+    )
+    add_webhook_url_sources(hook)
     hook.add_argument(
         "--secret-stdin", action="store_true", help="read this connection's signing secret"
     )
@@ -185,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="a sandbox config file (worker/sandbox/README.md)")
     source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
     sandbox.add_argument("--webhook-url", help="where the sandbox sends the unified API's webhooks")
+    add_webhook_url_sources(sandbox)
     sandbox.add_argument("--webhook-secret-file", help="the secret it signs them with")
 
     emit = command(

@@ -50,6 +50,73 @@ def read_secret(args: argparse.Namespace, what: str = "token") -> str:
     return clean_secret(decode_secret_bytes(raw, what=what), what=what)
 
 
+def add_webhook_url_sources(parser: argparse.ArgumentParser) -> None:
+    """``--webhook-url-stdin`` and ``--webhook-url-file``, next to a command's argv form.
+
+    A webhook URL can carry a token in its path or query, and argv is what
+    `ps` and shell history show; these read it where neither looks.
+    """
+    parser.add_argument(
+        "--webhook-url-stdin",
+        action="store_true",
+        help="read the webhook URL from stdin (kept out of `ps` and shell history)",
+    )
+    parser.add_argument(
+        "--webhook-url-file", metavar="PATH", help="read the webhook URL from this file"
+    )
+
+
+def read_webhook_url(args: argparse.Namespace, *, stdin_taken_by: str | None = None) -> str | None:
+    """The webhook URL from argv (``args.webhook_url``), stdin or a file; None: not given.
+
+    ``stdin_taken_by`` names the option that already reads stdin (a token or
+    a secret): only one value can come that way. Messages never show the URL.
+    """
+    given = [
+        name
+        for name, present in (
+            ("the URL argument", args.webhook_url is not None),
+            ("--webhook-url-stdin", args.webhook_url_stdin),
+            ("--webhook-url-file", args.webhook_url_file is not None),
+        )
+        if present
+    ]
+    if len(given) > 1:
+        raise UsageError(f"give the webhook URL one way only (got {' and '.join(given)})")
+    if args.webhook_url_stdin:
+        if stdin_taken_by:
+            raise UsageError(
+                f"--webhook-url-stdin and {stdin_taken_by} both read stdin: "
+                "put the URL in a file (--webhook-url-file)"
+            )
+        raw = sys.stdin.buffer.readline()
+        where = "stdin"
+    elif args.webhook_url_file is not None:
+        try:
+            raw = Path(args.webhook_url_file).read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UsageError(
+                f"--webhook-url-file: cannot read {args.webhook_url_file}: {reason}"
+            ) from None
+        where = args.webhook_url_file
+    else:
+        return args.webhook_url  # type: ignore[no-any-return]
+    try:
+        url = decode_secret_bytes(raw, what="webhook URL").strip()
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    if not url:
+        raise UsageError(f"no webhook URL in {where}")
+    return url
+
+
+def shown_url(url: str) -> str:
+    """A webhook URL as printed: its query (where tokens often are) left out."""
+    head, sep, _query = url.partition("?")
+    return f"{head}?..." if sep else head
+
+
 def read_token(args: argparse.Namespace) -> str:
     return read_secret(args, "token")
 

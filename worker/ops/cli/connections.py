@@ -12,6 +12,7 @@ from worker.operator_input import (
     InvalidInput,
     check_interval,
     check_limits,
+    check_webhook_secret,
 )
 from worker.ops.cli.common import (
     ENTITY_CHOICES,
@@ -20,6 +21,8 @@ from worker.ops.cli.common import (
     UsageError,
     read_secret,
     read_token,
+    read_webhook_url,
+    shown_url,
     store_for,
     upstream_url_arg,
 )
@@ -49,7 +52,10 @@ def _webhook_url(url: str | None, settings: Settings) -> str | None:
 def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
     if not is_valid_connection_id(args.id):
         raise UsageError("a connection id is 1-128 letters, digits, '.', '_' or '-'")
-    webhook_url = _webhook_url(args.webhook_url, settings)
+    webhook_url = _webhook_url(
+        read_webhook_url(args, stdin_taken_by="--token-stdin" if args.token_stdin else None),
+        settings,
+    )
     upstream_url = upstream_url_arg(args.upstream_url)
     box = SecretBox.from_settings(settings)
     token = read_token(args) if (args.token_file or args.token_stdin) else None
@@ -64,7 +70,29 @@ def cmd_connections_add(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     print(f"connection {args.id} added" + ("" if token else " (no token yet: set-token)"))
+    if webhook_url:
+        _warn_about_signing(settings, own_secret=False)
     return EXIT_OK
+
+
+def _warn_about_signing(settings: Settings, *, own_secret: bool) -> None:
+    """Say on stderr when a connection's events go out without a secret of its own."""
+    if own_secret:
+        return
+    if settings.webhook_secret is None:
+        print(
+            "warning: no signing secret: its events wait, undelivered, until it has one "
+            "(set-webhook --secret-stdin) or ENTITY_SYNC_WEBHOOK_SECRET is set",
+            file=sys.stderr,
+        )
+        return
+    print(
+        "warning: its events are signed with ENTITY_SYNC_WEBHOOK_SECRET, which every "
+        "connection without a secret of its own shares: each of their receivers could "
+        "forge events the others accept; give it its own with "
+        "`entity-sync connections set-webhook ID --secret-stdin` (docs/webhooks.md)",
+        file=sys.stderr,
+    )
 
 
 def _connection_json(connection: Connection) -> dict[str, object]:
@@ -74,6 +102,8 @@ def _connection_json(connection: Connection) -> dict[str, object]:
         "entity_types": list(connection.entity_types),
         "upstream_url": connection.upstream_url,
         "webhook_url": connection.webhook_url,
+        # False: signed with ENTITY_SYNC_WEBHOOK_SECRET, shared by all such connections.
+        "has_own_webhook_secret": bool(connection.webhook_secret_ciphertext),
         "has_token": bool(connection.token_ciphertext),
         "token_version": connection.token_version,
         "created_at": connection.created_at,
@@ -152,7 +182,12 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
 
     store = store_for(settings)
     connection = store.get_connection(args.id)
-    url = _webhook_url(args.url, settings)
+    url = _webhook_url(
+        read_webhook_url(args, stdin_taken_by="--secret-stdin" if args.secret_stdin else None),
+        settings,
+    )
+    if url is None:
+        raise UsageError("give the webhook URL: as an argument, --webhook-url-stdin or -file")
     window = settings.webhook_secret_rotation_seconds
     if args.rotation_seconds is not None:
         if not 0 <= args.rotation_seconds <= 30 * 86_400:
@@ -162,7 +197,10 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
     note = ""
     if args.secret_stdin:
         box = SecretBox.from_settings(settings)
-        plaintext = read_secret(args, "webhook secret")
+        try:
+            plaintext = check_webhook_secret(read_secret(args, "webhook secret"))
+        except InvalidInput as exc:
+            raise UsageError(str(exc)) from None
         before = (
             box.decrypt(connection.webhook_secret_ciphertext)
             if connection.webhook_secret_ciphertext
@@ -180,7 +218,8 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
     store.set_webhook(args.id, url=url, secret_ciphertext=secret, previous_until=until)
     if events is not None:
         store.set_webhook_events(args.id, events)
-    print(f"webhook of {args.id}: {url}{note}")
+    print(f"webhook of {args.id}: {shown_url(url)}{note}")
+    _warn_about_signing(settings, own_secret=bool(secret or connection.webhook_secret_ciphertext))
     chosen = store.webhook_events(args.id)
     print(
         "events: connection and entity state changes"

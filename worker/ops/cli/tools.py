@@ -16,6 +16,7 @@ from worker.ops.cli.common import (
     EXIT_OK,
     UsageError,
     read_secret,
+    read_webhook_url,
     store_for,
 )
 from worker.runtime import Runtime
@@ -89,13 +90,14 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from worker.sandbox.webhooks import WebhookTarget
 
     target = None
-    if args.webhook_url:
+    url = read_webhook_url(args)
+    if url:
         if not args.webhook_secret_file:
-            raise UsageError("--webhook-url needs --webhook-secret-file")
+            raise UsageError("a webhook URL needs --webhook-secret-file")
         secret = decode_secret_bytes(
             Path(args.webhook_secret_file).read_bytes(), what="webhook secret"
         )
-        target = WebhookTarget(url=args.webhook_url, secret=secret)
+        target = WebhookTarget(url=url, secret=secret)
     serve(args.host, args.port, load_config(args.config or args.preset), webhooks=target)
     return EXIT_OK
 
