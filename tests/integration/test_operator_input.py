@@ -254,6 +254,12 @@ def _fill(env: Env, store: SqlStore, client: redis.Redis, cid: str) -> None:
             " VALUES (?, 'connection', 'closed', 'open', 1)",
             (cid,),
         )
+        # A deletion the mass-deletion guard holds (worker/store/held_deletions.py).
+        tx.execute(
+            "INSERT INTO held_deletions (connection_id, entity_type, key, held_at, run_id) "
+            "VALUES (?, 'assets', 'A-1', '2026-11-20T08:00:00.000000Z', ?)",
+            (cid, run.id),
+        )
     assert store.apply_aspect(
         UpstreamAspect(cid, "auth", f"evt-{cid}", "connection.reauthorization_required",
                        "2026-11-20T08:00:00.000000Z", "2026-11-20T08:00:01.000000Z")

@@ -38,6 +38,7 @@ CONNECTION_TABLES = (
     "transition_totals",
     "upstream_aspects",
     "notify_fences",
+    "held_deletions",
 )
 
 
