@@ -76,7 +76,14 @@ CLAIM_S = 30.0  # one process works on an event at a time
 
 
 class BadEvent(ValueError):
-    """The body is not an event of the contract."""
+    """The body is not an event of the contract (the receiver answers 422)."""
+
+
+class UnparsableBody(BadEvent):
+    """The body is not JSON at all (the receiver answers 400)."""
+
+
+MAX_DEPTH = 32  # the contract's events nest three levels; this leaves room for new fields
 
 
 # -- verifying and parsing (the receiver) -------------------------------------------------
@@ -132,15 +139,90 @@ class InboundEvent(BaseModel):
 
 
 def parse_event(body: bytes) -> InboundEvent:
-    """The event in a verified body; BadEvent with a short reason otherwise."""
+    """The event in a verified body.
+
+    UnparsableBody when the body is not JSON at all: bad UTF-8, bad syntax, or
+    nested beyond what the parser takes (a ``RecursionError`` is one such
+    answer, never a crash). BadEvent with a short reason when it is JSON but
+    not an event of the contract, nests deeper than ``MAX_DEPTH``, or holds a
+    string (a key or a value, anywhere, ``data`` included) with a NUL or a
+    lone surrogate: PostgreSQL's text refuses both, and an event the store
+    cannot keep would be answered 503 at every retry of the sender.
+    """
     try:
-        return InboundEvent.model_validate_json(body)
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise UnparsableBody(f"body is not JSON: {reason}") from None
+    problem = _unstorable(document)
+    if problem is not None:
+        raise BadEvent(problem)
+    try:
+        return InboundEvent.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise BadEvent(problems[:300]) from None
+
+
+def _unstorable(document: object) -> str | None:
+    """Why a parsed body cannot be kept as it is (NUL, lone surrogate, depth); None if it can.
+
+    Walks with a stack of its own, not by recursion: the body may nest as deep
+    as the parser allowed.
+    """
+    stack: list[tuple[object, str, int]] = [(document, "body", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"{where[:100]}: nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, str):
+            problem = _bad_text(value)
+            if problem:
+                return f"{where[:100]}: {problem}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problem = _bad_text(key)
+                if problem:
+                    return f"{where[:100]}: a key {problem}"
+                stack.append((item, f"{where}.{_shown(key)}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+    return None
+
+
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (not text)"
+    return None
+
+
+def _shown(key: str) -> str:
+    """A key as it may appear in a reason: printable ASCII, short."""
+    return key[:40].encode("ascii", "backslashreplace").decode("ascii")
+
+
+def freshness_problem(
+    created_at: str, *, now: datetime, max_age_s: float, skew_s: float
+) -> str | None:
+    """Why an event created at ``created_at`` is not fresh at ``now``; None when it is.
+
+    Older than ``max_age_s``: a replay, or a retry too late to act on. Later
+    than ``now`` by more than ``skew_s``: a clock far off, or a forgery meant
+    to win every later ordering comparison (``upstream_aspects``).
+    """
+    created = parse_instant(created_at)
+    if created < now - timedelta(seconds=max_age_s):
+        return f"created_at {created_at} is older than the {max_age_s:g} s accepted"
+    if created > now + timedelta(seconds=skew_s):
+        return f"created_at {created_at} is more than {skew_s:g} s ahead of this clock"
+    return None
 
 
 def to_record(event: InboundEvent, body: bytes) -> UpstreamEvent:
@@ -223,12 +305,20 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
             kept.upstream_connection_id,
         )
         return UpstreamEventStatus.UNMAPPED.value
-    if kept.attempts > 0 and _too_old(kept, max_age_s=rt.settings.upstream_event_max_age_seconds):
-        # Kept while the id was unknown, and now too old to be worth acting on.
+    stale = freshness_problem(
+        kept.created_at,
+        now=datetime.now(UTC),
+        max_age_s=rt.settings.upstream_event_max_age_seconds,
+        skew_s=rt.settings.upstream_event_future_skew_seconds,
+    )
+    if stale is not None:
+        # Fresh at receipt, and too old by now: kept while its connection was
+        # unknown, or waiting for a worker longer than the window. Never acted on
+        # late, whatever its attempts: a halt or a sync from an old event is a replay.
         rt.store.finish_upstream_event(
             event_id,
             UpstreamEventStatus.STALE,
-            outcome="too old to apply when its connection became known",
+            outcome=f"too old to apply when processed: {stale}",
             connection_ids=connections,
         )
         return UpstreamEventStatus.STALE.value
@@ -252,11 +342,6 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
         connection_ids=connections,
     )
     return (UpstreamEventStatus.APPLIED if applied else UpstreamEventStatus.IGNORED).value
-
-
-def _too_old(kept: UpstreamEvent, *, max_age_s: float) -> bool:
-    age = datetime.now(UTC) - parse_instant(kept.created_at)
-    return age > timedelta(seconds=max_age_s)
 
 
 def _apply(
