@@ -15,7 +15,10 @@ truth, and every action here is one the worker could have taken by itself.
 
 An event older (``created_at``) than the last one applied for the same
 connection and aspect (auth, availability, sync, error) is ignored; a
-redelivered id is one row and is processed once.
+redelivered id is one row and is processed once. An event outside the
+freshness window (``freshness_problem``: too old, or too far ahead of this
+clock) is refused at receipt, and marked stale if it leaves the window before
+it is processed.
 """
 
 from __future__ import annotations
