@@ -19,6 +19,7 @@ import hmac
 import http.client
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from worker.testing.slow_clients import Crowd
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-upstream-secret-0123456789"
 PATH = "/upstream/webhooks"
+RECEIVER = [sys.executable, "-m", "worker.ops.cli", "receiver", "--port", "0"]
 
 
 def rss_mb(pid: int) -> float:
@@ -83,8 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
     log_path = workdir / "receiver.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "worker.ops.cli", "receiver", "--port", "0"],
+        command = shlex.split(args.command) if args.command else RECEIVER
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter, or the caller's command
+            command,
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -146,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fat", type=int, default=28)
     parser.add_argument("--signed", type=int, default=20)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds before the first event")
+    parser.add_argument(
+        "--command",
+        help="start this instead of `entity-sync receiver` (another design to compare; it "
+        "must print RECEIVER LISTENING <url> first and take the same environment)",
+    )
     parser.add_argument("--spacing", type=float, default=0.5, help="seconds between two events")
     print(json.dumps(run(parser.parse_args(argv))), flush=True)
     return 0
