@@ -533,3 +533,17 @@ def _plan(store: SqlStore, statement: str, params: tuple[Any, ...]) -> str:
         tx.execute("ANALYZE upstream_events")  # the planner sees the rows just written
     rows = store._read(f"EXPLAIN {statement}", params)
     return "\n".join(str(row[0]) for row in rows)
+
+
+def test_a_sender_that_expects_100_continue_is_told_to_go_on(harness: Harness) -> None:
+    body = json.dumps(event("sync.completed", {"entity_types": ["assets"]})).encode()
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Expect: 100-continue\r\nX-Webhook-Signature: {signature(SECRET, body)}\r\n\r\n"
+    ).encode()
+    host, port = harness.server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 202 Accepted\r\n")

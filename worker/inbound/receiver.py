@@ -223,7 +223,7 @@ class ReceiverServer:
         self._open += 1
         answered = False
         try:
-            answer = await self._exchange(reader, peer)
+            answer = await self._exchange(reader, writer, peer)
             if answer is not None:
                 answered = True
                 await _send(writer, answer, reader)
@@ -240,7 +240,9 @@ class ReceiverServer:
             self._open -= 1
             writer.transport.abort()  # answered and lingered already, or nothing to say
 
-    async def _exchange(self, reader: asyncio.StreamReader, peer: str) -> _Answer | None:
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> _Answer | None:
         """Read one request within its deadlines and decide its answer (None: just close)."""
         loop = asyncio.get_running_loop()
         accepted = loop.time()
@@ -256,7 +258,7 @@ class ReceiverServer:
             request = await self._request(conn, reader, accepted)
             if request is None:
                 return None
-            body = await self._body(conn, reader, request)
+            body = await self._body(conn, reader, writer, request)
             return await self._route(request, body)
         except _Refused as refused:
             self.refusals.note(refused.status.value, refused.reason, peer)
@@ -294,7 +296,11 @@ class ReceiverServer:
             conn.receive_data(data)
 
     async def _body(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, request: h11.Request
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
     ) -> bytes:
         if request.method != b"POST":
             return b""
@@ -308,6 +314,9 @@ class ReceiverServer:
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"body of {length} bytes over the {self.max_bytes} allowed",
             )
+        if conn.they_are_waiting_for_100_continue:
+            # curl and others wait (a second) for this before sending a larger body.
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.body_s
         chunks: list[bytes] = []
