@@ -25,7 +25,8 @@ import pytest
 
 from tests.support import Env, wait_for
 from worker.inbound.actions import learn_upstream_id, process_event
-from worker.inbound.receiver import PATH, Limits, ReceiverServer
+from worker.inbound.connection import Limits
+from worker.inbound.receiver import PATH, ReceiverServer
 from worker.ops.dashboard.data import build_grid
 from worker.ops.status import render_upstream, status_rows
 from worker.resilience.breaker import State

@@ -45,6 +45,7 @@ from worker.coordination import redis_keys
 from worker.coordination.lease import Lock
 from worker.entities import EntityType
 from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
+from worker.inbound.checks import freshness_problem, unstorable
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT, Publish
 from worker.logs import connection_log, log
 from worker.resilience.breaker import Breaker, State
@@ -54,7 +55,7 @@ from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventStatus
-from worker.timeutil import canonical, canonical_instant, parse_instant, utc_now
+from worker.timeutil import canonical, canonical_instant, utc_now
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
 
@@ -84,9 +85,6 @@ class BadEvent(ValueError):
 
 class UnparsableBody(BadEvent):
     """The body is not JSON at all (the receiver answers 400)."""
-
-
-MAX_DEPTH = 32  # the contract's events nest three levels; this leaves room for new fields
 
 
 # -- verifying and parsing (the receiver) -------------------------------------------------
@@ -157,7 +155,7 @@ def parse_event(body: bytes) -> InboundEvent:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise UnparsableBody(f"body is not JSON: {reason}") from None
-    problem = _unstorable(document)
+    problem = unstorable(document)
     if problem is not None:
         raise BadEvent(problem)
     try:
@@ -168,64 +166,6 @@ def parse_event(body: bytes) -> InboundEvent:
             for err in exc.errors()[:5]
         )
         raise BadEvent(problems[:300]) from None
-
-
-def _unstorable(document: object) -> str | None:
-    """Why a parsed body cannot be kept as it is (NUL, lone surrogate, depth); None if it can.
-
-    Walks with a stack of its own, not by recursion: the body may nest as deep
-    as the parser allowed.
-    """
-    stack: list[tuple[object, str, int]] = [(document, "body", 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"{where[:100]}: nested deeper than {MAX_DEPTH} levels"
-        if isinstance(value, str):
-            problem = _bad_text(value)
-            if problem:
-                return f"{where[:100]}: {problem}"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                problem = _bad_text(key)
-                if problem:
-                    return f"{where[:100]}: a key {problem}"
-                stack.append((item, f"{where}.{_shown(key)}", depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
-    return None
-
-
-def _bad_text(text: str) -> str | None:
-    if "\x00" in text:
-        return "holds a NUL character (\\u0000)"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "holds a lone surrogate (not text)"
-    return None
-
-
-def _shown(key: str) -> str:
-    """A key as it may appear in a reason: printable ASCII, short."""
-    return key[:40].encode("ascii", "backslashreplace").decode("ascii")
-
-
-def freshness_problem(
-    created_at: str, *, now: datetime, max_age_s: float, skew_s: float
-) -> str | None:
-    """Why an event created at ``created_at`` is not fresh at ``now``; None when it is.
-
-    Older than ``max_age_s``: a replay, or a retry too late to act on. Later
-    than ``now`` by more than ``skew_s``: a clock far off, or a forgery meant
-    to win every later ordering comparison (``upstream_aspects``).
-    """
-    created = parse_instant(created_at)
-    if created < now - timedelta(seconds=max_age_s):
-        return f"created_at {created_at} is older than the {max_age_s:g} s accepted"
-    if created > now + timedelta(seconds=skew_s):
-        return f"created_at {created_at} is more than {skew_s:g} s ahead of this clock"
-    return None
 
 
 def to_record(event: InboundEvent, body: bytes) -> UpstreamEvent:

@@ -186,9 +186,7 @@ class InboundStore(StoreBase):
         A bounded read through ``upstream_events_by_status`` whatever the table's
         size: the unauthenticated ``/healthz`` calls it.
         """
-        rows = self._read(
-            BACKLOG_SQL, (UpstreamEventStatus.RECEIVED.value, received_before, limit)
-        )
+        rows = self._read(BACKLOG_SQL, (UpstreamEventStatus.RECEIVED.value, received_before, limit))
         return int(rows[0][0])
 
     @translated

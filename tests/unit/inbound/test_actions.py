@@ -10,14 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from worker.inbound.actions import (
-    MAX_DEPTH,
     BadEvent,
     UnparsableBody,
-    freshness_problem,
     parse_event,
     sign,
     verify_signature,
 )
+from worker.inbound.checks import MAX_DEPTH, freshness_problem
 from worker.timeutil import canonical
 
 BODY = (
