@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -548,3 +549,30 @@ def test_a_sender_that_expects_100_continue_is_told_to_go_on(harness: Harness) -
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert sock.recv(4096).startswith(b"HTTP/1.1 202 Accepted\r\n")
+
+
+def test_publishes_waiting_on_a_hung_broker_are_bounded(
+    harness: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that hangs holds no request and no unbounded queue: the sweep sends the rest."""
+    monkeypatch.setattr("worker.inbound.receiver.MAX_PUBLISHES_WAITING", 2)
+    caplog.set_level(logging.INFO, logger="entity_sync.receiver")
+    release = threading.Event()
+    published: list[str] = []
+
+    def hung(event_id: str) -> None:
+        release.wait(30)
+        published.append(event_id)
+
+    harness.server.publish = hung
+    hooks = [event("sync.completed", {"entity_types": ["assets"]}) for _ in range(5)]
+    assert [harness.send(hook) for hook in hooks] == [202] * 5
+    # Each publish is queued once its answer is out and the client has closed (a moment).
+    wait_for(
+        lambda: len([r for r in caplog.records if "left to the sweep" in r.getMessage()]) == 3,
+        10,
+        "three publishes left to the sweep",
+    )
+    release.set()
+    wait_for(lambda: len(published) == 2, 10, "the two waiting publishes")
+    assert len(harness.store.upstream_events(status="received")) == 5  # all kept for the sweep

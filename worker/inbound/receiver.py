@@ -72,6 +72,7 @@ PATH = "/upstream/webhooks"
 BACKLOG = 2048  # connections the kernel queues before accept (capped by net.core.somaxconn)
 HEALTH_BACKLOG_LIMIT = 1000  # /healthz counts waiting events up to this, never more
 HEALTH_WAITING_S = 60.0  # an event still unprocessed after this is backlog
+MAX_PUBLISHES_WAITING = 1000  # beyond, a kept event's publish is left to the sweep
 
 Publish = Callable[[str], None]  # enqueue processing of one kept event, by id
 
@@ -119,6 +120,8 @@ class ReceiverServer:
             2, thread_name_prefix="receiver-publish"
         )
         self._open = 0
+        self._publishes_waiting = 0
+        self._publish_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -282,6 +285,15 @@ class ReceiverServer:
         return Answer(HTTPStatus.ACCEPTED, {"id": event.id, "status": "kept"}, publish=event.id)
 
     def _publish_later(self, event_id: str) -> None:
+        """Publish in the background; with a backlog of publishes, leave it to the sweep.
+
+        A broker that is away takes seconds per attempt: the queue of publishes
+        is bounded, as the event is kept and the sweep sends what is waiting.
+        """
+        if self._publishes_waiting >= MAX_PUBLISHES_WAITING:
+            log.warning("upstream event %s kept; enqueue left to the sweep (broker slow)", event_id)
+            return
+
         def publish() -> None:
             try:
                 self.publish(event_id)
@@ -289,9 +301,17 @@ class ReceiverServer:
                 log.warning(
                     "upstream event %s kept, enqueue failed (the sweep will): %s", event_id, exc
                 )
+            finally:
+                with self._publish_lock:
+                    self._publishes_waiting -= 1
 
-        with contextlib.suppress(RuntimeError):  # shutting down: the sweep sends it
+        with self._publish_lock:
+            self._publishes_waiting += 1
+        try:
             self._publishing.submit(publish)
+        except RuntimeError:  # shutting down: the sweep sends it
+            with self._publish_lock:
+                self._publishes_waiting -= 1
 
 
 # -- small helpers -----------------------------------------------------------------------
