@@ -147,9 +147,21 @@ class Settings(BaseSettings):
     # How long a connection.status_changed "offline" opens the connection's breaker
     # when no "online" follows; a half-open probe (polling) comes after it.
     upstream_offline_open_seconds: PositiveSeconds = 300.0
-    # An event kept for an unknown connection id is still applied once the id is
-    # learned, if it is younger than this; older ones stay listed as stale.
+    # The freshness window of an upstream event, by its created_at: an event
+    # older than this is refused at receipt (422; a replay, or a retry too late),
+    # and one kept but not processed within it (its connection id unknown until
+    # a preflight learns it, or no worker) is marked stale instead of acted on.
+    # Ids are remembered for at least this plus the skew below, so a replay
+    # inside the window is a duplicate (200) and never acted on twice.
     upstream_event_max_age_seconds: PositiveSeconds = 3600.0
+    # How far ahead of this clock an event's created_at may be (the sender's
+    # clock may run ahead a little); further is refused at receipt (422): a
+    # forged future date would win every later ordering comparison.
+    upstream_event_future_skew_seconds: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    # Events for an upstream connection id no connection here has (yet) are
+    # listed (`entity-sync upstream-events --unmapped`) and pruned after this;
+    # never before the freshness window plus the skew (the duplicate memory).
+    upstream_unmapped_retention_seconds: PositiveSeconds = 86_400.0
 
     # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
     dashboard_host: str = "127.0.0.1"

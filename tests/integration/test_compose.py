@@ -30,6 +30,7 @@ import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -527,7 +528,8 @@ def test_each_service_stays_up_and_passes_its_healthcheck(stack: dict[str, Conta
             {
                 "id": "evt_compose_1",
                 "type": "sync.failed",
-                "created_at": "2026-11-30T08:00:00Z",
+                # From the clock: the receiver refuses an event outside its freshness window.
+                "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "connection_id": upstream_id,
                 "data": {"entity_types": ["sites"], "message": "refresh failed"},
             }

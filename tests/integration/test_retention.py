@@ -206,19 +206,73 @@ def test_upstream_webhook_events_go_once_processed_and_old(store: SqlStore) -> N
         ("stale-old", "stale", OLD),
         ("applied-recent", "applied", RECENT),
         ("received-ancient", "received", ANCIENT),  # never processed: kept whatever its age
-        ("unmapped-old", "unmapped", OLD),  # kept for the dead events' longer period
+        ("unmapped-hours", "unmapped", canonical(NOW - timedelta(hours=3))),
+        ("unmapped-old", "unmapped", OLD),  # past the unknown connections' day
         ("unmapped-ancient", "unmapped", ANCIENT),
     ]
+    _upstream_rows(store, rows)
+    pruned = prune_history(store, _settings(), now=NOW)
+    assert pruned.upstream_events == 5
+    left = {row[0] for row in store._read("SELECT id FROM upstream_events")}
+    assert left == {"applied-recent", "received-ancient", "unmapped-hours"}
+
+
+def test_an_upstream_event_id_outlives_the_freshness_window_whatever_the_retention(
+    store: SqlStore,
+) -> None:
+    """Issue 19, finding 3: a pruned id let a captured event be accepted again. However
+    short the retention settings, an id stays while a replay of it could be fresh."""
+    now = datetime.now(UTC)
+    window = timedelta(hours=2)
+    rows = [
+        # Arrived 3 h ago: created at most the skew (5 min) later, so older than the
+        # 2 h window by now; a replay would be refused as stale. It may go.
+        ("applied-3h", "applied", canonical(now - timedelta(hours=3))),
+        ("unmapped-3h", "unmapped", canonical(now - timedelta(hours=3))),
+        # Arrived 1 h ago: a replay is still inside the window. It must stay.
+        ("applied-1h", "applied", canonical(now - timedelta(hours=1))),
+        ("unmapped-1h", "unmapped", canonical(now - timedelta(hours=1))),
+    ]
+    _upstream_rows(store, rows)
+    settings = Settings(
+        history_retention_days=0.001,  # 86 s
+        dead_event_retention_days=0.001,
+        upstream_unmapped_retention_seconds=60,
+        upstream_event_max_age_seconds=window.total_seconds(),
+        upstream_event_future_skew_seconds=300,
+    )
+    assert prune_history(store, settings, now=now).upstream_events == 2
+    left = {row[0] for row in store._read("SELECT id FROM upstream_events")}
+    assert left == {"applied-1h", "unmapped-1h"}
+
+
+def test_upstream_aspects_dated_in_the_future_or_long_ago_are_pruned(store: SqlStore) -> None:
+    """Issue 19, finding 3: an aspect dated years ahead (kept before the receiver bounded
+    the future) held the connection's ordering slot for good."""
+    now = datetime.now(UTC)
+    aspects = [
+        ("c1", "sync", canonical(now + timedelta(days=365 * 70))),  # the forged future
+        ("c1", "auth", canonical(now - timedelta(days=30))),  # past the history's period
+        ("c1", "error", canonical(now - timedelta(minutes=5))),  # current
+        ("c1", "availability", canonical(now + timedelta(seconds=30))),  # within the skew
+    ]
+    with store._write() as tx:
+        tx.executemany(
+            "INSERT INTO upstream_aspects (connection_id, aspect, event_id, event_type, "
+            "created_at, applied_at) VALUES (?, ?, 'e-' || ?, 'sync.completed', ?, ?)",
+            [(c, a, a, at, canonical(now)) for c, a, at in aspects],
+        )
+    prune_history(store, _settings(), now=now)
+    assert {a.aspect for a in store.upstream_aspects("c1")} == {"error", "availability"}
+
+
+def _upstream_rows(store: SqlStore, rows: list[tuple[str, str, str]]) -> None:
     with store._write() as tx:
         tx.executemany(
             "INSERT INTO upstream_events (id, type, upstream_connection_id, created_at,"
             " received_at, body, status) VALUES (?, 'sync.completed', 'u1', ?, ?, '{}', ?)",
             [(event_id, at, at, status) for event_id, status, at in rows],
         )
-    pruned = prune_history(store, _settings(), now=NOW)
-    assert pruned.upstream_events == 4
-    left = {row[0] for row in store._read("SELECT id FROM upstream_events")}
-    assert left == {"applied-recent", "received-ancient", "unmapped-old"}
 
 
 def test_a_prune_does_a_bounded_amount_of_work_per_call(store: SqlStore) -> None:

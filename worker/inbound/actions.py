@@ -15,7 +15,10 @@ truth, and every action here is one the worker could have taken by itself.
 
 An event older (``created_at``) than the last one applied for the same
 connection and aspect (auth, availability, sync, error) is ignored; a
-redelivered id is one row and is processed once.
+redelivered id is one row and is processed once. An event outside the
+freshness window (``freshness_problem``: too old, or too far ahead of this
+clock) is refused at receipt, and marked stale if it leaves the window before
+it is processed.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from worker.coordination import redis_keys
 from worker.coordination.lease import Lock
 from worker.entities import EntityType
 from worker.errors import AuthFailed, Kind, Scope, Unavailable, UpstreamError
+from worker.inbound.checks import freshness_problem, unstorable
 from worker.jobs import HOUSEKEEPING_QUEUE, SYNC_CONNECTION, SYNC_QUEUE, UPSTREAM_EVENT, Publish
 from worker.logs import connection_log, log
 from worker.resilience.breaker import Breaker, State
@@ -51,7 +55,7 @@ from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventStatus
-from worker.timeutil import canonical, canonical_instant, parse_instant, utc_now
+from worker.timeutil import canonical, canonical_instant, utc_now
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
 
@@ -76,7 +80,11 @@ CLAIM_S = 30.0  # one process works on an event at a time
 
 
 class BadEvent(ValueError):
-    """The body is not an event of the contract."""
+    """The body is not an event of the contract (the receiver answers 422)."""
+
+
+class UnparsableBody(BadEvent):
+    """The body is not JSON at all (the receiver answers 400)."""
 
 
 # -- verifying and parsing (the receiver) -------------------------------------------------
@@ -132,9 +140,26 @@ class InboundEvent(BaseModel):
 
 
 def parse_event(body: bytes) -> InboundEvent:
-    """The event in a verified body; BadEvent with a short reason otherwise."""
+    """The event in a verified body.
+
+    UnparsableBody when the body is not JSON at all: bad UTF-8, bad syntax, or
+    nested beyond what the parser takes (a ``RecursionError`` is one such
+    answer, never a crash). BadEvent with a short reason when it is JSON but
+    not an event of the contract, nests deeper than ``MAX_DEPTH``, or holds a
+    string (a key or a value, anywhere, ``data`` included) with a NUL or a
+    lone surrogate: PostgreSQL's text refuses both, and an event the store
+    cannot keep would be answered 503 at every retry of the sender.
+    """
     try:
-        return InboundEvent.model_validate_json(body)
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise UnparsableBody(f"body is not JSON: {reason}") from None
+    problem = unstorable(document)
+    if problem is not None:
+        raise BadEvent(problem)
+    try:
+        return InboundEvent.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
@@ -223,12 +248,20 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
             kept.upstream_connection_id,
         )
         return UpstreamEventStatus.UNMAPPED.value
-    if kept.attempts > 0 and _too_old(kept, max_age_s=rt.settings.upstream_event_max_age_seconds):
-        # Kept while the id was unknown, and now too old to be worth acting on.
+    stale = freshness_problem(
+        kept.created_at,
+        now=datetime.now(UTC),
+        max_age_s=rt.settings.upstream_event_max_age_seconds,
+        skew_s=rt.settings.upstream_event_future_skew_seconds,
+    )
+    if stale is not None:
+        # Fresh at receipt, and too old by now: kept while its connection was
+        # unknown, or waiting for a worker longer than the window. Never acted on
+        # late, whatever its attempts: a halt or a sync from an old event is a replay.
         rt.store.finish_upstream_event(
             event_id,
             UpstreamEventStatus.STALE,
-            outcome="too old to apply when its connection became known",
+            outcome=f"too old to apply when processed: {stale}",
             connection_ids=connections,
         )
         return UpstreamEventStatus.STALE.value
@@ -252,11 +285,6 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
         connection_ids=connections,
     )
     return (UpstreamEventStatus.APPLIED if applied else UpstreamEventStatus.IGNORED).value
-
-
-def _too_old(kept: UpstreamEvent, *, max_age_s: float) -> bool:
-    age = datetime.now(UTC) - parse_instant(kept.created_at)
-    return age > timedelta(seconds=max_age_s)
 
 
 def _apply(

@@ -1,73 +1,92 @@
 """`entity-sync receiver`: the HTTP endpoint for the unified API's webhooks.
 
 Routes: ``POST /upstream/webhooks`` (an event) and ``GET /healthz`` (the store
-answers). For an event, in this order: a ``Content-Length`` is required and
-at most ``UPSTREAM_WEBHOOK_MAX_BYTES`` (411, 413: refused before reading);
-exactly that many bytes must arrive within the socket timeout (400, 408);
-``X-Webhook-Signature`` must be ``sha256=<hex HMAC-SHA256 of the raw body>``
-under one of the configured secrets, compared in constant time (401; nothing
-is parsed or kept); the body must be an event of the contract (400, or 422
-for a JSON body with the wrong fields). A good event is kept in the store by
-its id (a redelivery is answered 200 and changes nothing), answered 202, and
-only then published as the task ``entity_sync.upstream_event``: the answer
-never waits on the broker, and a lost publish is caught by the sweep. Every
-refusal is one log line with the peer and the reason, never a secret or a
-signature.
+answers; the backlog of events waiting, counted up to a bound). For an event,
+in this order: a ``Content-Length`` is required and at most
+``UPSTREAM_WEBHOOK_MAX_BYTES`` (411, 413: refused before reading); exactly
+that many bytes must arrive within the body deadline (400 when the client
+closes early, 408 when it trickles); ``X-Webhook-Signature`` must be
+``sha256=<hex HMAC-SHA256 of the raw body>`` under one of the configured
+secrets, compared in constant time (401; nothing is parsed or kept); the body
+must be JSON (400) and an event of the contract with no NUL or lone surrogate
+in any string (422; worker/inbound/checks.py); its ``created_at`` must be
+inside the freshness window and not ahead of this clock by more than the skew
+(422, a replay or a forged date). A good event is kept in the store by its
+id (a redelivery is answered 200 and changes nothing), answered 202, and only
+then published as the task ``entity_sync.upstream_event``: the answer never
+waits on the broker, and a lost publish is caught by the sweep. Whatever is raised while handling a
+request, the client gets an answer (500 and a log line with the traceback
+for a bug); refusals are logged by the minute (worker/inbound/refusals.py),
+never a secret or a signature.
 
-Why the standard library's threaded server, as the dashboard uses: one
-request costs an HMAC and one short SQL insert, the only client is the
-unified API's sender (a few events per connection and day, retried after
-10 s), and the process needs no dependency beyond the worker's. What a
-production endpoint needs on top is here: a hard body cap, a per-connection
-socket timeout and a whole-request deadline (a client trickling bytes is
-dropped), a bound on concurrent
-connections (closed unanswered beyond it) and no keep-alive. An ASGI server would buy
-throughput this endpoint never needs. It binds to loopback by default; put a
-TLS-terminating proxy in front to receive from the Internet.
+Why an event loop (asyncio, with h11 parsing HTTP/1.1) and not a pool of
+request threads: a thread per connection is a slot a client can hold by
+sending a byte every few seconds, and 64 such sockets kept every signed
+event of the unified API out of the threaded server this replaced. Here an
+idle or trickling socket costs a few kilobytes and no thread, so a thousand
+of them leave the signed events answered (bench/receiver_sockets.py measures
+it), and each is cut by deadlines: the first byte, the request line and
+headers, and the body each have one (``Limits``, worker/inbound/connection.py,
+which reads a request and writes an answer). Headers are capped in total
+size and in count (431), the number of open connections is capped (beyond it
+a connection is closed unanswered), and there is no keep-alive. Parsing,
+the store and the broker run in small thread pools, so a slow store delays
+answers but never the loop that holds the sockets. It binds to loopback by
+default; put a TLS-terminating proxy in front to receive from the Internet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
-import json
 import logging
+import resource
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
-from typing import Any
-from urllib.parse import urlsplit
 
 from worker.errors import EntitySyncError
 from worker.inbound.actions import (
     SIGNATURE_HEADER,
     BadEvent,
+    UnparsableBody,
     parse_event,
     to_record,
     verify_signature,
 )
+from worker.inbound.checks import freshness_problem
+from worker.inbound.connection import Answer, Limits, Refused, Request, read_request, send
+from worker.inbound.refusals import RefusalLog
 from worker.store import SqlStore
+from worker.timeutil import canonical
 
 log = logging.getLogger("entity_sync.receiver")
 
 PATH = "/upstream/webhooks"
-SOCKET_TIMEOUT_S = 10.0  # the longest silence inside a request
-REQUEST_DEADLINE_S = 30.0  # a whole request, however it trickles
-MAX_CONCURRENT = 32
+BACKLOG = 2048  # connections the kernel queues before accept (capped by net.core.somaxconn)
+HEALTH_BACKLOG_LIMIT = 1000  # /healthz counts waiting events up to this, never more
+HEALTH_WAITING_S = 60.0  # an event still unprocessed after this is backlog
+MAX_PUBLISHES_WAITING = 1000  # beyond, a kept event's publish is left to the sweep
 
 Publish = Callable[[str], None]  # enqueue processing of one kept event, by id
 
 
-class ReceiverServer(ThreadingHTTPServer):
-    """The listening receiver; ``url`` is what it is bound to."""
+@dataclass(frozen=True)
+class Freshness:
+    """The freshness window of an event's ``created_at`` (settings.py says why)."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+    max_age_s: float = 3600.0
+    skew_s: float = 300.0
+
+
+class ReceiverServer:
+    """The listening receiver: bound at construction, served by ``start`` or ``serve_forever``."""
 
     def __init__(
         self,
@@ -78,8 +97,8 @@ class ReceiverServer(ThreadingHTTPServer):
         secrets: Sequence[bytes],
         publish: Publish,
         max_bytes: int,
-        request_deadline_s: float = REQUEST_DEADLINE_S,
-        max_concurrent: int = MAX_CONCURRENT,
+        limits: Limits | None = None,
+        freshness: Freshness | None = None,
     ) -> None:
         if not secrets:
             raise ValueError("the receiver needs at least one secret")
@@ -87,190 +106,229 @@ class ReceiverServer(ThreadingHTTPServer):
         self.secrets = list(secrets)
         self.publish = publish
         self.max_bytes = max_bytes
-        self.request_deadline_s = request_deadline_s
-        self.slots = threading.BoundedSemaphore(max_concurrent)
+        self.limits = limits or Limits()
+        self.freshness = freshness or Freshness()
+        self.refusals = RefusalLog(log)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.address_family = family
-        super().__init__((host, port), _Handler)
+        self._sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        self._sock.setblocking(False)
+        self._work = concurrent.futures.ThreadPoolExecutor(
+            self.limits.store_threads, thread_name_prefix="receiver-store"
+        )
+        # The broker may hang (kombu retries); its waits never hold a store thread.
+        self._publishing = concurrent.futures.ThreadPoolExecutor(
+            2, thread_name_prefix="receiver-publish"
+        )
+        self._open = 0
+        self._publishes_waiting = 0
+        self._publish_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        shown = f"[{host!s}]" if ":" in str(host) else str(host)
+        host, port = self.server_address
+        shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve a connection in a thread of its own, at most MAX_CONCURRENT at once:
-        beyond that the connection is closed unanswered (the sender retries)."""
-        if not self.slots.acquire(blocking=False):
-            log.warning("refused a connection from %s: too many at once", client_address[0])
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
     def start(self) -> ReceiverServer:
-        """Serve in a background thread (tests)."""
-        threading.Thread(target=self.serve_forever, name="receiver", daemon=True).start()
+        """Serve in a background thread (tests); returns once it accepts."""
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"ready": ready}, name="receiver", daemon=True
+        )
+        self._thread.start()
+        ready.wait(10)
         return self
 
+    def serve_forever(self, *, ready: threading.Event | None = None) -> None:
+        """Serve until ``close`` (or, in the main thread, SIGINT/SIGTERM)."""
+        asyncio.run(self._serve(ready))
+
     def close(self) -> None:
-        self.shutdown()
-        self.server_close()
+        if self._loop is not None and self._stopped is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                self._loop.call_soon_threadsafe(self._stopped.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._sock.close()
+        self._work.shutdown(wait=False, cancel_futures=True)
+        self._publishing.shutdown(wait=False, cancel_futures=True)
 
+    # -- the loop ------------------------------------------------------------------------
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ReceiverServer
-    timeout = SOCKET_TIMEOUT_S  # applied to the connection's socket
-    protocol_version = "HTTP/1.0"  # one request per connection
-
-    def setup(self) -> None:
-        super().setup()
-        # The socket timeout bounds each silence; this bounds the whole request,
-        # so a client trickling a byte every few seconds cannot hold a slot.
-        self._deadline = threading.Timer(self.server.request_deadline_s, self._cut)
-        self._deadline.daemon = True
-        self._deadline.start()
-
-    def finish(self) -> None:
-        self._deadline.cancel()
-        super().finish()
-
-    def _cut(self) -> None:
-        log.warning("dropped a connection from %s: past its deadline", self.client_address[0])
-        with contextlib.suppress(OSError):  # closed meanwhile
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-    def version_string(self) -> str:
-        return "entity-sync-receiver"
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        """Silence the per-request line; refusals are logged with their reason."""
-
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
-        if urlsplit(self.path).path != "/healthz":
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
+    async def _serve(self, ready: threading.Event | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(signum, self._stopped.set)
+        # asyncio listens again with its own backlog (100 unless told): a burst of
+        # connections past it would wait in the kernel, unaccepted and uncut.
+        server = await asyncio.start_server(self._connection, sock=self._sock, backlog=BACKLOG)
+        flusher = asyncio.create_task(self._flush_refusals())
+        if ready is not None:
+            ready.set()
         try:
-            self.server.store.upstream_event_counts()
+            await self._stopped.wait()
+        finally:
+            flusher.cancel()
+            server.close()
+            self.refusals.flush(final=True)
+
+    async def _flush_refusals(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.refusals.flush()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        if self._open >= self.limits.max_connections:
+            self.refusals.note(503, "too many connections open: closed unanswered", peer)
+            writer.transport.abort()
+            return
+        self._open += 1
+        answer: Answer | None = None
+        try:
+            try:
+                request = await read_request(reader, writer, self.limits, self.max_bytes)
+                answer = None if request is None else await self._route(request)
+            except Refused as refused:
+                self.refusals.note(refused.status.value, refused.reason, peer)
+                if refused.answer:
+                    answer = Answer(refused.status, {"error": refused.reason})
+            if answer is not None:
+                await send(writer, reader, answer)
+                if answer.publish is not None:
+                    self._publish_later(answer.publish)
+        except Exception:
+            log.exception("receiver: a bug while serving %s", peer)
+            if answer is None:
+                with contextlib.suppress(Exception):
+                    await send(
+                        writer, reader, Answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "bug"})
+                    )
+        finally:
+            self._open -= 1
+            writer.transport.abort()  # answered and lingered already, or nothing to say
+
+    async def _route(self, request: Request) -> Answer:
+        if request.method == "GET" and request.path == "/healthz":
+            return await self._in_thread(self._health)
+        if request.method == "GET":
+            raise Refused(HTTPStatus.NOT_FOUND, "not found")
+        if request.method != "POST":
+            raise Refused(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not allowed")
+        if request.path != PATH:
+            raise Refused(HTTPStatus.NOT_FOUND, f"no route {request.path[:100]!r}")
+        # The HMAC over at most max_bytes takes microseconds: checked on the loop, so
+        # unsigned requests never queue for the store's threads.
+        signature = request.headers.get(SIGNATURE_HEADER.lower())
+        if not verify_signature(self.secrets, signature, request.body):
+            raise Refused(HTTPStatus.UNAUTHORIZED, "signature missing or wrong")
+        return await self._in_thread(self._keep, request.body)
+
+    async def _in_thread(self, work: Callable[..., Answer], *args: object) -> Answer:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._work, work, *args)
+
+    # -- the store's side (in a thread) ----------------------------------------------------
+
+    def _health(self) -> Answer:
+        waiting_since = datetime.now(UTC) - timedelta(seconds=HEALTH_WAITING_S)
+        try:
+            backlog = self.store.upstream_backlog(
+                received_before=canonical(waiting_since), limit=HEALTH_BACKLOG_LIMIT
+            )
         except EntitySyncError as exc:
             log.warning("health check: the store does not answer: %s", exc)
-            self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "store unreachable"})
-            return
-        self._reply(HTTPStatus.OK, {"status": "ok"})
+            return Answer(HTTPStatus.SERVICE_UNAVAILABLE, {"status": "store unreachable"})
+        shown = f"{HEALTH_BACKLOG_LIMIT}+" if backlog >= HEALTH_BACKLOG_LIMIT else str(backlog)
+        return Answer(HTTPStatus.OK, {"status": "ok", "waiting": shown})
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._event()
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not allowed")
-
-    do_DELETE = do_PATCH = do_PUT  # noqa: N815
-
-    def _event(self) -> None:
-        if urlsplit(self.path).path != PATH:
-            self._refuse(HTTPStatus.NOT_FOUND, f"no route {self.path[:100]!r}")
-            return
-        body = self._body()
-        if body is None:
-            return
-        if not verify_signature(self.server.secrets, self.headers.get(SIGNATURE_HEADER), body):
-            self._refuse(HTTPStatus.UNAUTHORIZED, "signature missing or wrong")
-            return
-        try:
-            json.loads(body)
-        except ValueError:
-            self._refuse(HTTPStatus.BAD_REQUEST, "body is not JSON")
-            return
+    def _keep(self, body: bytes) -> Answer:
         try:
             event = parse_event(body)
+        except UnparsableBody as exc:
+            raise Refused(HTTPStatus.BAD_REQUEST, str(exc)) from None
         except BadEvent as exc:
-            self._refuse(HTTPStatus.UNPROCESSABLE_ENTITY, f"not an event: {exc}")
-            return
+            raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, f"not an event: {exc}") from None
+        stale = freshness_problem(
+            event.created_at,
+            now=datetime.now(UTC),
+            max_age_s=self.freshness.max_age_s,
+            skew_s=self.freshness.skew_s,
+        )
+        if stale is not None:
+            raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, f"not fresh: {stale}")
         try:
-            fresh = self.server.store.record_upstream_event(to_record(event, body))
+            fresh = self.store.record_upstream_event(to_record(event, body))
         except EntitySyncError as exc:
             # Not kept: the sender retries after its timeout.
             log.error("upstream event %s not kept, the store failed: %s", event.id, exc)
-            self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "store unavailable"})
-            return
+            return Answer(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "store unavailable"})
         if not fresh:
             log.info("upstream event %s (%s) received again: kept once", event.id, event.type)
-            self._reply(HTTPStatus.OK, {"id": event.id, "status": "duplicate"})
-            return
-        self._reply(HTTPStatus.ACCEPTED, {"id": event.id, "status": "kept"})
+            return Answer(HTTPStatus.OK, {"id": event.id, "status": "duplicate"})
         log.info(
             "upstream event %s (%s) kept for upstream connection %s",
             event.id,
             event.type,
             event.connection_id,
         )
-        try:
-            self.server.publish(event.id)
-        except Exception as exc:  # kombu raises many unrelated types when the broker is away
-            log.warning(
-                "upstream event %s kept, enqueue failed (the sweep will): %s", event.id, exc
-            )
+        return Answer(HTTPStatus.ACCEPTED, {"id": event.id, "status": "kept"}, publish=event.id)
 
-    def _body(self) -> bytes | None:
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "no Content-Length")
-            return None
-        try:
-            length = int(raw)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._refuse(HTTPStatus.BAD_REQUEST, "bad Content-Length")
-            return None
-        if length > self.server.max_bytes:
-            self._refuse(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"body of {length} bytes over the {self.server.max_bytes} allowed",
-            )
-            return None
-        try:
-            body = self.rfile.read(length)
-        except TimeoutError:
-            self._refuse(HTTPStatus.REQUEST_TIMEOUT, "body not sent in time")
-            return None
-        if len(body) != length:
-            self._refuse(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {length} bytes")
-            return None
-        return body
+    def _publish_later(self, event_id: str) -> None:
+        """Publish in the background; with a backlog of publishes, leave it to the sweep.
 
-    def _refuse(self, status: HTTPStatus, reason: str) -> None:
-        log.warning(
-            "refused a webhook from %s: %d %s",
-            self.client_address[0],
-            status.value,
-            reason,
-            extra={"http_status": status.value},
-        )
-        self.close_connection = True
-        self._reply(status, {"error": reason})
+        A broker that is away takes seconds per attempt: the queue of publishes
+        is bounded, as the event is kept and the sweep sends what is waiting.
+        """
+        if self._publishes_waiting >= MAX_PUBLISHES_WAITING:
+            log.warning("upstream event %s kept; enqueue left to the sweep (broker slow)", event_id)
+            return
 
-    def _reply(self, status: HTTPStatus, body: dict[str, object]) -> None:
-        payload = json.dumps(body).encode()
+        def publish() -> None:
+            try:
+                self.publish(event_id)
+            except Exception as exc:  # kombu raises many unrelated types when the broker is away
+                log.warning(
+                    "upstream event %s kept, enqueue failed (the sweep will): %s", event_id, exc
+                )
+            finally:
+                with self._publish_lock:
+                    self._publishes_waiting -= 1
+
+        with self._publish_lock:
+            self._publishes_waiting += 1
         try:
-            self.send_response(status.value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(payload)
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True
+            self._publishing.submit(publish)
+        except RuntimeError:  # shutting down: the sweep sends it
+            with self._publish_lock:
+                self._publishes_waiting -= 1
+
+
+# -- small helpers -----------------------------------------------------------------------
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
+def _raise_open_files_limit() -> None:
+    """Let the process hold as many sockets as its hard limit allows (often 1024 soft)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def serve(
@@ -281,17 +339,26 @@ def serve(
     secrets: Sequence[bytes],
     publish: Publish,
     max_bytes: int,
+    freshness: Freshness | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; first print ``RECEIVER LISTENING <url>`` on stdout."""
+    _raise_open_files_limit()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limits = Limits()
+    if soft != resource.RLIM_INFINITY and soft - 64 < limits.max_connections:
+        # Keep descriptors for the store, the broker and the log: refuse a connection
+        # before accept() itself starts failing.
+        limits = Limits(max_connections=max(16, soft - 64))
     server = ReceiverServer(
-        host, port, store=store, secrets=secrets, publish=publish, max_bytes=max_bytes
+        host,
+        port,
+        store=store,
+        secrets=secrets,
+        publish=publish,
+        max_bytes=max_bytes,
+        limits=limits,
+        freshness=freshness,
     )
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
     if host not in ("127.0.0.1", "::1", "localhost"):
         print(
             f"receiver: listening on {host}, beyond loopback; only signed events are kept",
@@ -300,8 +367,8 @@ def serve(
         )
     print(f"RECEIVER LISTENING {server.url}{PATH}", flush=True)
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()

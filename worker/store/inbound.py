@@ -66,6 +66,27 @@ class UpstreamAspect:
     message: str | None = None
 
 
+@dataclass(frozen=True)
+class PrunedUpstream:
+    """Rows one ``prune_upstream`` deleted; ``more``: a full batch was left."""
+
+    events: int = 0
+    aspects: int = 0
+    more: bool = False
+
+
+_PROCESSED = (
+    UpstreamEventStatus.APPLIED,
+    UpstreamEventStatus.IGNORED,
+    UpstreamEventStatus.STALE,
+)
+
+# Through upstream_events_by_status (status, received_at): at most ``limit`` index entries.
+BACKLOG_SQL = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM upstream_events WHERE status = ? "
+    "AND received_at <= ? LIMIT ?) AS waiting"
+)
+
 _EVENT_COLUMNS = (
     "id, type, upstream_connection_id, created_at, received_at, body, status, "
     "connection_ids, outcome, attempts, processed_at"
@@ -154,9 +175,70 @@ class InboundStore(StoreBase):
 
     @translated
     def upstream_event_counts(self) -> dict[str, int]:
-        """How many events are kept in each status."""
+        """How many events are kept in each status (a scan: operators' commands only)."""
         rows = self._read("SELECT status, COUNT(*) FROM upstream_events GROUP BY status")
         return {row[0]: int(row[1]) for row in rows}
+
+    @translated
+    def upstream_backlog(self, *, received_before: str, limit: int) -> int:
+        """Events still ``received`` that arrived before an instant, counted up to ``limit``.
+
+        A bounded read through ``upstream_events_by_status`` whatever the table's
+        size: the unauthenticated ``/healthz`` calls it.
+        """
+        rows = self._read(BACKLOG_SQL, (UpstreamEventStatus.RECEIVED.value, received_before, limit))
+        return int(rows[0][0])
+
+    @translated
+    def prune_upstream(
+        self,
+        *,
+        processed_before: str,
+        unmapped_before: str,
+        future_after: str,
+        batch: int = 1000,
+        max_batches: int = 50,
+    ) -> PrunedUpstream:
+        """Delete old upstream events and aspects, in batches of ``batch`` rows.
+
+        Events processed (applied, ignored, stale) that arrived before
+        ``processed_before``, and those kept for an unknown connection id that
+        arrived before ``unmapped_before``; one still ``received`` never. The
+        caller keeps both instants older than the freshness window plus its skew,
+        so an id is remembered as long as a replay of it could be accepted.
+        Aspects go once their event was created before ``processed_before``
+        (any event arriving now is newer), or when dated after ``future_after``
+        (kept before the receiver bounded the future: it would win every
+        ordering comparison for good).
+        """
+        deleted, more = 0, False
+        jobs = [(status.value, processed_before) for status in _PROCESSED] + [
+            (UpstreamEventStatus.UNMAPPED.value, unmapped_before)
+        ]
+        for status, before in jobs:
+            for _ in range(max_batches):
+                with self._write() as tx:
+                    step = int(
+                        tx.execute(
+                            "DELETE FROM upstream_events WHERE id IN (SELECT id FROM "
+                            "upstream_events WHERE status = ? AND received_at < ? LIMIT ?)",
+                            (status, before, batch),
+                        ).rowcount
+                    )
+                deleted += step
+                if step < batch:
+                    break
+            else:
+                more = True
+        with self._write() as tx:
+            # One row per connection and aspect: small, no batching needed.
+            aspects = int(
+                tx.execute(
+                    "DELETE FROM upstream_aspects WHERE created_at < ? OR created_at > ?",
+                    (processed_before, future_after),
+                ).rowcount
+            )
+        return PrunedUpstream(events=deleted, aspects=aspects, more=more)
 
     # -- the id mapping ----------------------------------------------------------------
 

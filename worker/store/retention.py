@@ -14,11 +14,11 @@ deleted:
 - events: pending ones (whatever their age), and each subject's latest event
   (the outbox skips an event that repeats it); dead events are kept for their
   own, longer, period;
-- schedule_log: only history (the claim lives in ``connections.last_slot``);
-- upstream_events (webhooks the unified API sent): those already processed
-  (applied, ignored, stale) after the history's period, those kept for an
-  unknown connection id after the dead events' period; one still waiting to
-  be processed never (``upstream_aspects`` keeps the newest applied per aspect).
+- schedule_log: only history (the claim lives in ``connections.last_slot``).
+
+The webhooks the unified API sent (upstream_events, upstream_aspects) are
+pruned by ``InboundStore.prune_upstream`` (worker/store/inbound.py), whose
+bounds follow the receiver's freshness window.
 
 Deleted transitions are added to ``transition_totals`` in the same
 transaction, so ``entity_sync_breaker_transitions_total`` never goes down.
@@ -105,12 +105,6 @@ DELETE FROM schedule_log WHERE (connection_id, slot) IN (
 )
 """
 
-_PRUNE_UPSTREAM_EVENTS = """
-DELETE FROM upstream_events WHERE id IN (
-    SELECT id FROM upstream_events WHERE status = ? AND received_at < ? LIMIT ?
-)
-"""
-
 
 @dataclass(frozen=True)
 class Pruned:
@@ -180,11 +174,6 @@ class RetentionStore(StoreBase):
             ("events", _PRUNE_EVENTS, ("delivered", before)),
             ("dead_events", _PRUNE_EVENTS, ("dead", dead_before)),
             ("schedule_log", _PRUNE_SCHEDULE_LOG, (before,)),
-            *(
-                ("upstream_events", _PRUNE_UPSTREAM_EVENTS, (status, before))
-                for status in ("applied", "ignored", "stale")
-            ),
-            ("upstream_events", _PRUNE_UPSTREAM_EVENTS, ("unmapped", dead_before)),
         ]
         for name, statement, params in jobs:
             deleted = 0

@@ -120,7 +120,7 @@ def cmd_sandbox_webhook(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.inbound.receiver import serve
+    from worker.inbound.receiver import Freshness, serve
 
     secrets = settings.upstream_webhook_secrets()
     if not secrets:
@@ -148,6 +148,10 @@ def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
         secrets=secrets,
         publish=publish,
         max_bytes=settings.upstream_webhook_max_bytes,
+        freshness=Freshness(
+            max_age_s=settings.upstream_event_max_age_seconds,
+            skew_s=settings.upstream_event_future_skew_seconds,
+        ),
     )
     return EXIT_OK
 
