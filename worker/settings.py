@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901
+    # A client silent this long is dropped; a request (line and headers) must
+    # arrive within the deadline; more connections than this at once are closed.
+    dashboard_socket_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    dashboard_request_deadline_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    dashboard_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
 
     # Operations.
     log_level: str = "INFO"
