@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,6 +184,31 @@ def test_an_id_is_unique_per_base_url_and_the_first_holder_keeps_it(
     store.update_connection("b", upstream_url=PROXY + "/other")
     assert store.upstream_mapping("b") == type(refusal)("b", None, None)
     assert store.connections_for_upstream_id(upstream_base(API), SHARED_ID) == []
+
+
+def test_connections_learning_one_id_at_once_leave_one_holder(store_url: str) -> None:
+    """Preflights of many connections race (PostgreSQL runs them side by side):
+    the unique index lets one win, and every other is refused, none left unmapped
+    by an error."""
+    opened = open_store(store_url)
+    racers = [f"r{i}" for i in range(6)]
+    for connection_id in racers:
+        opened.add_connection(Connection(id=connection_id, name=connection_id, entity_types=()))
+    start = threading.Barrier(len(racers))
+
+    def learn(connection_id: str) -> None:
+        own = SqlStore(store_url)  # a connection of its own, as another worker has
+        start.wait(10)
+        learn_upstream_id(own, connection_id, SHARED_ID, base_url=API)
+
+    threads = [threading.Thread(target=learn, args=(c,)) for c in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    [holder] = opened.connections_for_upstream_id(upstream_base(API), SHARED_ID)
+    refused = {r.connection_id: r.holder for r in opened.upstream_id_refusals()}
+    assert refused == {c: holder for c in racers if c != holder}
 
 
 def test_events_apply_only_to_connections_of_the_receivers_api(
