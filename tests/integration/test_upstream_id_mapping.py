@@ -33,6 +33,7 @@ from worker.store import Connection, RunStatus, SqlStore, open_store
 from worker.store.inbound import UpstreamEvent
 from worker.store.schema import BOOTSTRAP, MIGRATIONS
 from worker.store.upstream_ids import Learned
+from worker.sync.recovery import probe
 from worker.testing.sandbox import running_sandbox
 from worker.timeutil import utc_now
 
@@ -136,6 +137,25 @@ def test_a_proxy_that_rewrites_ids_and_a_second_token_cannot_take_another_custom
         finally:
             receiver.stop()
             customer.stop()
+
+
+def test_the_slow_probe_of_a_halted_connection_learns_its_id_at_its_own_api(
+    test_redis: Any, tmp_path: Path
+) -> None:
+    """The second caller of learn_upstream_id (worker/sync/recovery.py) passes the
+    base URL it asked too: a halted connection behind the proxy is mapped there."""
+    token = f"tok-h-{uuid.uuid4().hex[:8]}"
+    config = {"connections": {token: {"id": SHARED_ID, "default_size": 1}}}
+    with running_sandbox(config) as proxy:
+        env = Env(store_url=f"sqlite:///{tmp_path}/store.db", upstream_url=API)
+        add(env, "held", token, upstream_url=proxy.url)
+        rt = Runtime(settings=env.settings())
+        rt.breaker.halt("held", "a 401 before the test")
+        probe(rt, lambda name, *_args, **_kw: name)
+    mapping = rt.store.upstream_mapping("held")
+    assert mapping is not None
+    assert (mapping.base_url, mapping.upstream_id) == (upstream_base(proxy.url), SHARED_ID)
+    assert rt.store.connections_for_upstream_id(upstream_base(API), SHARED_ID) == []
 
 
 # -- the store's rules, on both backends -------------------------------------------------
