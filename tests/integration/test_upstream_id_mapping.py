@@ -113,8 +113,11 @@ def test_a_proxy_that_rewrites_ids_and_a_second_token_cannot_take_another_custom
             assert not any(token in worker.log() for token in (acme, twin, globex))
 
             # acme's API says acme must re-authorise: acme alone is halted and told.
-            reason = f"Acme changed its password {uuid.uuid4().hex[:6]}"
-            api.emit(acme, "connection.reauthorization_required", {"reason": reason})
+            # Revoked for real (401 from now on), or the halted connection's slow
+            # status probe would find it healthy and resume it: webhooks are hints.
+            event = api.revoke(acme)
+            assert event is not None and event["connection_id"] == SHARED_ID
+            reason = event["data"]["reason"]
             wait_for(
                 lambda: customer.of_type("connection.reauthorization_required"),
                 30,
