@@ -9,6 +9,7 @@ nothing more.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import unicodedata
 from dataclasses import dataclass
@@ -146,6 +147,34 @@ def check_http_url(value: str, *, what: str) -> str:
     if any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in value):
         raise InvalidInput(f"{what}: must not contain spaces or control characters")
     return value.rstrip("/")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def upstream_base(url: str) -> str:
+    """Which unified API a base URL names, however it is spelled.
+
+    Scheme and host in lower case (a host name in its IDNA form, without a
+    trailing dot), the scheme's default port dropped, no user info, query or
+    fragment, repeated and trailing slashes dropped from the path. The path
+    stays: two prefixes on one host may be two APIs behind one proxy. The
+    result carries no credential, so it may be stored, shown and logged.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    with contextlib.suppress(UnicodeError):  # not a name IDNA spells: kept as written
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None  # check_http_url refuses such a URL before it is stored
+    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    path = "/".join(segment for segment in parts.path.split("/") if segment)
+    return f"{scheme}://{netloc}" + (f"/{path}" if path else "")
 
 
 def clean_secret(raw: str, *, what: str) -> str:

@@ -18,7 +18,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
-from worker.operator_input import InvalidInput, check_http_url, check_webhook_secret
+from worker.operator_input import (
+    InvalidInput,
+    check_http_url,
+    check_webhook_secret,
+    upstream_base,
+)
 
 ENV_PREFIX = "ENTITY_SYNC_"
 
@@ -147,6 +152,10 @@ class Settings(BaseSettings):
     # How long a connection.status_changed "offline" opens the connection's breaker
     # when no "online" follows; a half-open probe (polling) comes after it.
     upstream_offline_open_seconds: PositiveSeconds = 300.0
+    # The base URL of the unified API whose webhooks the receiver takes (default:
+    # UPSTREAM_URL). An event's connection_id names connections only of that API:
+    # a connection with another upstream_url is never matched by it.
+    receiver_upstream_url: str | None = None
     # The freshness window of an upstream event, by its created_at: an event
     # older than this is refused at receipt (422; a replay, or a retry too late),
     # and one kept but not processed within it (its connection id unknown until
@@ -166,6 +175,11 @@ class Settings(BaseSettings):
     # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901
+    # A client silent this long is dropped; a request (line and headers) must
+    # arrive within the deadline; more connections than this at once are closed.
+    dashboard_socket_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    dashboard_request_deadline_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    dashboard_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
 
     # Operations.
     log_level: str = "INFO"
@@ -206,14 +220,20 @@ class Settings(BaseSettings):
             raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////abs/path")
         return value
 
-    @field_validator("upstream_url")
+    @field_validator("upstream_url", "receiver_upstream_url")
     @classmethod
-    def _http_scheme(cls, value: str) -> str:
+    def _http_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None  # receiver_upstream_url: UPSTREAM_URL's
         try:
             return check_http_url(value, what="the URL")
         except InvalidInput:
             # The same rule as `connections add --upstream-url` (worker/operator_input.py).
             raise ValueError("must be an http:// or https:// URL with a host") from None
+
+    def receiver_upstream_base(self) -> str:
+        """The normalised base URL of the unified API the receiver hears from."""
+        return upstream_base(self.receiver_upstream_url or self.upstream_url)
 
     @field_validator("upstream_webhook_secret")
     @classmethod

@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from tests.support import Env, wait_for
-from worker.inbound.actions import learn_upstream_id, process_event
+from worker.inbound.actions import process_event
 from worker.inbound.connection import Limits
+from worker.inbound.mapping import learn_upstream_id
 from worker.inbound.receiver import PATH, ReceiverServer
 from worker.ops.dashboard.data import build_grid
 from worker.ops.status import render_upstream, status_rows
@@ -42,6 +43,7 @@ pytestmark = pytest.mark.integration
 SECRET = "upstream-secret-0123456789"
 OLD_SECRET = "upstream-secret-previous-000"
 UPSTREAM_ID = "09000000000042"
+UPSTREAM_URL = "http://127.0.0.1:9"  # never called: the ids are learned by hand
 
 
 class Harness:
@@ -195,7 +197,7 @@ def test_health(harness: Harness) -> None:
 
 
 def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     hook = event("sync.completed", {"entity_types": ["assets"], "sync_status": "done"})
     assert harness.send(hook) == 202
     assert harness.send(hook) == 200  # a redelivery: same id
@@ -218,7 +220,7 @@ def test_a_duplicate_is_kept_once_and_acted_on_once(harness: Harness) -> None:
 
 
 def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     online = event("connection.status_changed", {"status": "online"}, created_at=at(60))
     offline = event("connection.status_changed", {"status": "offline"}, created_at=at())
     assert harness.send(online) == 202
@@ -235,7 +237,7 @@ def test_an_older_event_after_a_newer_one_is_ignored(harness: Harness) -> None:
 
 
 def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harness) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     offline = event("connection.status_changed", {"status": "offline"})
     assert harness.send(offline) == 202
     harness.process(offline["id"])
@@ -252,7 +254,7 @@ def test_offline_opens_the_breaker_and_online_lets_a_probe_through(harness: Harn
 
 
 def test_reauthorization_halts_once_and_writes_one_customer_event(harness: Harness) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     first = event("connection.reauthorization_required", {"reason": "credentials changed"})
     again = event(
         "connection.reauthorization_required",
@@ -283,7 +285,8 @@ def test_an_event_for_an_unknown_connection_is_kept_reported_and_applied_once_kn
     assert "1 webhook event(s) kept for unknown upstream connection id(s) 0900000000004" in (
         render_upstream(harness.store)
     )
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)  # the first preflight reports it
+    # The first preflight reports it.
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     assert harness.store.upstream_events(status="received")[0].id == failed["id"]
     assert harness.process(failed["id"]) == "applied"
     rows = {r.entity_type: r for r in status_rows(harness.store, harness.rt.breaker, "acme")}
@@ -298,7 +301,7 @@ def test_an_event_for_an_unknown_connection_is_kept_reported_and_applied_once_kn
 
 
 def test_sync_failed_is_recorded_and_classified(harness: Harness) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     failed = event("sync.failed", {"entity_types": ["assets"], "message": "source timed out"})
     assert harness.send(failed) == 202
     assert harness.process(failed["id"]) == "applied"
@@ -371,7 +374,7 @@ def test_the_answer_never_waits_for_the_enqueue(harness: Harness) -> None:
 
 
 def test_offline_never_shortens_a_breaker_open_for_longer(harness: Harness) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     harness.rt.breaker.force_open("acme", seconds=3000, reason="operator")
     offline = event("connection.status_changed", {"status": "offline"})
     assert harness.send(offline) == 202
@@ -457,7 +460,7 @@ def test_an_event_outside_the_freshness_window_is_refused_at_receipt(harness: Ha
 def test_a_replay_inside_the_window_stays_a_duplicate_after_the_retention_ran(
     harness: Harness,
 ) -> None:
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     hook = event("connection.reauthorization_required", {"reason": "changed"})
     assert harness.send(hook) == 202
     assert harness.process(hook["id"]) == "applied"
@@ -474,7 +477,7 @@ def test_an_event_processed_after_the_window_is_stale_on_its_first_attempt(
     harness: Harness,
 ) -> None:
     """Issue 19, finding 3: the age check applied only to events processed again."""
-    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID)
+    learn_upstream_id(harness.rt.store, "acme", UPSTREAM_ID, base_url=UPSTREAM_URL)
     hook = event("connection.reauthorization_required", {"reason": "changed"})
     assert harness.send(hook) == 202
     # No worker processed it while it was fresh (its row aged, as in an outage).

@@ -180,33 +180,6 @@ def to_record(event: InboundEvent, body: bytes) -> UpstreamEvent:
     )
 
 
-# -- learning the mapping (the preflight) ---------------------------------------------------
-
-
-def learn_upstream_id(store: SqlStore, connection_id: str, upstream_id: object) -> None:
-    """Remember the upstream's id of a connection (from its status endpoint).
-
-    Events kept for that id before it was known are processed again by the
-    sweep. Never raises: the preflight that learned it must go on.
-    """
-    if upstream_id is None or str(upstream_id) == "":
-        return
-    try:
-        if store.upstream_connection_id(connection_id) == str(upstream_id):
-            return  # known: a read, not a write lock, at every preflight
-        requeued = store.learn_upstream_id(connection_id, str(upstream_id))
-    except Exception as exc:  # a store hiccup costs the mapping until the next preflight
-        log.warning("could not store the upstream id of %s: %s", connection_id, exc)
-        return
-    if requeued is not None:
-        connection_log.info(
-            "upstream connection id %s learned; %d kept webhook event(s) to apply",
-            upstream_id,
-            requeued,
-            extra={"connection_id": connection_id},
-        )
-
-
 # -- acting (the task) -----------------------------------------------------------------
 
 
@@ -233,7 +206,9 @@ def _process(rt: Runtime, event_id: str, send: Publish) -> str:
     if kept is None or kept.status != UpstreamEventStatus.RECEIVED:
         return kept.status if kept else "unknown"
     event = InboundEvent.model_validate_json(kept.body)
-    connections = rt.store.connections_for_upstream_id(kept.upstream_connection_id)
+    # Ids are the receiver's unified API's: a connection of another base URL never matches.
+    base = rt.settings.receiver_upstream_base()
+    connections = rt.store.connections_for_upstream_id(base, kept.upstream_connection_id)
     if not connections:
         rt.store.finish_upstream_event(
             event_id,

@@ -189,12 +189,15 @@ def upstream_reports(
         if aspect.event_type in _PROBLEM_EVENTS:
             by_connection.setdefault(aspect.connection_id, []).append(aspect)
 
+    conflicts = upstream_id_conflicts(store, connection_id)
+
     def report(connection: str, entity: str) -> str | None:
         texts = [
             f"[{a.kind or 'unclassified'}] {a.event_type} at {a.created_at[:19]}: {a.message}"
             for a in by_connection.get(connection, [])
             if not a.entity_types or entity in a.entity_types.split(",")
         ]
+        texts += conflicts.get(connection, [])
         return "; ".join(texts) or None
 
     return report
@@ -212,6 +215,36 @@ def render_full_reads(rows: Sequence[StatusRow]) -> str:
     return "\n".join(lines)
 
 
+def upstream_id_conflicts(
+    store: SqlStore, connection_id: str | None = None
+) -> dict[str, list[str]]:
+    """Per connection, the upstream ids it shares with another (worker/store/upstream_ids.py).
+
+    Both sides are told: the connection refused (its webhooks are not
+    applied) and the one holding the id (webhooks naming it may be another
+    customer's: one of the two tokens is not what it seems).
+    """
+    texts: dict[str, list[str]] = {}
+    for refused in store.upstream_id_refusals():
+        if connection_id not in (None, refused.connection_id, refused.holder):
+            continue
+        if refused.holder is None:
+            texts.setdefault(refused.connection_id, []).append(
+                f"upstream id {refused.refused_id} at {refused.base_url} was held by another "
+                "connection: not mapped until its next preflight"
+            )
+            continue
+        texts.setdefault(refused.connection_id, []).append(
+            f"upstream id {refused.refused_id} at {refused.base_url} is mapped to "
+            f"{refused.holder}: not mapped here, webhooks for it go to {refused.holder}"
+        )
+        texts.setdefault(refused.holder, []).append(
+            f"{refused.connection_id} reports this connection's upstream id "
+            f"{refused.refused_id} too (refused): check both tokens"
+        )
+    return texts
+
+
 def render_upstream(store: SqlStore, connection_id: str | None = None) -> str:
     """Below the status table: what the unified API's webhooks reported, and events
     kept for a connection id no registered connection has (yet)."""
@@ -225,6 +258,14 @@ def render_upstream(store: SqlStore, connection_id: str | None = None) -> str:
             )
     if lines:
         lines.insert(0, "Reported by the unified API (webhooks):")
+    conflicts = [
+        f"  {connection}: {text}"
+        for connection, texts in sorted(upstream_id_conflicts(store, connection_id).items())
+        for text in texts
+    ]
+    if conflicts:
+        lines.append("Upstream connection ids reported by two connections:")
+        lines.extend(conflicts)
     unmapped = store.upstream_events(status="unmapped", limit=1000)
     if unmapped and connection_id is None:
         ids = sorted({e.upstream_connection_id for e in unmapped})

@@ -105,12 +105,45 @@ def _sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents 0700; existing ones are left alone."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it first: its mode is its own
+        new.chmod(0o700)  # the umask may have taken bits of the mode away from us
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 if it does not exist yet.
+
+    SQLite creates a new database 0644, and its ``-wal`` and ``-shm`` files
+    with the database file's mode: created here first (an empty file is an
+    empty database), all three are private. The store holds tokens and every
+    customer's records. An existing file keeps the mode its operator gave it.
+    """
+    _make_private_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # a umask cannot add bits, but be exact
+    finally:
+        os.close(fd)
+
+
 def sqlite_dialect(url: str) -> Dialect:
     """SQLite in WAL mode: many readers, one writer at a time, across processes."""
     path = _sqlite_path(url)
 
     def connect() -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         # isolation_level=None: we issue BEGIN ourselves, so a write transaction
         # takes the write lock up front (BEGIN IMMEDIATE) instead of failing to
         # upgrade a read lock halfway through under contention.

@@ -1,5 +1,6 @@
-"""Webhooks the unified API sends: the events as received, the id mapping, and
-the newest event applied per connection and aspect (worker/inbound/actions.py acts on them).
+"""Webhooks the unified API sends: the events as received and the newest event
+applied per connection and aspect (worker/inbound/actions.py acts on them; which
+connection an event names is ``upstream_ids.py``).
 
 An event is written here by the receiver before it answers, keyed by the
 upstream's event id, so a redelivery is one row; its ``status`` then says what
@@ -98,7 +99,7 @@ _ASPECT_COLUMNS = (
 
 
 class InboundStore(StoreBase):
-    """Upstream events, the upstream id of each connection, and the aspects applied."""
+    """Upstream events and the aspects applied."""
 
     # -- events ----------------------------------------------------------------------
 
@@ -239,53 +240,6 @@ class InboundStore(StoreBase):
                 ).rowcount
             )
         return PrunedUpstream(events=deleted, aspects=aspects, more=more)
-
-    # -- the id mapping ----------------------------------------------------------------
-
-    @translated
-    def connections_for_upstream_id(self, upstream_connection_id: str) -> list[str]:
-        """Our connections whose upstream id is this one (usually one)."""
-        rows = self._read(
-            "SELECT id FROM connections WHERE upstream_connection_id = ? ORDER BY id",
-            (upstream_connection_id,),
-        )
-        return [row[0] for row in rows]
-
-    @translated
-    def upstream_connection_id(self, connection_id: str) -> str | None:
-        """The upstream's id of one of our connections, once learned."""
-        rows = self._read(
-            "SELECT upstream_connection_id FROM connections WHERE id = ?", (connection_id,)
-        )
-        return rows[0][0] if rows else None
-
-    @translated
-    def learn_upstream_id(self, connection_id: str, upstream_connection_id: str) -> int | None:
-        """Store a connection's upstream id; None when it was known already.
-
-        When it is new, the events kept as ``unmapped`` for that id go back to
-        ``received`` in the same transaction (the sweep processes them);
-        returns how many.
-        """
-        with self._write() as tx:
-            changed = tx.execute(
-                "UPDATE connections SET upstream_connection_id = ? WHERE id = ? "
-                "AND (upstream_connection_id IS NULL OR upstream_connection_id <> ?)",
-                (upstream_connection_id, connection_id, upstream_connection_id),
-            ).rowcount
-            if not changed:
-                return None
-            requeued = tx.execute(
-                "UPDATE upstream_events SET status = ? WHERE upstream_connection_id = ? "
-                "AND status = ?",
-                (
-                    UpstreamEventStatus.RECEIVED.value,
-                    upstream_connection_id,
-                    UpstreamEventStatus.UNMAPPED.value,
-                ),
-            ).rowcount
-        return int(requeued)
-
     # -- aspects ---------------------------------------------------------------------
 
     @translated

@@ -101,8 +101,14 @@ class RegistryStore(StoreBase):
         upstream_url: str | None = None,
         webhook_url: str | None = None,
     ) -> Connection:
-        """Change the given fields of a connection and return it."""
+        """Change the given fields of a connection and return it.
+
+        A new ``upstream_url`` forgets the upstream id learned at the old one
+        (``upstream_ids.py``): it named the connection at another API. The
+        next preflight learns the id at the new URL.
+        """
         current = self.get_connection(connection_id)
+        moved = upstream_url is not None and upstream_url != current.upstream_url
         with self._write() as tx:
             tx.execute(
                 "UPDATE connections SET name = ?, entity_types = ?, upstream_url = ?, "
@@ -116,6 +122,12 @@ class RegistryStore(StoreBase):
                     connection_id,
                 ),
             )
+            if moved:
+                tx.execute(
+                    "UPDATE connections SET upstream_base = NULL, upstream_connection_id = NULL, "
+                    "upstream_id_refused = NULL WHERE id = ?",
+                    (connection_id,),
+                )
         return self.get_connection(connection_id)
 
     @translated

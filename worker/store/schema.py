@@ -358,4 +358,21 @@ MIGRATIONS[12] = (
     "ALTER TABLE events ADD COLUMN requeued_at TEXT",
 )
 
+# Version 13: the upstream's id of a connection is unique per unified API, not
+# globally (worker/store/upstream_ids.py). ``upstream_base`` is the normalised
+# base URL whose status endpoint reported the id; an event the receiver takes
+# from that API applies only to connections mapped at that base. A second
+# connection reporting an id another holds at the same base is refused:
+# ``upstream_id_refused`` keeps what it reported, for status. Ids learned before
+# this version carry no base and are forgotten: each connection's next
+# preflight learns its id again, and events kept meanwhile wait as unmapped.
+MIGRATIONS[13] = (
+    "ALTER TABLE connections ADD COLUMN upstream_base TEXT",
+    "ALTER TABLE connections ADD COLUMN upstream_id_refused TEXT",
+    "UPDATE connections SET upstream_connection_id = NULL",
+    "DROP INDEX connections_by_upstream_id",
+    "CREATE UNIQUE INDEX connections_by_upstream_id "
+    "ON connections (upstream_base, upstream_connection_id)",
+)
+
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -18,7 +18,7 @@ import redis
 from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
-from worker.inbound.actions import learn_upstream_id
+from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import (
     BACKFILL_QUEUE,
     SYNC_CONNECTION,
@@ -313,8 +313,9 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
         # A token stored before the CLI checked tokens may hold a BOM (dropped
         # here) or a character no header carries (an InvalidInput, never echoed).
         token = clean_secret(rt.secrets.decrypt(connection.token_ciphertext), what="token")
-        status = rt.upstream.status(connection.upstream_url or rt.settings.upstream_url, token)
-        learn_upstream_id(rt.store, connection.id, status.id)
+        base_url = connection.upstream_url or rt.settings.upstream_url
+        status = rt.upstream.status(base_url, token)
+        learn_upstream_id(rt.store, connection.id, status.id, base_url=base_url)
     except EntitySyncError as exc:
         connection_log.info(
             "halted connection still failing: %s", exc, extra={"connection_id": connection.id}

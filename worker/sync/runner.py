@@ -37,7 +37,7 @@ from worker.errors import (
     SecretError,
     UpstreamError,
 )
-from worker.inbound.actions import learn_upstream_id
+from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import SYNC_ENTITY, SyncEntityJob
 from worker.logs import connection_log, log
 from worker.observability.redaction import redact
@@ -285,7 +285,9 @@ def _slice(
                 base_url=target.base_url,
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
-                learn=lambda upstream_id: learn_upstream_id(rt.store, connection.id, upstream_id),
+                learn=lambda upstream_id: learn_upstream_id(
+                    rt.store, connection.id, upstream_id, base_url=target.base_url
+                ),
             )
         return sync_slice(
             target,

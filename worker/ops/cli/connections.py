@@ -127,8 +127,21 @@ def cmd_connections_show(args: argparse.Namespace, settings: Settings) -> int:
     shown = _connection_json(store.get_connection(args.id))
     shown["webhook_events"] = store.webhook_events(args.id)
     shown["reconcile_interval_s"] = store.reconcile_intervals().get(args.id)
-    # The unified API's id of it, learned at a preflight: its webhooks name it so.
-    shown["upstream_connection_id"] = store.upstream_connection_id(args.id)
+    # The unified API's id of it, learned at a preflight: its webhooks name it so,
+    # and only webhooks from that base URL's API (worker/store/upstream_ids.py).
+    mapping = store.upstream_mapping(args.id)
+    shown["upstream_connection_id"] = mapping.upstream_id if mapping else None
+    shown["upstream_base_url"] = mapping.base_url if mapping else None
+    if mapping is not None and mapping.refused_id is not None:
+        shown["upstream_id_refused"] = {
+            "id": mapping.refused_id,
+            "mapped_to": mapping.holder,
+            "why": "another connection reported this id at the same base URL first; "
+            "webhooks naming it are applied to that connection only",
+        }
+    shown["upstream_id_also_reported_by"] = [
+        r.connection_id for r in store.upstream_id_refusals() if r.holder == args.id
+    ]
     print(json.dumps(shown, indent=2))
     return EXIT_OK
 

@@ -183,6 +183,9 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host or settings.dashboard_host,
         port=args.port or settings.dashboard_port,
         loopback_names_only=args.loopback_names_only,
+        socket_timeout_s=settings.dashboard_socket_timeout_seconds,
+        request_deadline_s=settings.dashboard_request_deadline_seconds,
+        max_connections=settings.dashboard_max_connections,
     )
     return EXIT_OK
 

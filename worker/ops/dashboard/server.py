@@ -6,10 +6,18 @@ Prometheus text, ``/healthz`` whether the store answers. Every other method
 is answered 405: there is no endpoint that changes anything. Bound to a
 loopback address it also refuses requests whose Host header names another
 host, so a web page cannot reach it through DNS rebinding.
+
+A client that connects and says nothing must not hold a thread for ever: each
+socket times out after a silence (``socket_timeout_s``), the request line and
+headers must arrive within a deadline however they trickle
+(``request_deadline_s``), one request is served per connection, and at most
+``max_connections`` are served at once; more are closed unanswered (a browser
+or a scraper simply asks again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -22,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from worker.errors import EntitySyncError
@@ -39,6 +47,10 @@ T = TypeVar("T")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8901
 ALLOWED = "GET, HEAD"
+SOCKET_TIMEOUT_S = 10.0  # the longest silence inside a request or its answer
+REQUEST_DEADLINE_S = 30.0  # the request line and headers, however they trickle
+MAX_CONNECTIONS = 64  # served at once; a page load and a scraper need a handful
+REFUSAL_LOG_EVERY_S = 60.0  # one warning per minute, however many are refused
 
 
 def is_loopback(host: str) -> bool:
@@ -106,16 +118,67 @@ class DashboardServer(ThreadingHTTPServer):
     """A threading HTTP server that serves one Dashboard."""
 
     daemon_threads = True
+    block_on_close = False  # closing never waits for a client that says nothing
+    # socketserver's default backlog of 5 makes a burst of connections wait
+    # seconds for SYN retries before accept can even refuse them.
+    request_queue_size = 128
 
     def __init__(
-        self, host: str, port: int, dashboard: Dashboard, *, loopback_names_only: bool = False
+        self,
+        host: str,
+        port: int,
+        dashboard: Dashboard,
+        *,
+        loopback_names_only: bool = False,
+        socket_timeout_s: float = SOCKET_TIMEOUT_S,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.dashboard = dashboard
         # Loopback-bound, or told it is reached through a port published on
         # loopback only (a container): refuse Host headers naming other hosts.
         self.loopback = is_loopback(host) or loopback_names_only
+        self.socket_timeout_s = socket_timeout_s
+        self.request_deadline_s = request_deadline_s
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._refused = 0
+        self._refusal_logged_at = -REFUSAL_LOG_EVERY_S
         super().__init__((host.strip("[]"), port), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve a connection on a thread of its own, at most ``max_connections`` at once.
+
+        Beyond that it is closed unanswered at once: the accepting thread never
+        waits, and idle connections cannot pile up threads.
+        """
+        if not self._slots.acquire(blocking=False):
+            self._note_refusal(client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _note_refusal(self, client_address: Any) -> None:
+        # A flood of connections must not become a flood of log lines too.
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_EVERY_S:
+            log.warning(
+                "dashboard: %d connection(s) closed unanswered (too many at once; latest from %s)",
+                self._refused,
+                client_address[0],
+            )
+            self._refused, self._refusal_logged_at = 0, now
 
     @property
     def url(self) -> str:
@@ -140,6 +203,36 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "entity-sync-dashboard"
     sys_version = ""
+    protocol_version = "HTTP/1.0"  # one request per connection: no idle keep-alive
+
+    def setup(self) -> None:
+        # Every read and write then fails after that long a silence instead of
+        # waiting for ever (the base class answers a timed-out request by closing).
+        self.request.settimeout(self.server.socket_timeout_s)
+        super().setup()
+        # The socket timeout bounds each silence; this bounds the whole request,
+        # so a client sending a byte every few seconds cannot hold a thread.
+        self._deadline = threading.Timer(self.server.request_deadline_s, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def parse_request(self) -> bool:
+        # It reads the headers; once they are in, the answer (which may wait
+        # for the store) is bounded by the socket timeout, not the deadline.
+        parsed = super().parse_request()
+        self._deadline.cancel()
+        return parsed
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    def _cut(self) -> None:
+        log.info(
+            "dashboard: dropped a connection from %s: no request in time", self.client_address[0]
+        )
+        with contextlib.suppress(OSError):  # closed meanwhile
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def do_GET(self) -> None:
         self._answer(head=False)
@@ -244,6 +337,9 @@ def serve(
     port: int = DEFAULT_PORT,
     out: TextIO = sys.stderr,
     loopback_names_only: bool = False,
+    socket_timeout_s: float = SOCKET_TIMEOUT_S,
+    request_deadline_s: float = REQUEST_DEADLINE_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve the dashboard until interrupted, saying where (and warning when exposed).
 
@@ -252,7 +348,15 @@ def serve(
     loopback host, as they must when the dashboard itself is bound to loopback.
     """
     dashboard = Dashboard(store, breaker, default_interval_s)
-    server = DashboardServer(host, port, dashboard, loopback_names_only=loopback_names_only)
+    server = DashboardServer(
+        host,
+        port,
+        dashboard,
+        loopback_names_only=loopback_names_only,
+        socket_timeout_s=socket_timeout_s,
+        request_deadline_s=request_deadline_s,
+        max_connections=max_connections,
+    )
     if loopback_names_only and not is_loopback(host):
         print(
             f"the dashboard is bound to {host} and answers only requests naming a loopback "
