@@ -79,4 +79,7 @@ survived only when one message really was killed five times.
 # its own, so that `make chaos` rewrites it with the rest of RELIABILITY.md.
 BAD_INPUT = Path(__file__).with_name("bad_input.md").read_text(encoding="utf-8")
 
-NOTES = NOTES + "\n\n" + BAD_INPUT.strip()
+# Likewise the table of every lie and audit finding with its test (issue 19).
+LIES = Path(__file__).with_name("lying_upstream.md").read_text(encoding="utf-8")
+
+NOTES = NOTES + "\n\n" + BAD_INPUT.strip() + "\n\n" + LIES.strip()
