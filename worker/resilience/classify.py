@@ -56,7 +56,7 @@ from worker.errors import (
     Unavailable,
     UpstreamError,
 )
-from worker.observability.redaction import redact
+from worker.redaction import redact
 
 __all__ = [
     "Action",
@@ -435,7 +435,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def _clean(text: str, *, limit: int = 160) -> str:
-    """One line, no credentials (``redaction.redact``), at most ``limit`` characters."""
+    """One line, no credentials (``worker.redaction.redact``), at most ``limit`` characters."""
     line = _SPACE.sub(" ", redact(text)).strip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
 

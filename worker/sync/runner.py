@@ -40,9 +40,9 @@ from worker.errors import (
 from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import SYNC_ENTITY, SyncEntityJob
 from worker.logs import connection_log, log
-from worker.observability.redaction import redact
 from worker.outbox.relay import relay
 from worker.outbox.transitions import unix_to_instant
+from worker.redaction import redact
 from worker.resilience.guard import Guard
 from worker.resilience.preflight import preflight
 from worker.runtime import Runtime
