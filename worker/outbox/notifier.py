@@ -25,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from worker.errors import SecretError
+from worker.events import Event, EventStatus
 from worker.logs import connection_log
 from worker.operator_input import MIN_WEBHOOK_SECRET_BYTES
 from worker.outbox.hold import DeliveryHold
 from worker.outbox.webhooks import WebhookClient, deliver, is_expired, next_attempt_delay
 from worker.secrets import SecretBox
 from worker.settings import Settings
-from worker.store import Connection, Event, EventStatus, SqlStore
+from worker.store import Connection, SqlStore
 from worker.timeutil import canonical, parse_instant
 
 

@@ -217,31 +217,3 @@ class TransitionRecord:
     until_at: str | None
     at: str
     id: int = 0
-
-
-class EventStatus(StrEnum):
-    """Where an outbox event stands."""
-
-    PENDING = "pending"  # not delivered yet (attempts > 0: failed so far, retrying)
-    DELIVERED = "delivered"
-    DEAD = "dead"  # given up on after the retry window; shown in status
-
-
-@dataclass(frozen=True)
-class Event:
-    """One outbox event: what the integrating service is told, and its delivery."""
-
-    id: str
-    type: str
-    connection_id: str
-    entity_type: str | None
-    created_at: str
-    body_json: str
-    status: str = EventStatus.PENDING
-    attempts: int = 0
-    next_attempt_at: str = ""
-    first_attempt_at: str | None = None
-    last_error: str | None = None
-    delivered_at: str | None = None
-    seq: int = 0
-    requeued_at: str | None = None  # queued again by an operator: its retry clock starts here

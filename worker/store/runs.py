@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from worker.events import Event
 from worker.store import reconcile
 from worker.store.base import Tx, translated
 from worker.store.held_deletions import HeldDeletionsStore
 from worker.store.models import (
-    Event,
     FullReadVerdict,
     PageCommit,
     Run,

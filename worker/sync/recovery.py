@@ -18,6 +18,7 @@ import redis
 from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
+from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import (
     BACKFILL_QUEUE,
@@ -29,7 +30,6 @@ from worker.jobs import (
 )
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
-from worker.outbox.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.outbox.relay import relay
 from worker.resilience.breaker import Breaker, State
 from worker.resilience.breaker_types import Actor

@@ -41,7 +41,6 @@ from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import SYNC_ENTITY, SyncEntityJob
 from worker.logs import connection_log, log
 from worker.outbox.relay import relay
-from worker.outbox.transitions import unix_to_instant
 from worker.redaction import redact
 from worker.resilience.guard import Guard
 from worker.resilience.preflight import preflight
@@ -60,7 +59,7 @@ from worker.sync.poison import dead_letter
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
 from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
 from worker.sync.task_edges import TaskStart, begin_task, send_ending, slice_ending
-from worker.timeutil import utc_now
+from worker.timeutil import unix_to_instant, utc_now
 
 
 class StepOutcome(StrEnum):

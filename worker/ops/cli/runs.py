@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from worker.events import Event
 from worker.ops.cli.common import (
     EXIT_DEFERRED,
     EXIT_FAILED,
@@ -18,7 +19,7 @@ from worker.ops.cli.common import (
 from worker.ops.status import render_full_reads, render_table, render_upstream, status_rows
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.store import Event, RunStatus
+from worker.store import RunStatus
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
