@@ -241,4 +241,3 @@ def build_held_event(
 
 # Which transitions say something the integrating service must hear.
 PROBLEM_EVENTS = frozenset({EventType.REAUTHORIZATION_REQUIRED, EventType.UNAVAILABLE})
-

@@ -240,6 +240,7 @@ class InboundStore(StoreBase):
                 ).rowcount
             )
         return PrunedUpstream(events=deleted, aspects=aspects, more=more)
+
     # -- aspects ---------------------------------------------------------------------
 
     @translated
