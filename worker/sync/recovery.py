@@ -19,7 +19,6 @@ from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
 from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
-from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import (
     BACKFILL_QUEUE,
     SYNC_CONNECTION,
@@ -36,9 +35,9 @@ from worker.resilience.breaker_types import Actor
 from worker.resilience.classify import error_for_sync_status
 from worker.resilience.connection_limits import apply_limits
 from worker.resilience.guard import StateChange
-from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Connection, Run, RunStatus, SqlStore
+from worker.sync.preflight import forget_preflight, learn_upstream_id
 from worker.timeutil import canonical, parse_instant
 
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
