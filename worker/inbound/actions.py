@@ -57,7 +57,7 @@ from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventSta
 from worker.sync.preflight import forget_preflight
 from worker.timeutil import canonical, canonical_instant, utc_now
 
-SIGNATURE_HEADER = "X-Webhook-Signature"
+UPSTREAM_SIGNATURE_HEADER = "X-Webhook-Signature"  # the unified API signs its webhooks to us here
 
 REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
 STATUS_CHANGED = "connection.status_changed"
