@@ -38,10 +38,10 @@ from worker.logs import bound
 from worker.resilience.backoff import retry_delay
 from worker.runtime import Runtime, runtime
 from worker.store import Run, RunStatus
-from worker.sync.endings import end_crashed_task, is_outage, record_rejection
 from worker.sync.poison import dead_letter
 from worker.sync.recovery import plan_self_resume
 from worker.sync.runner import TaskOutcome, TaskResult, fail_run, run_step
+from worker.sync.task_failures import end_crashed_task, is_outage, record_rejection
 from worker.timeutil import utc_now
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the

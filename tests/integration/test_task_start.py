@@ -21,8 +21,8 @@ from worker.jobs import SyncEntityJob
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Connection, Run, RunStatus
+from worker.sync.round_trips import begin_task
 from worker.sync.runner import TaskOutcome, run_step
-from worker.sync.task_edges import begin_task
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from worker.resilience.breaker import Breaker, BreakerView, State
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect
 from worker.store.models import TERMINAL_STATUSES
-from worker.store.pairs import PairRow
+from worker.store.pair_status import PairRow
 from worker.timeutil import unix_to_instant
 
 

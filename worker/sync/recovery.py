@@ -29,7 +29,7 @@ from worker.jobs import (
 )
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
-from worker.outbox.relay import relay
+from worker.outbox.notifier import relay
 from worker.resilience.breaker import Breaker, State
 from worker.resilience.breaker_types import Actor
 from worker.resilience.classify import error_for_sync_status

@@ -39,25 +39,25 @@ from worker.errors import (
 )
 from worker.jobs import SYNC_ENTITY, SyncEntityJob
 from worker.logs import connection_log, log
-from worker.outbox.relay import relay
+from worker.outbox.notifier import relay
 from worker.redaction import redact
 from worker.resilience.guard import Guard
 from worker.runtime import Runtime
 from worker.secrets import SecretBox
 from worker.store import Connection, ParkedJob, Run, RunStatus, SqlStore
-from worker.sync.endings import (
+from worker.sync.full_read import report_full_read, verdict_for
+from worker.sync.poison import dead_letter
+from worker.sync.preflight import learn_upstream_id, preflight
+from worker.sync.round_trips import TaskStart, begin_task, send_ending, slice_ending
+from worker.sync.slice import SliceResult, SliceTarget, sync_slice
+from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
+from worker.sync.task_failures import (
     INTERNAL,
     MAX_MESSAGE_CHARS,
     OPEN_STATUSES,
     is_outage,
     report_unexpected,
 )
-from worker.sync.full_read import report_full_read, verdict_for
-from worker.sync.poison import dead_letter
-from worker.sync.preflight import learn_upstream_id, preflight
-from worker.sync.slice import SliceResult, SliceTarget, sync_slice
-from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
-from worker.sync.task_edges import TaskStart, begin_task, send_ending, slice_ending
 from worker.timeutil import unix_to_instant, utc_now
 
 

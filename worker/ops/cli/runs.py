@@ -85,7 +85,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     store = store_for(settings)
     if args.action == "redeliver":
         from worker.client import EntitySyncClient
-        from worker.outbox.relay import relay
+        from worker.outbox.notifier import relay
         from worker.timeutil import utc_now
 
         if not args.event_id:

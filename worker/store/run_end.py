@@ -121,8 +121,8 @@ def split_events(value: str | None) -> list[str]:
     return [part for part in (value or "").split(",") if part]
 
 
-class ReconcileStore(StoreBase):
-    """Per-connection settings of the opt-in events and the periodic reconciliation."""
+class RunEndStore(StoreBase):
+    """What a run's end reads (the opt-in events, the reconciliation interval) and leaves."""
 
     @translated
     def set_webhook_events(self, connection_id: str, events: Sequence[str]) -> None:
