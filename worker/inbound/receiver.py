@@ -21,8 +21,8 @@ never a secret or a signature.
 
 Why an event loop (asyncio, with h11 parsing HTTP/1.1) and not a pool of
 request threads: a thread per connection is a slot a client can hold by
-sending a byte every few seconds, and 64 such sockets kept every signed
-event of the unified API out of the threaded server this replaced. Here an
+sending a byte every few seconds, and 64 such sockets would keep every
+signed event of the unified API out of a threaded server. Here an
 idle or trickling socket costs a few kilobytes and no thread, so a thousand
 of them leave the signed events answered (bench/receiver_sockets.py measures
 it), and each is cut by deadlines: the first byte, the request line and

@@ -192,7 +192,8 @@ def _deliver(
         if not connection.webhook_secret_ciphertext:
             _tell_once("shared-secret", connection.id, _SHARED_KEY_RISK, log_extra)
         elif len(keys[0].encode("utf-8")) < MIN_WEBHOOK_SECRET_BYTES:
-            # Set before the minimum existed: it still signs, but should be replaced.
+            # Below the CLI's minimum, yet stored: it still signs (refusing it would
+            # stop delivery), and the operator is told to replace it.
             _tell_once("short-secret", connection.id, _SHORT_KEY, log_extra)
         if time.monotonic() >= ends_at:
             return DeliveryReport(delivered=delivered, dead=dead, more=True)

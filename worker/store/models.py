@@ -50,8 +50,8 @@ class Connection:
     def sync_interval(self, default_s: float) -> float:
         """How often it syncs: its own interval where it has a usable one, else the default.
 
-        A stored interval out of range (zero, negative: written before the CLI
-        checked it) would put the connection in a slot it can never leave.
+        A stored interval out of range (zero, negative: the CLI refuses one, but
+        a row may hold it) would put the connection in a slot it can never leave.
         """
         from worker.operator_input import usable_interval
 

@@ -309,8 +309,8 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
     # A halted connection admits nothing, so this one call bypasses the guard
     # on purpose: it is the single slow probe the halt allows.
     try:
-        # A token stored before the CLI checked tokens may hold a BOM (dropped
-        # here) or a character no header carries (an InvalidInput, never echoed).
+        # A stored token need not have passed the CLI's checks: a BOM is dropped
+        # here, a character no header carries is an InvalidInput (never echoed).
         token = clean_secret(rt.secrets.decrypt(connection.token_ciphertext), what="token")
         base_url = connection.upstream_url or rt.settings.upstream_url
         status = rt.upstream.status(base_url, token)
