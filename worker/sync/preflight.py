@@ -18,8 +18,6 @@ connection, or something between us and the API rewriting ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import redis
 
 from worker.coordination import redis_keys
@@ -43,12 +41,12 @@ def preflight(
     base_url: str,
     token: str,
     cache_seconds: float,
-    learn: Callable[[object], None] | None = None,
+    store: SqlStore,
 ) -> None:
     """Raise what the guard decides when the connection is not healthy.
 
-    ``learn`` is given the status endpoint's ``id`` of the connection (the id
-    the unified API's webhooks name it by), even when the status says ``fail``.
+    The status endpoint's ``id`` of the connection (the id the unified API's
+    webhooks name it by) is learned even when the status says ``fail``.
     """
     key = redis_keys.preflight(connection_id)
     with coordination(f"preflight of {connection_id}"):
@@ -57,8 +55,7 @@ def preflight(
 
     def ask() -> str:
         status = client.status(base_url, token)
-        if learn is not None:
-            learn(status.id)
+        learn_upstream_id(store, connection_id, status.id, base_url=base_url)
         problem = error_for_sync_status(status.sync_status)
         if problem is not None:
             raise problem

@@ -47,7 +47,7 @@ from worker.secrets import SecretBox
 from worker.store import Connection, ParkedJob, Run, RunStatus, SqlStore
 from worker.sync.full_read import report_full_read, verdict_for
 from worker.sync.poison import dead_letter
-from worker.sync.preflight import learn_upstream_id, preflight
+from worker.sync.preflight import preflight
 from worker.sync.round_trips import TaskStart, begin_task, send_ending, slice_ending
 from worker.sync.slice import SliceResult, SliceTarget, sync_slice
 from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
@@ -283,9 +283,7 @@ def _slice(
                 base_url=target.base_url,
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
-                learn=lambda upstream_id: learn_upstream_id(
-                    rt.store, connection.id, upstream_id, base_url=target.base_url
-                ),
+                store=rt.store,
             )
         return sync_slice(
             target,
