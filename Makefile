@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 chaos: install
 	$(PY) -m chaos $(ARGS)

@@ -33,7 +33,7 @@ from worker.ops.dashboard.server import Dashboard, DashboardServer
 from worker.ops.status import status_rows
 from worker.resilience.breaker import Breaker, Outcome
 from worker.store import SqlStore, open_store
-from worker.store.pairs import pair_rows_sql
+from worker.store.pair_status import pair_rows_sql
 from worker.store.schema import LATEST_RUNS
 
 CONNECTIONS = 1_000  # the fleet of issue 13; the first shape has a tenth of it

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from chaos.harness import CaseResult, log, stack
-from worker.outbox.events import EventReason, EventType, build_event
+from worker.events import EventReason, EventType, build_event
 from worker.testing.processes import wait_for
 from worker.testing.receiver import WebhookReceiver
 

@@ -38,10 +38,10 @@ from worker.logs import bound
 from worker.resilience.backoff import retry_delay
 from worker.runtime import Runtime, runtime
 from worker.store import Run, RunStatus
-from worker.sync.endings import end_crashed_task, is_outage, record_rejection
 from worker.sync.poison import dead_letter
 from worker.sync.recovery import plan_self_resume
-from worker.sync.runner import Step, StepOutcome, fail_run, run_step
+from worker.sync.runner import TaskOutcome, TaskResult, fail_run, run_step
+from worker.sync.task_failures import end_crashed_task, is_outage, record_rejection
 from worker.timeutil import utc_now
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
@@ -127,11 +127,11 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             # The step counts this delivery in its start's round trip, and
             # dead-letters a poison job there (worker/sync/poison.py).
             step = run_step(rt, job, task_id=task_id, retries=int(self.request.retries))
-            if step.outcome is StepOutcome.RETRY:
+            if step.outcome is TaskOutcome.RETRY:
                 return _retry_or_fail(self, rt, job, step)
-            if step.outcome is StepOutcome.DEFERRED:
+            if step.outcome is TaskOutcome.DEFERRED:
                 _resume_soon(self, rt, job, step)
-            if step.outcome is StepOutcome.CONTINUE:
+            if step.outcome is TaskOutcome.CONTINUE:
                 continuation = job.model_copy(
                     update={
                         "run_id": step.run_id,
@@ -164,7 +164,7 @@ def sync_entity(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"outcome": "failed", "detail": f"unexpected {type(exc).__name__}"}
 
 
-def _resume_soon(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> None:
+def _resume_soon(task: Task, rt: Runtime, job: SyncEntityJob, step: TaskResult) -> None:
     """A job parked for a short while is resumed by a worker, with no beat needed."""
     if step.parked_until is None:
         return
@@ -185,7 +185,7 @@ def _resume_soon(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> Non
     )
 
 
-def _retry_or_fail(task: Task, rt: Runtime, job: SyncEntityJob, step: Step) -> dict[str, Any]:
+def _retry_or_fail(task: Task, rt: Runtime, job: SyncEntityJob, step: TaskResult) -> dict[str, Any]:
     """Retry a transient failure with capped full-jitter backoff, or give up."""
     attempt = int(task.request.retries)
     if attempt >= rt.settings.max_retries:

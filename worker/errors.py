@@ -23,7 +23,8 @@
         └── BadResponse         an answer that breaks the contract (not JSON, no data)
 
 Third-party exceptions (httpx, redis, sqlite3, psycopg) are translated into
-these at the module that talks to them, with ``raise ... from exc``.
+these at the module that talks to them, with ``raise ... from exc``;
+``error_for_status`` says which UpstreamError an HTTP status is.
 """
 
 from __future__ import annotations
@@ -192,3 +193,40 @@ class BadResponse(UpstreamError):
     """An answer that breaks the contract: not JSON, no ``data``, truncated."""
 
     kind = Kind.BAD_DATA
+
+
+def error_for_status(
+    status: int,
+    code: str | None,
+    detail: str,
+    retry_after: float | None = None,
+    request_id: str | None = None,
+) -> UpstreamError:
+    """Return the exception for an HTTP error status (the error table of docs/upstream-api.md).
+
+    The status decides, not ``code``: a proxy's HTML 502 has no code at all.
+    Unknown 4xx are BadRequest (our request), except 408 which is a timeout
+    (Unavailable); every 5xx is Unavailable, including 500 INTERNAL_ERROR;
+    anything else (1xx, 2xx, 3xx, nonsense) breaks the contract: BadResponse.
+    """
+    cls: type[UpstreamError]
+    if status in (400, 422):
+        cls = BadRequest
+    elif status == 401:
+        cls = AuthFailed
+    elif status == 403:
+        cls = PermissionDenied
+    elif status == 404:
+        cls = NotSupported
+    elif status == 429:
+        cls = RateLimited
+    elif status == 408:
+        # Request Timeout: the server gave up waiting; the request was fine.
+        cls = Unavailable
+    elif 400 <= status <= 499:
+        cls = BadRequest
+    elif 500 <= status <= 599:
+        cls = Unavailable
+    else:
+        cls = BadResponse
+    return cls(detail, status=status, code=code, retry_after=retry_after, request_id=request_id)

@@ -20,8 +20,7 @@ from worker.coordination.client import redis_client
 from worker.coordination.deliveries import Deliveries
 from worker.coordination.lease import Leases
 from worker.jobs import Publish
-from worker.outbox.notifier import webhook_client
-from worker.outbox.relay import relay
+from worker.outbox.notifier import relay, webhook_client
 from worker.outbox.transitions import TransitionRecorder
 from worker.outbox.webhooks import WebhookClient
 from worker.resilience.backoff import RetryBudget

@@ -11,7 +11,7 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from worker.errors import ConfigError, SecretError
-from worker.observability.redaction import register_secret
+from worker.redaction import register_secret
 from worker.settings import Settings
 
 

@@ -74,3 +74,8 @@ def after(instant: str) -> str:
 def utc_now() -> str:
     """Now, as canonical text."""
     return canonical(datetime.now(UTC))
+
+
+def unix_to_instant(seconds: float | None) -> str | None:
+    """A unix time (a Redis-clock ``until``, say) as the store's canonical text."""
+    return None if seconds is None else canonical(datetime.fromtimestamp(seconds, UTC))

@@ -32,13 +32,13 @@ from scripts.dashboard_screenshot import (
 )
 from scripts.dashboard_screenshot import seed as seed_demo
 from tests.support import REDIS_URL, ROOT, Env
+from worker.events import Event
 from worker.ops.dashboard import metrics as exposition
 from worker.ops.dashboard.server import Dashboard, DashboardServer
 from worker.resilience.breaker import Breaker, Outcome
 from worker.settings import Settings
 from worker.store import (
     Connection,
-    Event,
     ParkedJob,
     Run,
     RunStatus,

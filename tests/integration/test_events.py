@@ -12,8 +12,8 @@ import pytest
 
 from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
+from worker.events import EventReason, EventType, build_event
 from worker.jobs import SYNC_ENTITY
-from worker.outbox.events import EventReason, EventType, build_event
 from worker.store import RunStatus
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 

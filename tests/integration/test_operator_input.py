@@ -15,7 +15,7 @@ import redis
 
 from tests.support import Env
 from worker.coordination import redis_keys
-from worker.outbox.events import EventReason, EventType, build_event
+from worker.events import EventReason, EventType, build_event
 from worker.runtime import Runtime
 from worker.secrets import SecretBox
 from worker.store import (

@@ -29,12 +29,12 @@ import redis
 
 from tests.support import Env
 from worker.coordination import redis_keys
+from worker.events import EventReason, EventStatus, EventType, build_event
 from worker.outbox import notifier
-from worker.outbox.events import EventReason, EventType, build_event
 from worker.outbox.notifier import DeliveryReport, deliver_pending, webhook_client, webhook_sender
 from worker.secrets import SecretBox
 from worker.settings import Settings
-from worker.store import Connection, EventStatus, SqlStore
+from worker.store import Connection, SqlStore
 from worker.timeutil import canonical
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from worker.events import Event
 from worker.settings import Settings
-from worker.store import Connection, Event, Run, RunStatus, SqlStore, TransitionRecord, open_store
+from worker.store import Connection, Run, RunStatus, SqlStore, TransitionRecord, open_store
 from worker.sync.retention import prune_history
 from worker.timeutil import canonical
 

@@ -27,6 +27,7 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
 from tests.support import Env, WorkerProcess, wait_for
+from worker import redaction
 from worker.celeryapp.app import BEAT_SCHEDULE
 from worker.client import EntitySyncClient
 from worker.errors import (
@@ -40,7 +41,6 @@ from worker.errors import (
 )
 from worker.jobs import SYNC_ENTITY
 from worker.logs import bound, connection_log, log
-from worker.observability import redaction
 from worker.observability import sentry as es_sentry
 from worker.observability.sentry_throttle import EVENTS_PER_KIND
 from worker.outbox.transitions import TransitionRecorder

@@ -20,7 +20,7 @@ from worker.runtime import Runtime
 from worker.secrets import generate_key
 from worker.settings import Settings
 from worker.store import Connection, RunStatus
-from worker.sync.runner import StepOutcome, run_step
+from worker.sync.runner import TaskOutcome, run_step
 from worker.sync.slot_wait import SLOT_WAIT_REASON
 from worker.testing.sandbox import SandboxHandle, running_sandbox
 
@@ -76,7 +76,7 @@ def test_the_task_that_frees_the_slot_resumes_the_waiting_job_at_once(
     sites = run_step(
         rt, SyncEntityJob(connection_id="c1", entity_type="sites"), task_id="s1", retries=0
     )
-    assert sites.outcome == StepOutcome.DEFERRED, sites
+    assert sites.outcome == TaskOutcome.DEFERRED, sites
     assert [j.reason for j in rt.store.parked_jobs("c1")] == [SLOT_WAIT_REASON]
     assert test_redis.exists(redis_keys.slot_waiters("c1"))
     rt.limits.release_slot("c1", "somebody-else")
@@ -85,7 +85,7 @@ def test_the_task_that_frees_the_slot_resumes_the_waiting_job_at_once(
         rt, SyncEntityJob(connection_id="c1", entity_type="assets"), task_id="a1", retries=0
     )
 
-    assert assets.outcome == StepOutcome.DONE, assets
+    assert assets.outcome == TaskOutcome.DONE, assets
     # Freeing its slot, the assets task sent the parked sites job on, long
     # before that job's own countdown: its park row is claimed (one run only).
     resumed = [payload for name, payload, _ in sent if name == SYNC_ENTITY]
@@ -103,7 +103,7 @@ def test_the_task_that_frees_the_slot_resumes_the_waiting_job_at_once(
 
     again = run_step(rt, SyncEntityJob.model_validate(resumed[0]), task_id="s2", retries=0)
 
-    assert again.outcome == StepOutcome.DONE, again
+    assert again.outcome == TaskOutcome.DONE, again
     run = rt.store.get_run(sites.run_id)
     assert run is not None and run.status == RunStatus.SUCCEEDED, run
     stored = {s.entity_type: s.records for s in rt.store.entity_statuses("c1")}
@@ -120,6 +120,6 @@ def test_a_slice_end_with_nobody_waiting_sends_nothing(
     step = run_step(
         rt, SyncEntityJob(connection_id="c1", entity_type="assets"), task_id="a1", retries=0
     )
-    assert step.outcome == StepOutcome.DONE, step
+    assert step.outcome == TaskOutcome.DONE, step
     assert [name for name, _, _ in sent if name == SYNC_ENTITY] == []
     assert not test_redis.exists(redis_keys.slot_waiters("c1"))

@@ -22,7 +22,7 @@ from worker.settings import Settings
 from worker.store import Connection, PageCommit, Run, RunStatus
 from worker.sync.poison import dead_letter
 from worker.sync.recovery import MAX_RECOVERIES, resend_stalled_runs
-from worker.sync.runner import StepOutcome, run_step
+from worker.sync.runner import TaskOutcome, run_step
 from worker.timeutil import canonical, utc_now
 
 pytestmark = pytest.mark.integration
@@ -157,7 +157,7 @@ def test_a_copy_of_a_task_arriving_after_its_run_ended_stands_down(rt: Runtime) 
     rt.store.finish_run("run-done", RunStatus.SUCCEEDED)
     job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-done")
     step = run_step(rt, job, task_id="late-copy", retries=0)
-    assert step.outcome is StepOutcome.SKIPPED and step.detail == "run already succeeded"
+    assert step.outcome is TaskOutcome.SKIPPED and step.detail == "run already succeeded"
     assert rt.leases.holder("c1", "assets") is None  # the pair is free for the next run
     run = rt.store.get_run("run-done")
     assert run is not None and run.tasks == 0  # nothing ran
@@ -170,7 +170,7 @@ def test_a_stale_copy_of_a_run_still_going_leaves_the_run_alone(rt: Runtime) -> 
     rt.leases.acquire("c1", "assets", holder_of("run-q", "first-task"))
     job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-q")
     step = run_step(rt, job, task_id="sent-again", retries=0)
-    assert step.outcome is StepOutcome.SKIPPED
+    assert step.outcome is TaskOutcome.SKIPPED
     assert step.detail == "a later task of this run holds the pair"
     run = rt.store.get_run("run-q")
     assert run is not None and run.status == RunStatus.QUEUED  # not skipped into itself

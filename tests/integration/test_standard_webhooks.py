@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.support import Env
-from worker.outbox.events import EventReason, EventType, build_event
+from worker.events import EventReason, EventType, build_event
 from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
 from worker.outbox.webhooks import new_secret
 from worker.secrets import SecretBox

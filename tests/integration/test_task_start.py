@@ -21,8 +21,8 @@ from worker.jobs import SyncEntityJob
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Connection, Run, RunStatus
-from worker.sync.runner import StepOutcome, run_step
-from worker.sync.task_edges import begin_task
+from worker.sync.round_trips import begin_task
+from worker.sync.runner import TaskOutcome, run_step
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_a_delivery_within_the_limit_runs(rt: Runtime) -> None:
     job = SyncEntityJob(connection_id="c1", entity_type="assets")
     step = run_step(rt, job, task_id="task-ok", retries=0)
     # No token: the run fails for that reason, not as a poison job.
-    assert step.outcome is StepOutcome.FAILED
+    assert step.outcome is TaskOutcome.FAILED
     run = rt.store.get_run("task-ok")
     assert run is not None and run.error_kind != "poison"
 
@@ -123,7 +123,7 @@ def test_a_poison_first_task_is_dead_lettered_and_holds_nothing(rt: Runtime) -> 
     job = SyncEntityJob(connection_id="c1", entity_type="assets")
     step = run_step(rt, job, task_id="task-p", retries=0)
 
-    assert step.outcome is StepOutcome.DEAD_LETTERED
+    assert step.outcome is TaskOutcome.DEAD_LETTERED
     assert step.summary()["outcome"] == "dead-lettered"  # what the task returned before
     run = rt.store.get_run("task-p")
     assert run is not None and (run.status, run.error_kind) == (RunStatus.FAILED, "poison")
@@ -144,7 +144,7 @@ def test_a_poison_continuation_gives_back_the_lease_it_still_held(rt: Runtime) -
     )
     step = run_step(rt, job, task_id="task-c", retries=0)
 
-    assert step.outcome is StepOutcome.DEAD_LETTERED
+    assert step.outcome is TaskOutcome.DEAD_LETTERED
     run = rt.store.get_run("run-c")
     assert run is not None and (run.status, run.error_kind) == (RunStatus.FAILED, "poison")
     assert rt.leases.holder("c1", "assets") is None
@@ -160,7 +160,7 @@ def test_a_poison_copy_leaves_the_run_to_the_task_that_holds_it(rt: Runtime) -> 
     job = SyncEntityJob(connection_id="c1", entity_type="assets", run_id="run-r")
     step = run_step(rt, job, task_id="old-copy", retries=0)
 
-    assert step.outcome is StepOutcome.DEAD_LETTERED
+    assert step.outcome is TaskOutcome.DEAD_LETTERED
     run = rt.store.get_run("run-r")
     assert run is not None and run.status == RunStatus.RUNNING  # it goes on elsewhere
     assert rt.leases.holder("c1", "assets") == other  # not ours to free

@@ -24,7 +24,6 @@ from tests.integration.test_upstream_webhooks import ReceiverProcess
 from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.inbound.actions import process_event
-from worker.inbound.mapping import learn_upstream_id
 from worker.operator_input import upstream_base
 from worker.resilience.breaker import State
 from worker.runtime import Runtime
@@ -33,6 +32,7 @@ from worker.store import Connection, RunStatus, SqlStore, open_store
 from worker.store.inbound import UpstreamEvent
 from worker.store.schema import BOOTSTRAP, MIGRATIONS
 from worker.store.upstream_ids import Learned
+from worker.sync.preflight import learn_upstream_id
 from worker.sync.recovery import probe
 from worker.testing.sandbox import running_sandbox
 from worker.timeutil import utc_now

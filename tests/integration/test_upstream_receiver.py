@@ -27,7 +27,6 @@ import pytest
 from tests.support import Env, wait_for
 from worker.inbound.actions import process_event
 from worker.inbound.connection import Limits
-from worker.inbound.mapping import learn_upstream_id
 from worker.inbound.receiver import PATH, ReceiverServer
 from worker.ops.dashboard.data import build_grid
 from worker.ops.status import render_upstream, status_rows
@@ -35,6 +34,7 @@ from worker.resilience.breaker import State
 from worker.runtime import Runtime
 from worker.store import SqlStore
 from worker.store.inbound import BACKLOG_SQL
+from worker.sync.preflight import learn_upstream_id
 from worker.sync.retention import prune_history
 from worker.timeutil import canonical
 

@@ -22,7 +22,7 @@ from worker.errors import CoordinationError, StoreError
 from worker.jobs import SYNC_ENTITY, payload_of
 from worker.logs import log
 from worker.runtime import runtime
-from worker.sync.endings import end_crashed_task, is_outage
+from worker.sync.task_failures import end_crashed_task, is_outage
 
 _WHAT_IS_DOWN = {CoordinationError: "Redis unreachable", StoreError: "store unreachable"}
 

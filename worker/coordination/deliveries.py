@@ -2,7 +2,7 @@
 
 A counter per delivery key that expires ``COUNT_TTL_S`` after its last count
 (``scripts.TtlCounter``). ``count_call`` sends the count with the other calls
-of a task's start (``sync.task_edges.begin_task``), so counting costs no round
+of a task's start (``sync.round_trips.begin_task``), so counting costs no round
 trip of its own; ``count`` sends it alone, for a task that has no such start
 (``sync_connection``). What a count past the limit means is in ``sync.poison``.
 """

@@ -51,13 +51,13 @@ from worker.logs import connection_log, log
 from worker.resilience.breaker import Breaker, State
 from worker.resilience.classify import Where, action_for, base_scope, error_for_code
 from worker.resilience.guard import StateChange
-from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect, UpstreamEvent, UpstreamEventStatus
+from worker.sync.preflight import forget_preflight
 from worker.timeutil import canonical, canonical_instant, utc_now
 
-SIGNATURE_HEADER = "X-Webhook-Signature"
+UPSTREAM_SIGNATURE_HEADER = "X-Webhook-Signature"  # the unified API signs its webhooks to us here
 
 REAUTHORIZATION_REQUIRED = "connection.reauthorization_required"
 STATUS_CHANGED = "connection.status_changed"

@@ -21,8 +21,8 @@ never a secret or a signature.
 
 Why an event loop (asyncio, with h11 parsing HTTP/1.1) and not a pool of
 request threads: a thread per connection is a slot a client can hold by
-sending a byte every few seconds, and 64 such sockets kept every signed
-event of the unified API out of the threaded server this replaced. Here an
+sending a byte every few seconds, and 64 such sockets would keep every
+signed event of the unified API out of a threaded server. Here an
 idle or trickling socket costs a few kilobytes and no thread, so a thousand
 of them leave the signed events answered (bench/receiver_sockets.py measures
 it), and each is cut by deadlines: the first byte, the request line and
@@ -53,7 +53,7 @@ from http import HTTPStatus
 
 from worker.errors import EntitySyncError
 from worker.inbound.actions import (
-    SIGNATURE_HEADER,
+    UPSTREAM_SIGNATURE_HEADER,
     BadEvent,
     UnparsableBody,
     parse_event,
@@ -74,7 +74,7 @@ HEALTH_BACKLOG_LIMIT = 1000  # /healthz counts waiting events up to this, never 
 HEALTH_WAITING_S = 60.0  # an event still unprocessed after this is backlog
 MAX_PUBLISHES_WAITING = 1000  # beyond, a kept event's publish is left to the sweep
 
-Publish = Callable[[str], None]  # enqueue processing of one kept event, by id
+EnqueueEvent = Callable[[str], None]  # enqueue processing of one kept event, by id
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class ReceiverServer:
         *,
         store: SqlStore,
         secrets: Sequence[bytes],
-        publish: Publish,
+        publish: EnqueueEvent,
         max_bytes: int,
         limits: Limits | None = None,
         freshness: Freshness | None = None,
@@ -229,7 +229,7 @@ class ReceiverServer:
             raise Refused(HTTPStatus.NOT_FOUND, f"no route {request.path[:100]!r}")
         # The HMAC over at most max_bytes takes microseconds: checked on the loop, so
         # unsigned requests never queue for the store's threads.
-        signature = request.headers.get(SIGNATURE_HEADER.lower())
+        signature = request.headers.get(UPSTREAM_SIGNATURE_HEADER.lower())
         if not verify_signature(self.secrets, signature, request.body):
             raise Refused(HTTPStatus.UNAUTHORIZED, "signature missing or wrong")
         return await self._in_thread(self._keep, request.body)
@@ -337,7 +337,7 @@ def serve(
     port: int,
     store: SqlStore,
     secrets: Sequence[bytes],
-    publish: Publish,
+    publish: EnqueueEvent,
     max_bytes: int,
     freshness: Freshness | None = None,
 ) -> None:

@@ -45,8 +45,8 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 
 from worker.errors import Blocked, Deferred, Halted, RetryLater, Scope, UpstreamError
 from worker.logs import context, log
-from worker.observability.redaction import FILTERED, redact, register_secret
 from worker.observability.sentry_throttle import RepeatThrottle, kind_of
+from worker.redaction import FILTERED, redact, register_secret
 from worker.resilience.breaker_types import Actor, State
 
 if TYPE_CHECKING:

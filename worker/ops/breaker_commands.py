@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from worker.ops.status import health_of
-from worker.outbox.transitions import unix_to_instant
 from worker.resilience.breaker_types import Actor
 from worker.resilience.guard import StateChange
 from worker.runtime import Runtime
+from worker.timeutil import unix_to_instant
 
 
 def breaker_command(rt: Runtime, args: argparse.Namespace) -> str:

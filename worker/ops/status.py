@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from worker.errors import EntitySyncError
-from worker.outbox.transitions import unix_to_instant
 from worker.resilience.breaker import Breaker, BreakerView, State
 from worker.store import EntityStatus, Run, RunStatus, SqlStore
 from worker.store.inbound import UpstreamAspect
 from worker.store.models import TERMINAL_STATUSES
-from worker.store.pairs import PairRow
+from worker.store.pair_status import PairRow
+from worker.timeutil import unix_to_instant
 
 
 @dataclass(frozen=True)

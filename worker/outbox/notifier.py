@@ -10,6 +10,11 @@ capped full-jitter backoff until the event is ``webhook_max_age_seconds``
 the event is dead-lettered and shown by `entity-sync events --dead`. A worker
 that cannot sign (no webhook secret) leaves the event pending and retries.
 Redeliveries keep the event id, so the receiver can deduplicate.
+
+``relay`` asks for a delivery right after an event's commit (best effort): if
+the broker is down then, nothing is lost, since the event is in the store and
+the periodic sweep (``tasks.notify``) enqueues its delivery later. The caller
+passes its way to publish: a worker its app's, the CLI its client's.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from worker.errors import SecretError
-from worker.logs import connection_log
+from worker.events import Event, EventStatus
+from worker.jobs import NOTIFY, NOTIFY_QUEUE, Publish
+from worker.logs import connection_log, log
 from worker.operator_input import MIN_WEBHOOK_SECRET_BYTES
 from worker.outbox.hold import DeliveryHold
 from worker.outbox.webhooks import WebhookClient, deliver, is_expired, next_attempt_delay
 from worker.secrets import SecretBox
 from worker.settings import Settings
-from worker.store import Connection, Event, EventStatus, SqlStore
+from worker.store import Connection, SqlStore
 from worker.timeutil import canonical, parse_instant
 
 
@@ -66,6 +73,18 @@ class DeliveryReport:
     lost: bool = False  # another notifier took over during this pass; it stopped
     no_secret: bool = False  # this worker has no secret to sign with; the event waits
     more: bool = False  # stopped at its time budget with events still due: send another pass
+
+
+def relay(publish: Publish, connection_id: str) -> None:
+    """Enqueue delivery of a connection's pending events."""
+    try:
+        publish(NOTIFY, {"connection_id": connection_id}, NOTIFY_QUEUE)
+    except Exception as exc:  # kombu raises many unrelated types when the broker is away
+        log.warning(
+            "event relay failed, the sweep will deliver: %s",
+            exc,
+            extra={"connection_id": connection_id},
+        )
 
 
 def lease_ttl_s(settings: Settings) -> float:
@@ -173,7 +192,8 @@ def _deliver(
         if not connection.webhook_secret_ciphertext:
             _tell_once("shared-secret", connection.id, _SHARED_KEY_RISK, log_extra)
         elif len(keys[0].encode("utf-8")) < MIN_WEBHOOK_SECRET_BYTES:
-            # Set before the minimum existed: it still signs, but should be replaced.
+            # Below the CLI's minimum, yet stored: it still signs (refusing it would
+            # stop delivery), and the operator is told to replace it.
             _tell_once("short-secret", connection.id, _SHORT_KEY, log_extra)
         if time.monotonic() >= ends_at:
             return DeliveryReport(delivered=delivered, dead=dead, more=True)

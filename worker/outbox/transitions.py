@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from worker.errors import UpstreamError
+from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.logs import connection_log
 from worker.observability.sentry import report_transition
-from worker.outbox.events import EventReason, build_event, event_for_transition
+from worker.resilience.breaker_types import State
 from worker.resilience.guard import StateChange
 from worker.store import SqlStore, TransitionRecord
-from worker.timeutil import canonical, utc_now
+from worker.timeutil import unix_to_instant, utc_now
 
 
-def unix_to_instant(seconds: float | None) -> str | None:
-    """A Redis-clock unix time as the store's canonical text."""
-    return None if seconds is None else canonical(datetime.fromtimestamp(seconds, UTC))
+def event_for_transition(
+    *, level_is_connection: bool, from_state: State, to_state: State, last_event: str | None
+) -> EventType | None:
+    """The event a transition fires, if any (``last_event``: the subject's latest)."""
+    if level_is_connection:
+        if to_state is State.HALTED:
+            return EventType.REAUTHORIZATION_REQUIRED
+        if to_state is State.CLOSED and last_event in {e.value for e in PROBLEM_EVENTS}:
+            return EventType.RECOVERED
+        return None
+    if to_state is State.BLOCKED:
+        return EventType.ACCESS_LOST
+    if from_state is State.BLOCKED and to_state is State.CLOSED:
+        return EventType.ACCESS_RESTORED
+    return None
 
 
 def reason_of(cause: UpstreamError | None, fallback: str) -> EventReason:

@@ -89,8 +89,8 @@ def signing_key(secret: str) -> bytes:
 
     A secret in the spec's form (``whsec_`` + standard base64 of 24 to 64 bytes)
     is the base64-decoded bytes, as every Standard Webhooks library reads it.
-    Any other secret, such as one set before this form was used (entity-sync
-    once generated ``whsec_`` + URL-safe base64 without padding), is a legacy
+    Any other secret (``whsec_`` + URL-safe base64 without padding, as some
+    stored secrets are, or any other text) is a legacy
     secret: its key is the UTF-8 bytes of the whole secret, the same key the
     deprecated ``X-EntitySync-Signature`` uses. ``standard_form`` gives the
     ``whsec_`` secret a receiver's library needs for it.

@@ -6,6 +6,5 @@ turns the outcome into a (kind, scope) verdict and its action by one rule
 table -> ``breaker.Breaker.record`` counts it and may trip or close a breaker
 -> the guard acts (halt, pause, block, open, retry, fail) and reports each
 transition. Around a run: ``limits`` (concurrency slots, per-connection
-overrides), ``retry`` timing and budgets (``backoff``, ``retry_budget``),
-``preflight`` (the status endpoint, cached).
+overrides), ``retry`` timing and budgets (``backoff``, ``retry_budget``).
 """

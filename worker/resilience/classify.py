@@ -30,8 +30,9 @@ How the scope is found (``base_scope``, then escalation in ``classify``):
 
 ``defer`` is not in the table: it is the action for outcomes that are not
 failures at all (an open breaker, a pause, no free rate slot), built with
-``deferral``. ``error_for_status`` maps an HTTP status to our exception, so the
-status -> kind mapping and the kind -> action mapping live side by side.
+``deferral``. Which exception (and so which kind) an HTTP status is belongs to
+the exception tree (``worker.errors.error_for_status``), so the upstream
+client raises our errors without knowing this table.
 """
 
 from __future__ import annotations
@@ -46,17 +47,13 @@ from typing import NamedTuple
 
 from worker.errors import (
     AuthFailed,
-    BadRequest,
-    BadResponse,
     Kind,
-    NotSupported,
-    PermissionDenied,
-    RateLimited,
     Scope,
     Unavailable,
     UpstreamError,
+    error_for_status,
 )
-from worker.observability.redaction import redact
+from worker.redaction import redact
 
 __all__ = [
     "Action",
@@ -69,7 +66,6 @@ __all__ = [
     "classify",
     "classify_record_problem",
     "deferral",
-    "error_for_status",
     "error_for_sync_status",
 ]
 
@@ -274,43 +270,6 @@ def deferral(*, kind: Kind, scope: Scope, retry_after: float | None, reason: str
     )
 
 
-def error_for_status(
-    status: int,
-    code: str | None,
-    detail: str,
-    retry_after: float | None = None,
-    request_id: str | None = None,
-) -> UpstreamError:
-    """Return the exception for an HTTP error status (the error table of docs/upstream-api.md).
-
-    The status decides, not ``code``: a proxy's HTML 502 has no code at all.
-    Unknown 4xx are BadRequest (our request), except 408 which is a timeout
-    (Unavailable); every 5xx is Unavailable, including 500 INTERNAL_ERROR;
-    anything else (1xx, 2xx, 3xx, nonsense) breaks the contract: BadResponse.
-    """
-    cls: type[UpstreamError]
-    if status in (400, 422):
-        cls = BadRequest
-    elif status == 401:
-        cls = AuthFailed
-    elif status == 403:
-        cls = PermissionDenied
-    elif status == 404:
-        cls = NotSupported
-    elif status == 429:
-        cls = RateLimited
-    elif status == 408:
-        # Request Timeout: the server gave up waiting; the request was fine.
-        cls = Unavailable
-    elif 400 <= status <= 499:
-        cls = BadRequest
-    elif 500 <= status <= 599:
-        cls = Unavailable
-    else:
-        cls = BadResponse
-    return cls(detail, status=status, code=code, retry_after=retry_after, request_id=request_id)
-
-
 # The error codes of docs/upstream-api.md ("Errors") and the status each
 # comes with: an upstream webhook (connection.error) carries a code but no
 # status, and is classified through the same table as an answer would be.
@@ -435,7 +394,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def _clean(text: str, *, limit: int = 160) -> str:
-    """One line, no credentials (``redaction.redact``), at most ``limit`` characters."""
+    """One line, no credentials (``worker.redaction.redact``), at most ``limit`` characters."""
     line = _SPACE.sub(" ", redact(text)).strip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from worker.store.models import (
     Connection,
     EntityStatus,
-    Event,
-    EventStatus,
     PageCommit,
     ParkedJob,
     QuarantinedRecord,
@@ -33,8 +31,6 @@ def open_store(url: str) -> SqlStore:
 __all__ = [
     "Connection",
     "EntityStatus",
-    "Event",
-    "EventStatus",
     "PageCommit",
     "ParkedJob",
     "QuarantinedRecord",

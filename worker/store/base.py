@@ -127,6 +127,3 @@ class StoreBase:
                 tx.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif current < SCHEMA_VERSION:
                 tx.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-
-    def _grouped(self, statement: str) -> dict[tuple[str, str], tuple[Any, ...]]:
-        return {(row[0], row[1]): tuple(row[2:]) for row in self._read(statement)}

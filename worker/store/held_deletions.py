@@ -12,7 +12,7 @@ a key that is read again leaves the set. Keys that a later read newly misses
 face the guard on their own.
 
 ``reconcile_full_read`` runs inside the transaction that ends the run
-(``store/reconcile.py``); ``HeldDeletionsStore`` is the operator's side.
+(``store/run_end.py``); ``HeldDeletionsStore`` is the operator's side.
 """
 
 from __future__ import annotations

@@ -175,12 +175,6 @@ class InboundStore(StoreBase):
             )
 
     @translated
-    def upstream_event_counts(self) -> dict[str, int]:
-        """How many events are kept in each status (a scan: operators' commands only)."""
-        rows = self._read("SELECT status, COUNT(*) FROM upstream_events GROUP BY status")
-        return {row[0]: int(row[1]) for row in rows}
-
-    @translated
     def upstream_backlog(self, *, received_before: str, limit: int) -> int:
         """Events still ``received`` that arrived before an instant, counted up to ``limit``.
 

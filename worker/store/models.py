@@ -50,8 +50,8 @@ class Connection:
     def sync_interval(self, default_s: float) -> float:
         """How often it syncs: its own interval where it has a usable one, else the default.
 
-        A stored interval out of range (zero, negative: written before the CLI
-        checked it) would put the connection in a slot it can never leave.
+        A stored interval out of range (zero, negative: the CLI refuses one, but
+        a row may hold it) would put the connection in a slot it can never leave.
         """
         from worker.operator_input import usable_interval
 
@@ -217,31 +217,3 @@ class TransitionRecord:
     until_at: str | None
     at: str
     id: int = 0
-
-
-class EventStatus(StrEnum):
-    """Where an outbox event stands."""
-
-    PENDING = "pending"  # not delivered yet (attempts > 0: failed so far, retrying)
-    DELIVERED = "delivered"
-    DEAD = "dead"  # given up on after the retry window; shown in status
-
-
-@dataclass(frozen=True)
-class Event:
-    """One outbox event: what the integrating service is told, and its delivery."""
-
-    id: str
-    type: str
-    connection_id: str
-    entity_type: str | None
-    created_at: str
-    body_json: str
-    status: str = EventStatus.PENDING
-    attempts: int = 0
-    next_attempt_at: str = ""
-    first_attempt_at: str | None = None
-    last_error: str | None = None
-    delivered_at: str | None = None
-    seq: int = 0
-    requeued_at: str | None = None  # queued again by an operator: its retry clock starts here

@@ -6,12 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.errors import UnknownEvent
+from worker.events import Event, EventStatus
 from worker.store.base import StoreBase, Tx, translated
-from worker.store.models import (
-    Event,
-    EventStatus,
-    TransitionRecord,
-)
+from worker.store.models import TransitionRecord
 
 _EVENT_COLUMNS = (
     "id, type, connection_id, entity_type, created_at, body, status, attempts, "

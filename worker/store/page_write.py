@@ -4,7 +4,7 @@ The page is written in few statements (the worker's CPU per record is mostly
 spent per statement and per row, BENCHMARKS.md "Where the worker's time
 goes"): one read of the stored versions of the page's keys, one upsert that
 also stamps ``seen_by_run`` and ``deleted_by`` (docs/records.md,
-``store/reconcile.py``), and one update of each counter row. What the page
+``store/run_end.py``), and one update of each counter row. What the page
 changed (created, updated, deleted, the pair's live and deleted counts) is
 worked out from the stored versions read first, under the pair's lock, by the
 upsert's own rule: a record is applied when the stored one is not newer.

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from worker.store import reconcile
+from worker.events import Event
+from worker.store import run_end
 from worker.store.base import Tx, translated
 from worker.store.held_deletions import HeldDeletionsStore
 from worker.store.models import (
-    Event,
     FullReadVerdict,
     PageCommit,
     Run,
@@ -20,14 +20,14 @@ from worker.store.models import (
     StoredRecord,
 )
 from worker.store.page_write import write_page
-from worker.store.pairs import _RUN_COLUMNS, PairsStore, _run
+from worker.store.pair_status import _RUN_COLUMNS, PairStatusStore, _run
 from worker.store.schema import LATEST_RUNS
 from worker.timeutil import utc_now
 
 _READ_JSON = json.JSONDecoder(parse_int=lambda s: int(s) if len(s) <= 4000 else Decimal(s))
 
 
-class SyncStore(PairsStore, reconcile.ReconcileStore, HeldDeletionsStore):
+class SyncStore(PairStatusStore, run_end.RunEndStore, HeldDeletionsStore):
     """The run history and the synced data of every (connection, entity type)."""
 
     # -- runs --------------------------------------------------------------------
@@ -106,7 +106,7 @@ class SyncStore(PairsStore, reconcile.ReconcileStore, HeldDeletionsStore):
         In the same transaction a successful full run whose ``verdict`` proves
         its read complete marks the keys it did not read as deleted (or holds
         them: ``store/held_deletions.py``), and the run's sync.* event is
-        written when its connection asked for it (``store/reconcile.py``);
+        written when its connection asked for it (``store/run_end.py``);
         that event is returned.
         """
         with self._write() as tx:
@@ -117,7 +117,7 @@ class SyncStore(PairsStore, reconcile.ReconcileStore, HeldDeletionsStore):
             ).rowcount
             if ended:
                 refresh_latest_of_run(tx, run_id)
-            return reconcile.on_run_end(tx, run_id, status, verdict) if ended else None
+            return run_end.on_run_end(tx, run_id, status, verdict) if ended else None
 
     @translated
     def get_run(self, run_id: str) -> Run | None:

@@ -6,8 +6,8 @@ put together from one module per concept: ``registry`` (connections),
 ``outbox`` (transitions and events), ``inbound`` (webhooks the upstream
 sends), ``upstream_ids`` (which connection an upstream id names), ``totals``
 (aggregates for monitoring), ``retention`` (pruning old history), on ``base``
-(connections, transactions); ``runs`` builds on ``reconcile`` (deletions found
-by a complete read, the opt-in sync events).
+(connections, transactions); ``runs`` builds on ``run_end`` (what a run's end
+writes: deletions found by a complete read, the opt-in sync events).
 Every write that belongs together runs in one transaction, above all a page's
 records with the cursor that follows them (principle 2). Database exceptions
 never escape: they become StoreError, and the broken connection is dropped so

@@ -14,7 +14,7 @@ from worker.coordination.lease import holder_of, parse_holder
 from worker.logs import log
 from worker.runtime import Runtime
 from worker.store import RunStatus
-from worker.sync.endings import close_or_record, run_id_of, safe_fields
+from worker.sync.task_failures import close_or_record, run_id_of, safe_fields
 
 
 def dead_letter(

@@ -2,7 +2,7 @@
 
 Records a source deletes for real (no ``deletedAt``) only show as missing
 from a complete read. A successful full run marks them deleted
-(``worker/store/reconcile.py``); this module decides when the scheduler asks
+(``worker/store/run_end.py``); this module decides when the scheduler asks
 for one: when any entity type of the connection has had no successful full
 read for its interval (``connections reconcile ID --every S``, else
 ``ENTITY_SYNC_RECONCILE_INTERVAL_SECONDS``, a week). The end of each pair's

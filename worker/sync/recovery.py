@@ -18,7 +18,7 @@ import redis
 from worker.coordination import redis_keys
 from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
-from worker.inbound.mapping import learn_upstream_id
+from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.jobs import (
     BACKFILL_QUEUE,
     SYNC_CONNECTION,
@@ -29,16 +29,15 @@ from worker.jobs import (
 )
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
-from worker.outbox.events import PROBLEM_EVENTS, EventReason, EventType, build_event
-from worker.outbox.relay import relay
+from worker.outbox.notifier import relay
 from worker.resilience.breaker import Breaker, State
 from worker.resilience.breaker_types import Actor
 from worker.resilience.classify import error_for_sync_status
 from worker.resilience.connection_limits import apply_limits
 from worker.resilience.guard import StateChange
-from worker.resilience.preflight import forget_preflight
 from worker.runtime import Runtime
 from worker.store import Connection, Run, RunStatus, SqlStore
+from worker.sync.preflight import forget_preflight, learn_upstream_id
 from worker.timeutil import canonical, parse_instant
 
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
@@ -310,8 +309,8 @@ def _probe_halted(rt: Runtime, connection: Connection) -> bool:
     # A halted connection admits nothing, so this one call bypasses the guard
     # on purpose: it is the single slow probe the halt allows.
     try:
-        # A token stored before the CLI checked tokens may hold a BOM (dropped
-        # here) or a character no header carries (an InvalidInput, never echoed).
+        # A stored token need not have passed the CLI's checks: a BOM is dropped
+        # here, a character no header carries is an InvalidInput (never echoed).
         token = clean_secret(rt.secrets.decrypt(connection.token_ciphertext), what="token")
         base_url = connection.upstream_url or rt.settings.upstream_url
         status = rt.upstream.status(base_url, token)

@@ -37,33 +37,31 @@ from worker.errors import (
     SecretError,
     UpstreamError,
 )
-from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import SYNC_ENTITY, SyncEntityJob
 from worker.logs import connection_log, log
-from worker.observability.redaction import redact
-from worker.outbox.relay import relay
-from worker.outbox.transitions import unix_to_instant
+from worker.outbox.notifier import relay
+from worker.redaction import redact
 from worker.resilience.guard import Guard
-from worker.resilience.preflight import preflight
 from worker.runtime import Runtime
 from worker.secrets import SecretBox
 from worker.store import Connection, ParkedJob, Run, RunStatus, SqlStore
-from worker.sync.endings import (
+from worker.sync.full_read import report_full_read, verdict_for
+from worker.sync.poison import dead_letter
+from worker.sync.preflight import preflight
+from worker.sync.round_trips import TaskStart, begin_task, send_ending, slice_ending
+from worker.sync.slice import SliceResult, SliceTarget, sync_slice
+from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
+from worker.sync.task_failures import (
     INTERNAL,
     MAX_MESSAGE_CHARS,
     OPEN_STATUSES,
     is_outage,
     report_unexpected,
 )
-from worker.sync.full_read import report_full_read, verdict_for
-from worker.sync.poison import dead_letter
-from worker.sync.slice import SliceResult, SliceTarget, sync_slice
-from worker.sync.slot_wait import SLOT_WAIT_REASON, SLOT_WAIT_S
-from worker.sync.task_edges import TaskStart, begin_task, send_ending, slice_ending
-from worker.timeutil import utc_now
+from worker.timeutil import unix_to_instant, utc_now
 
 
-class StepOutcome(StrEnum):
+class TaskOutcome(StrEnum):
     """What a task did with its share of a run."""
 
     DONE = "done"  # the run finished
@@ -76,10 +74,10 @@ class StepOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class Step:
-    """The outcome, and the successor's task id when the run continues."""
+class TaskResult:
+    """What one task did with its share of a run, and the successor's task id when it continues."""
 
-    outcome: StepOutcome
+    outcome: TaskOutcome
     run_id: str
     successor_task_id: str | None = None
     resume_from: str | None = None
@@ -108,7 +106,7 @@ def connection_for(store: SqlStore, job: SyncEntityJob) -> Connection:
     return connection
 
 
-def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> Step:
+def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> TaskResult:
     """Do this task's share of the run ``job`` belongs to.
 
     ``retries`` is the task's retry number: with its id it names this
@@ -146,7 +144,7 @@ def run_step(rt: Runtime, job: SyncEntityJob, *, task_id: str, retries: int) -> 
 
 def _dead_letter(
     rt: Runtime, job: SyncEntityJob, run_id: str, me: str, start: TaskStart, *, task_id: str
-) -> Step:
+) -> TaskResult:
     """Give back what the start took, then dead-letter the poison job (never raises).
 
     Freed first, so the pair is free for the next run and ``dead_letter`` sees
@@ -166,8 +164,8 @@ def _dead_letter(
         log.warning("could not free the lease and slot of a poison job (they expire)")
     payload = job.model_dump(mode="json")
     dead_letter(rt, SYNC_ENTITY, payload, start.deliveries, task_id=task_id)
-    return Step(
-        StepOutcome.DEAD_LETTERED,
+    return TaskResult(
+        TaskOutcome.DEAD_LETTERED,
         run_id,
         detail=f"delivered {start.deliveries} times: dead-lettered",
     )
@@ -175,7 +173,7 @@ def _dead_letter(
 
 def _held_step(
     rt: Runtime, job: SyncEntityJob, connection: Connection, run_id: str, me: str, start: TaskStart
-) -> Step:
+) -> TaskResult:
     """The step, with the pair's lease held (and a slot, when ``start.slot``)."""
     entity = job.entity_type.value
     ended = _open_run(rt.store, job, run_id)
@@ -185,7 +183,7 @@ def _held_step(
         if start.slot:
             rt.limits.release_slot(connection.id, me)
         rt.leases.release(connection.id, entity, me)
-        return Step(StepOutcome.SKIPPED, run_id, detail=f"run already {ended}")
+        return TaskResult(TaskOutcome.SKIPPED, run_id, detail=f"run already {ended}")
     if not start.slot:
         # Every slot of this connection is busy: other connections get the workers,
         # and the task that frees a slot wakes this job (worker/sync/slot_wait.py).
@@ -285,9 +283,7 @@ def _slice(
                 base_url=target.base_url,
                 token=target.token,
                 cache_seconds=rt.settings.preflight_cache_seconds,
-                learn=lambda upstream_id: learn_upstream_id(
-                    rt.store, connection.id, upstream_id, base_url=target.base_url
-                ),
+                store=rt.store,
             )
         return sync_slice(
             target,
@@ -308,7 +304,7 @@ def _conclude(
     me: str,
     result: SliceResult,
     ending: list[ScriptCall],
-) -> Step:
+) -> TaskResult:
     """Turn a slice's result into the run's next step.
 
     ``ending`` (the slice's last record and slot release, when the run is
@@ -328,8 +324,8 @@ def _conclude(
         return _park(job, run_id, me, spent, result, store=rt.store, leases=rt.leases)
     if isinstance(stop, RetryLater):
         # The lease stays ours: the retry is this same task (same id), later.
-        return Step(
-            StepOutcome.RETRY,
+        return TaskResult(
+            TaskOutcome.RETRY,
             run_id,
             detail=str(stop),
             retry_after=stop.retry_after,
@@ -349,11 +345,11 @@ def _conclude(
         lease = rt.leases.release_call(job.connection_id, entity, me)
         send_ending(rt, [*ending, lease], job.connection_id)
         log.info("run finished", extra={"run_id": run_id, "pages": result.pages})
-        return Step(StepOutcome.DONE, run_id)
+        return TaskResult(TaskOutcome.DONE, run_id)
     successor = str(uuid.uuid4())
     rt.leases.hand_over(job.connection_id, entity, me, holder_of(run_id, successor))
-    return Step(
-        StepOutcome.CONTINUE,
+    return TaskResult(
+        TaskOutcome.CONTINUE,
         run_id,
         successor_task_id=successor,
         resume_from=result.position,
@@ -361,7 +357,9 @@ def _conclude(
     )
 
 
-def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseException) -> Step:
+def fail_run(
+    rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseException
+) -> TaskResult:
     """Close the run as failed with the error's kind, and free the pair."""
     kind = _kind_of(error)
     message = redact(str(error), limit=MAX_MESSAGE_CHARS)
@@ -372,12 +370,12 @@ def fail_run(rt: Runtime, job: SyncEntityJob, run_id: str, me: str, error: BaseE
         relay(rt.publish, job.connection_id)  # its sync.failed event; the sweep is the fallback
     rt.leases.release(job.connection_id, job.entity_type.value, me)
     connection_log.warning("run failed: %s", message, extra={"kind": kind, "run_id": run_id})
-    return Step(StepOutcome.FAILED, run_id, detail=message)
+    return TaskResult(TaskOutcome.FAILED, run_id, detail=message)
 
 
 def end_unexpectedly(
     rt: Runtime, job: SyncEntityJob, run_id: str, me: str, exc: BaseException
-) -> Step:
+) -> TaskResult:
     """End the run ``failed`` (kind ``internal``) for an error nobody classified."""
     message = redact(f"unexpected {type(exc).__name__}: {exc}", limit=MAX_MESSAGE_CHARS)
     report_unexpected(run_id, message, exc)
@@ -390,7 +388,7 @@ def end_unexpectedly(
     if holder not in (None, me):
         # Another task took the pair meanwhile; if it is this run's, it goes on.
         log.warning("the pair is held by %s now: run %s is left to it", holder, run_id)
-        return Step(StepOutcome.FAILED, run_id, detail=message)
+        return TaskResult(TaskOutcome.FAILED, run_id, detail=message)
     try:
         rt.store.finish_run(run_id, RunStatus.FAILED, error_kind=INTERNAL, error_message=message)
     finally:
@@ -398,7 +396,7 @@ def end_unexpectedly(
         # housekeeping finds the quiet run and sends it again.
         rt.leases.release(job.connection_id, entity, me)
     connection_log.warning("run failed: %s", message, extra={"kind": INTERNAL, "run_id": run_id})
-    return Step(StepOutcome.FAILED, run_id, detail=message)
+    return TaskResult(TaskOutcome.FAILED, run_id, detail=message)
 
 
 def _kind_of(error: BaseException) -> str:
@@ -420,7 +418,7 @@ def _park(
     *,
     store: SqlStore,
     leases: Leases,
-) -> Step:
+) -> TaskResult:
     """Park the job until the deferral's time; it burns no retry and holds no lease.
 
     ``progress`` is how far the slice read; None (no slice ran) keeps the
@@ -442,7 +440,7 @@ def _park(
         )
     )
     leases.release(job.connection_id, job.entity_type.value, me)
-    return Step(StepOutcome.DEFERRED, run_id, detail=deferral.reason, parked_until=due_at)
+    return TaskResult(TaskOutcome.DEFERRED, run_id, detail=deferral.reason, parked_until=due_at)
 
 
 class Renewer:
@@ -468,7 +466,7 @@ def _token(secrets: SecretBox, connection: Connection) -> str:
     return secrets.decrypt(connection.token_ciphertext)
 
 
-def _skip(store: SqlStore, job: SyncEntityJob, holder: str, run_id: str) -> Step:
+def _skip(store: SqlStore, job: SyncEntityJob, holder: str, run_id: str) -> TaskResult:
     running_run, _ = parse_holder(holder)
     if running_run == run_id:
         # A stale copy of this run's task (redelivered after its slice was
@@ -476,10 +474,12 @@ def _skip(store: SqlStore, job: SyncEntityJob, holder: str, run_id: str) -> Step
         # in the task holding the lease. Recording anything here would end
         # the very run that is still going.
         log.info("a later task of run %s holds the pair: this copy stands down", run_id)
-        return Step(StepOutcome.SKIPPED, run_id, detail="a later task of this run holds the pair")
+        return TaskResult(
+            TaskOutcome.SKIPPED, run_id, detail="a later task of this run holds the pair"
+        )
     message = f"already running as run {running_run}"
     if store.skip_queued_run(run_id, coalesced_into=running_run, message=message):
-        return Step(StepOutcome.SKIPPED, run_id, detail=message)
+        return TaskResult(TaskOutcome.SKIPPED, run_id, detail=message)
     skipped = Run(
         id=str(uuid.uuid4()),
         connection_id=job.connection_id,
@@ -494,4 +494,4 @@ def _skip(store: SqlStore, job: SyncEntityJob, holder: str, run_id: str) -> Step
         error_message=message,
     )
     store.record_run(skipped)
-    return Step(StepOutcome.SKIPPED, skipped.id, detail=skipped.error_message)
+    return TaskResult(TaskOutcome.SKIPPED, skipped.id, detail=skipped.error_message)

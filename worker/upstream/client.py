@@ -22,9 +22,14 @@ import httpcore
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.errors import AuthFailed, BadRequest, BadResponse, Unavailable, UpstreamError
-from worker.resilience.backoff import parse_retry_after
-from worker.resilience.classify import error_for_status
+from worker.errors import (
+    AuthFailed,
+    BadRequest,
+    BadResponse,
+    Unavailable,
+    UpstreamError,
+    error_for_status,
+)
 from worker.settings import Settings
 from worker.upstream.http_edge import (
     ACCEPT_ENCODING,
@@ -36,6 +41,7 @@ from worker.upstream.http_edge import (
     loads_bounded,
 )
 from worker.upstream.pagebody import BodyError, parse_list_body
+from worker.upstream.retry_after import parse_retry_after
 
 MAX_RETRY_AFTER_S = 3600.0  # clamp: a wild Retry-After must not park a connection for days
 STATUS_PATH = "/api/integrations/current"

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 
 from worker.coordination import redis_keys
+from worker.events import Event
 from worker.outbox.notifier import Attempt, deliver_pending
 from worker.outbox.transitions import TransitionRecorder
 from worker.resilience.breaker_types import State
 from worker.resilience.guard import StateChange
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
-from worker.store import Connection, Event, SqlStore, open_store
+from worker.store import Connection, SqlStore, open_store
 
 URL = "https://hooks.example/entity-sync"
 

@@ -20,6 +20,7 @@ from worker.errors import (
     Scope,
     Unavailable,
     UpstreamError,
+    error_for_status,
 )
 from worker.resilience import classify as classify_module
 from worker.resilience.classify import (
@@ -33,7 +34,6 @@ from worker.resilience.classify import (
     classify,
     classify_record_problem,
     deferral,
-    error_for_status,
     error_for_sync_status,
 )
 

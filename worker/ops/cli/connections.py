@@ -243,7 +243,7 @@ def cmd_connections_set_webhook(args: argparse.Namespace, settings: Settings) ->
 
 def _opt_in_events(value: str) -> list[str]:
     """``--events``: a comma-separated list of opt-in event types, or ``none``."""
-    from worker.outbox.events import OPT_IN_EVENTS, EventType
+    from worker.events import OPT_IN_EVENTS, EventType
 
     names = [part.strip() for part in value.split(",") if part.strip()]
     if names == ["none"]:

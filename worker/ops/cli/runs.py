@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from worker.events import Event
 from worker.ops.cli.common import (
     EXIT_DEFERRED,
     EXIT_FAILED,
@@ -18,7 +19,7 @@ from worker.ops.cli.common import (
 from worker.ops.status import render_full_reads, render_table, render_upstream, status_rows
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.store import Event, RunStatus
+from worker.store import RunStatus
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,7 +85,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     store = store_for(settings)
     if args.action == "redeliver":
         from worker.client import EntitySyncClient
-        from worker.outbox.relay import relay
+        from worker.outbox.notifier import relay
         from worker.timeutil import utc_now
 
         if not args.event_id:

@@ -22,7 +22,7 @@ from worker.ops.status import UNKNOWN, Health, health_of, upstream_reports
 from worker.resilience.breaker import Breaker, BreakerView
 from worker.settings import get_settings
 from worker.store import ParkedJob, SqlStore
-from worker.store.pairs import PairRow
+from worker.store.pair_status import PairRow
 from worker.timeutil import canonical, parse_instant
 
 STALE_AFTER_INTERVALS = 3

@@ -19,7 +19,7 @@ import redis
 from worker.coordination.lease import holder_of
 from worker.errors import CoordinationError, Kind, StoreError
 from worker.logs import connection_log, log
-from worker.observability.redaction import redact
+from worker.redaction import redact
 from worker.runtime import Runtime
 from worker.store import Run, RunStatus
 from worker.timeutil import utc_now

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from worker.events import Event, EventType, RunSummary, build_held_event, build_run_event
 from worker.store.base import StoreBase, Tx, translated
 from worker.store.held_deletions import Reconciliation, reconcile_full_read
-from worker.store.models import Event, FullReadEvidence, FullReadVerdict, RunStatus
+from worker.store.models import FullReadEvidence, FullReadVerdict, RunStatus
+from worker.store.outbox import insert_event
 from worker.timeutil import utc_now
 
 
@@ -61,9 +63,6 @@ def on_run_end(
             finished_at=finished_at,
             verdict=verdict,
         )
-    from worker.outbox.events import EventType, RunSummary, build_held_event, build_run_event
-    from worker.store.outbox import insert_event
-
     if reconciliation is not None and reconciliation.held_now:
         # A person must decide: this one is sent whatever the connection opted into.
         insert_event(
@@ -122,8 +121,8 @@ def split_events(value: str | None) -> list[str]:
     return [part for part in (value or "").split(",") if part]
 
 
-class ReconcileStore(StoreBase):
-    """Per-connection settings of the opt-in events and the periodic reconciliation."""
+class RunEndStore(StoreBase):
+    """What a run's end reads (the opt-in events, the reconciliation interval) and leaves."""
 
     @translated
     def set_webhook_events(self, connection_id: str, events: Sequence[str]) -> None:

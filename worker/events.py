@@ -1,10 +1,12 @@
-"""Events the integrating service is told about, built from state changes.
+"""The events the integrating service is told about: their types, bodies and outbox row.
 
-An event is written to the store's outbox in the same transaction as the
-transition that caused it (``TransitionRecorder``), so it survives a broker or
-Redis outage and a worker crash; the notifier delivers it as a signed webhook.
-Events fire on transitions, never on failures: one per broken connection,
-however many workers hit the 401.
+What goes out, as ``jobs`` is what comes in: a public contract (docs/webhooks.md).
+The builders are pure, so the store can write an event in the same
+transaction as the change that caused it (a breaker transition through
+``outbox.transitions.TransitionRecorder``, a run's end in ``store/``): it
+survives a broker or Redis outage and a worker crash, and the notifier
+delivers it as a signed webhook. Events fire on transitions, never on
+failures: one per broken connection, however many workers hit the 401.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from worker.resilience.breaker_types import State
-from worker.store.models import Event
 from worker.timeutil import parse_instant, utc_now
 
 
@@ -36,6 +36,34 @@ class EventType(StrEnum):
 # Delivered only to connections that asked for them (`connections set-webhook
 # ... --events`); the connection-state events above always are.
 OPT_IN_EVENTS = frozenset({EventType.SYNC_COMPLETED, EventType.SYNC_FAILED})
+
+
+class EventStatus(StrEnum):
+    """Where an outbox event stands."""
+
+    PENDING = "pending"  # not delivered yet (attempts > 0: failed so far, retrying)
+    DELIVERED = "delivered"
+    DEAD = "dead"  # given up on after the retry window; shown in status
+
+
+@dataclass(frozen=True)
+class Event:
+    """One outbox event: what the integrating service is told, and its delivery."""
+
+    id: str
+    type: str
+    connection_id: str
+    entity_type: str | None
+    created_at: str
+    body_json: str
+    status: str = EventStatus.PENDING
+    attempts: int = 0
+    next_attempt_at: str = ""
+    first_attempt_at: str | None = None
+    last_error: str | None = None
+    delivered_at: str | None = None
+    seq: int = 0
+    requeued_at: str | None = None  # queued again by an operator: its retry clock starts here
 
 
 @dataclass(frozen=True)
@@ -213,20 +241,3 @@ def build_held_event(
 
 # Which transitions say something the integrating service must hear.
 PROBLEM_EVENTS = frozenset({EventType.REAUTHORIZATION_REQUIRED, EventType.UNAVAILABLE})
-
-
-def event_for_transition(
-    *, level_is_connection: bool, from_state: State, to_state: State, last_event: str | None
-) -> EventType | None:
-    """The event a transition fires, if any (``last_event``: the subject's latest)."""
-    if level_is_connection:
-        if to_state is State.HALTED:
-            return EventType.REAUTHORIZATION_REQUIRED
-        if to_state is State.CLOSED and last_event in {e.value for e in PROBLEM_EVENTS}:
-            return EventType.RECOVERED
-        return None
-    if to_state is State.BLOCKED:
-        return EventType.ACCESS_LOST
-    if from_state is State.BLOCKED and to_state is State.CLOSED:
-        return EventType.ACCESS_RESTORED
-    return None

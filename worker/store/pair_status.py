@@ -23,7 +23,7 @@ _RUN_COLUMNS = (
 # Integers past int()'s 4,300 digits come back as Decimal instead of failing the read.
 
 
-class PairsStore(RegistryStore):
+class PairStatusStore(RegistryStore):
     """Reads of every pair's counters, cursor and last run."""
 
     @translated

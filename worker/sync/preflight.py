@@ -1,8 +1,13 @@
-"""Learning which connection an upstream connection id names (at the preflight).
+"""Ask the status endpoint before a run, through the guard, and cache a good answer.
 
-The unified API's webhooks name a connection by the ``id`` its status
-endpoint returns. Every preflight (and the slow probe of a halted
-connection) reports that id here with the base URL it asked; the store maps
+A connection whose status says ``fail`` needs re-authorisation and halts
+before a single list page is requested; ``error`` means the source system is
+down, which counts against the connection's breaker. A healthy answer is
+cached in Redis briefly, so a fan-out of eight entity types asks once.
+
+The answer also names the connection as the unified API's webhooks do: its
+``id``. Every preflight (and the slow probe of a halted connection) reports
+that id to ``learn_upstream_id`` with the base URL it asked; the store maps
 it per normalised base URL (``worker/store/upstream_ids.py``), so an event the
 receiver takes from one API never reaches a connection of another, and one
 id at one API names at most one connection. A second connection reporting an
@@ -13,11 +18,58 @@ connection, or something between us and the API rewriting ids.
 
 from __future__ import annotations
 
+import redis
+
+from worker.coordination import redis_keys
+from worker.coordination.scripts import coordination
 from worker.errors import StoreError
 from worker.logs import connection_log, log
 from worker.operator_input import upstream_base
+from worker.resilience.classify import Where, error_for_sync_status
+from worker.resilience.guard import Guard
 from worker.store import SqlStore
 from worker.store.upstream_ids import Learned, Learning
+from worker.upstream.client import UpstreamClient
+
+
+def preflight(
+    *,
+    guard: Guard,
+    client: UpstreamClient,
+    cache: redis.Redis,
+    connection_id: str,
+    base_url: str,
+    token: str,
+    cache_seconds: float,
+    store: SqlStore,
+) -> None:
+    """Raise what the guard decides when the connection is not healthy.
+
+    The status endpoint's ``id`` of the connection (the id the unified API's
+    webhooks name it by) is learned even when the status says ``fail``.
+    """
+    key = redis_keys.preflight(connection_id)
+    with coordination(f"preflight of {connection_id}"):
+        if cache.exists(key):
+            return
+
+    def ask() -> str:
+        status = client.status(base_url, token)
+        learn_upstream_id(store, connection_id, status.id, base_url=base_url)
+        problem = error_for_sync_status(status.sync_status)
+        if problem is not None:
+            raise problem
+        return status.sync_status
+
+    sync_status = guard.call(None, Where.STATUS, ask)
+    with coordination(f"preflight of {connection_id}"):
+        cache.set(key, sync_status, px=max(1, int(cache_seconds * 1000)))
+
+
+def forget_preflight(cache: redis.Redis, connection_id: str) -> None:
+    """Drop the cached answer (after a new token, say)."""
+    with coordination(f"preflight of {connection_id}"):
+        cache.delete(redis_keys.preflight(connection_id))
 
 
 def learn_upstream_id(
