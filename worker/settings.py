@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     lease_ttl: PositiveSeconds = 300.0  # a crashed run blocks its pair at most this long
     # A running run with no task start, page or lease for this long lost its
     # next task (a broker restarted empty, a crash in kombu's pop-to-unacked
-    # window): housekeeping sends it again from its saved cursor.
+    # window): housekeeping sends it again from its saved cursor. Must exceed LEASE_TTL.
     stalled_run_seconds: PositiveSeconds = 900.0
     # The broker hands an unacknowledged task to another worker after this long.
     visibility_timeout: PositiveSeconds = 3600.0
