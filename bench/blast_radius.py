@@ -382,8 +382,8 @@ def _report(
     section.text(
         "Run (b1) is the mix again with `ENTITY_SYNC_MAX_CONCURRENCY=1`: each connection has "
         "one request in flight at most, from its first request on, instead of one per entity "
-        'type up to 4 (README, "Rate and concurrency"; per connection: `connections limits ID '
-        "--max-concurrency 1`)."
+        'type up to 4 (docs/operating.md, "Rate and concurrency"; per connection: '
+        "`connections limits ID --max-concurrency 1`)."
     )
     inside = median([o.inside_retry_after for o in es_b])
     if inside > 0:

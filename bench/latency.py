@@ -125,7 +125,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
     if threads16 and recommended != Pool("threads", 16):
         t16 = median([o.seconds for o in threads16])
         section.text(
-            f"The README recommends `--pool=threads --concurrency=16`: {t16:.1f} s here, "
+            f"docs/operating.md recommends `--pool=threads --concurrency=16`: {t16:.1f} s here, "
             f"{t16 / best[0]:.2f}x the fastest. Past 16, more slots only help while there "
             "are more pairs with pages to fetch than slots; beyond that CPU (one process, "
             "the GIL, shared with the sandbox on 2 cores) is the limit, not latency."

@@ -1,6 +1,6 @@
 """8. Scale-out: 1, 2 and 4 worker processes, RabbitMQ as the broker, PostgreSQL as the store.
 
-Each configuration is ``entity-sync workers --processes N`` (README, "One
+Each configuration is ``entity-sync workers --processes N`` (docs/operating.md, "One
 worker process per core": N Celery workers ``--pool=threads
 --concurrency=16``, node names s<i>@host) syncing every connection at once,
 against the limit measured with as many fetching processes. Besides
@@ -61,7 +61,7 @@ from bench.throughput import ENTITY_TYPES, Shape, warm
 from worker.testing.sandbox import running_sandbox
 
 PROCESSES = (1, 2, 4)
-DEFAULT_STACK = (1, 2)  # the README's defaults, Redis broker and SQLite, for comparison
+DEFAULT_STACK = (1, 2)  # the default stack, Redis broker and SQLite, for comparison
 CHART = ROOT / "docs" / "scale-out.svg"
 
 
@@ -94,7 +94,7 @@ class ScaleOutcome:
 
 
 def start_workers(env: BenchEnv, processes: int, name: str) -> Proc:
-    """``entity-sync workers --processes N``, as the README runs it; waits for every ``ready.``."""
+    """``entity-sync workers --processes N`` (docs/operating.md); waits for every ``ready.``."""
     command = [
         sys.executable, "-m", "worker.ops.cli", "workers", "--processes", str(processes),
         "--name-prefix", f"s{uuid.uuid4().hex[:4]}", "--", f"--concurrency={CONCURRENCY}",
@@ -198,7 +198,7 @@ def default_stack_run(
     redis_client: redis.Redis,
     name: str,
 ) -> tuple[float, float]:
-    """(records/s, fairness) with the README's defaults: one Redis as broker and
+    """(records/s, fairness) with the default stack: one Redis as broker and
     coordination, a SQLite store (one writer at a time, whatever the processes)."""
     redis_client.flushall()
     with fresh_store("sqlite", name) as spec:
@@ -340,7 +340,7 @@ def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:
         "(MEMORY USAGE of each key, summed)."
     )
     section.text(
-        "The README's default stack for comparison (one Redis as broker and coordination, "
+        "The default stack for comparison (one Redis as broker and coordination, "
         "a SQLite store, which takes one writer at a time), same data and limits, run "
         "right after the row of as many processes above:"
     )

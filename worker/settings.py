@@ -36,35 +36,37 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # Where things live.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str | None = None  # defaults to redis_url
-    store_url: str = "sqlite:///var/entity-sync.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # coordination: leases, breakers, limits
+    broker_url: str | None = None  # the Celery broker (Redis or AMQP); default: REDIS_URL
+    store_url: str = "sqlite:///var/entity-sync.db"  # sqlite:///PATH or postgresql://...
+    # The unified API of a connection registered without --upstream-url.
     upstream_url: str = "http://127.0.0.1:8900"
 
     # Secrets: comma-separated Fernet keys, newest first (older ones only decrypt).
-    secret_key: SecretStr | None = None
+    secret_key: SecretStr | None = None  # required by workers: tokens are encrypted with it
 
     # Upstream HTTP behaviour.
-    connect_timeout: PositiveSeconds = 5.0
-    read_timeout: PositiveSeconds = 30.0
-    request_deadline: PositiveSeconds = 60.0  # whole request, trickling servers included
+    connect_timeout: PositiveSeconds = 5.0  # to open a connection to the unified API
+    read_timeout: PositiveSeconds = 30.0  # the longest wait for the next bytes of an answer
+    request_deadline: PositiveSeconds = 60.0  # over connect, TLS, headers and body
+    # An answer larger than this, decoded (gzip and deflate inflated), is refused.
     max_response_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
-    page_size: Annotated[int, Field(ge=1, le=100)] = 100
-    pool_size: Annotated[int, Field(ge=1, le=1000)] = 20
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100  # per_page of each list request
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 20  # HTTP connections kept per process
 
     # Bounded work per task: continue in a new task after this many pages or seconds.
-    pages_per_task: Annotated[int, Field(ge=1, le=10_000)] = 50
-    task_time_budget: PositiveSeconds = 120.0
+    pages_per_task: Annotated[int, Field(ge=1, le=10_000)] = 50  # pages in one task
+    task_time_budget: PositiveSeconds = 120.0  # seconds of one task before it hands over
     # A tie group (records sharing one updatedAt) is only left behind once it is
     # this much older than the upstream's clock, so late writers cannot join it.
     tie_settle_seconds: PositiveSeconds = 2.0
-    max_tie_passes: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_tie_passes: Annotated[int, Field(ge=1, le=1000)] = 20  # re-reads of one tie group
     # A run reads changes up to the upstream's clock at its first page plus this
-    # margin, then ends; later changes are the next run's (worker/sync/pager.py).
+    # margin, then ends; later changes are the next run's.
     run_horizon_margin_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5.0
 
     # Scheduling: every connection syncs this often unless it has its own interval.
-    sync_interval_seconds: Annotated[int, Field(ge=1, le=7 * 86_400)] = 900
+    sync_interval_seconds: Annotated[int, Field(ge=1, le=7 * 86_400)] = 900  # the default interval
     schedule_enabled: bool = True  # false: only requested syncs run (tests, maintenance)
     # A scheduled sync becomes a full read (a reconciliation, which finds keys the
     # source deleted for real) when an entity type had none for this long.
@@ -75,78 +77,88 @@ class Settings(BaseSettings):
     # or an operator decides (`entity-sync deletions`). Per connection:
     # `connections deletion-guard ID`.
     deletion_guard_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    # ... and more than this many records (or all of them): the guard's second part.
     deletion_guard_min_records: Annotated[int, Field(ge=0, le=10_000_000)] = 20
+    # A complete read at least this long after a hold applies the keys it still misses.
     deletion_confirm_after_seconds: Annotated[int, Field(ge=0, le=366 * 86_400)] = 3600
     # The broker may hand out a message again after a crash; past this many
     # deliveries it is a poison job and is dead-lettered instead of run.
     max_deliveries: Annotated[int, Field(ge=1, le=100)] = 5
 
     # Coordination.
-    lease_ttl: PositiveSeconds = 300.0
+    lease_ttl: PositiveSeconds = 300.0  # a crashed run blocks its pair at most this long
     # A running run with no task start, page or lease for this long lost its
     # next task (a broker restarted empty, a crash in kombu's pop-to-unacked
-    # window): housekeeping sends it again from its saved cursor.
+    # window): housekeeping sends it again from its saved cursor. Must exceed LEASE_TTL.
     stalled_run_seconds: PositiveSeconds = 900.0
+    # The broker hands an unacknowledged task to another worker after this long.
     visibility_timeout: PositiveSeconds = 3600.0
     # Beat sends one housekeeping tick this often; the tick runs every step that
-    # is due (worker/sync/housekeeping.py). A worker that sees no beat heartbeat for
-    # beat_stale_seconds warns once: long deferrals wait for beat.
+    # is due. A worker that sees no beat heartbeat for beat_stale_seconds warns
+    # once: long deferrals wait for beat.
     housekeeping_tick_seconds: Annotated[float, Field(ge=0.5, le=60)] = 5.0
-    beat_stale_seconds: PositiveSeconds = 120.0
+    beat_stale_seconds: PositiveSeconds = 120.0  # no beat heartbeat this long: warn
 
     # Breakers (worker.resilience.breaker): trip on a failure rate over a window once
     # enough calls were made, or on consecutive failures for low volume.
-    breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
-    breaker_min_calls: Annotated[int, Field(ge=1, le=10_000)] = 10
+    breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5  # failure share that trips it
+    breaker_min_calls: Annotated[int, Field(ge=1, le=10_000)] = 10  # calls before the rate counts
+    # Failures in a row that trip it, whatever the rate.
     breaker_consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
-    breaker_base_open_seconds: PositiveSeconds = 5.0
-    breaker_max_open_seconds: PositiveSeconds = 600.0
-    block_reprobe_seconds: PositiveSeconds = 1800.0
-    max_pause_seconds: PositiveSeconds = 3600.0
-    preflight_cache_seconds: PositiveSeconds = 30.0
+    breaker_base_open_seconds: PositiveSeconds = 5.0  # first open time; doubles, full jitter
+    breaker_max_open_seconds: PositiveSeconds = 600.0  # the longest open time
+    block_reprobe_seconds: PositiveSeconds = 1800.0  # a blocked entity type is probed again
+    max_pause_seconds: PositiveSeconds = 3600.0  # a Retry-After is clamped to this
+    preflight_cache_seconds: PositiveSeconds = 30.0  # a status answer is reused this long
 
     # Per-connection limits (defaults; `entity-sync connections limits` overrides).
-    rate_per_second: Annotated[float, Field(gt=0, le=10_000)] = 10.0
-    rate_burst: Annotated[int, Field(ge=1, le=10_000)] = 10
-    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    rate_per_second: Annotated[float, Field(gt=0, le=10_000)] = 10.0  # requests per second
+    rate_burst: Annotated[int, Field(ge=1, le=10_000)] = 10  # requests allowed at once
+    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4  # tasks of one connection at once
 
-    # Transient failures retry with capped full-jitter backoff, this many times.
-    max_retries: Annotated[int, Field(ge=0, le=100)] = 8
-    retry_backoff_cap_seconds: Annotated[float, Field(gt=0, le=60)] = 60.0
-    # Retries a connection may spend per minute: a reserve plus a share of its requests.
+    # Retries: transient failures retry with capped full-jitter backoff.
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 8  # retries of one task
+    retry_backoff_cap_seconds: Annotated[float, Field(gt=0, le=60)] = 60.0  # the longest backoff
+    # Retries a connection may spend per minute, whatever its requests ...
     retry_budget_reserve: Annotated[int, Field(ge=0, le=10_000)] = 10
+    # ... plus this share of its requests in that minute.
     retry_budget_ratio: Annotated[float, Field(ge=0, le=10)] = 0.2
 
-    # Webhooks (worker.outbox.notifier): signed with the connection's secret, else this one.
+    # Webhooks (worker.outbox.notifier): signed with the connection's secret, else the global one.
+    #
+    # The global signing secret, at least 16 bytes. Every connection without its own
+    # shares it, so their receivers could forge events to one another (docs/webhooks.md).
     webhook_secret: SecretStr | None = None
     # Rotating the global secret: the previous one signs next to it until then.
     webhook_secret_previous: SecretStr | None = None
-    webhook_secret_previous_until: datetime | None = None
+    webhook_secret_previous_until: datetime | None = None  # its end: an instant with its offset
     # `connections set-webhook --secret-stdin`: how long the replaced secret still signs.
     webhook_secret_rotation_seconds: Annotated[int, Field(ge=0, le=30 * 86_400)] = 86_400
-    webhook_default_url: str | None = None
+    webhook_default_url: str | None = None  # for connections without a webhook URL
     webhook_allow_http: bool = False  # local development only
     webhook_allow_private: bool = False  # loopback/private targets: local development only
-    webhook_timeout: PositiveSeconds = 10.0
+    webhook_timeout: PositiveSeconds = 10.0  # one delivery attempt
     webhook_max_age_seconds: PositiveSeconds = 86_400.0  # then the event is dead-lettered
-    webhook_retry_base_seconds: PositiveSeconds = 5.0
-    webhook_retry_cap_seconds: PositiveSeconds = 3600.0
+    webhook_retry_base_seconds: PositiveSeconds = 5.0  # first wait between attempts
+    webhook_retry_cap_seconds: PositiveSeconds = 3600.0  # longest wait between attempts
     # A connection whose breaker stays open this long fires connection.unavailable.
     unavailable_after_seconds: PositiveSeconds = 300.0
 
-    # Retention: run history, transitions, the schedule log and delivered events
-    # are deleted after this many days; dead events (never delivered) after their
-    # own, longer, period. Pending events and what is still live are never deleted.
+    # Retention: history is deleted once old; dead events (never delivered) are
+    # kept longer. Pending events and what is still read are never deleted.
+    #
+    # Runs, transitions, the schedule log and delivered events: deleted after this many days.
     history_retention_days: Annotated[float, Field(gt=0, le=3650)] = 14.0
+    # Dead events are kept this many days (at least the history's period).
     dead_event_retention_days: Annotated[float, Field(gt=0, le=3650)] = 90.0
-    retention_batch_size: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    retention_batch_size: Annotated[int, Field(ge=10, le=100_000)] = 1000  # rows per transaction
 
     # Webhooks the unified API sends (`entity-sync receiver`, worker/inbound/actions.py):
-    # comma-separated secrets, the current one first; any of them verifies, so a
-    # rotation keeps the old one listed until the sender uses the new one.
-    upstream_webhook_secret: SecretStr | None = None
-    receiver_host: str = "127.0.0.1"
-    receiver_port: Annotated[int, Field(ge=1, le=65_535)] = 8902
+    # its secret may be several, comma-separated, the current one first; any of them
+    # verifies, so a rotation keeps the old one listed until the sender uses the new one.
+    upstream_webhook_secret: SecretStr | None = None  # required by the receiver
+    receiver_host: str = "127.0.0.1"  # where `entity-sync receiver` listens
+    receiver_port: Annotated[int, Field(ge=1, le=65_535)] = 8902  # and on which port
     # A body larger than this is refused unread (413); the upstream's events are small.
     upstream_webhook_max_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
     # How long a connection.status_changed "offline" opens the connection's breaker
@@ -173,17 +185,18 @@ class Settings(BaseSettings):
     upstream_unmapped_retention_seconds: PositiveSeconds = 86_400.0
 
     # The read-only health dashboard (`entity-sync dashboard`): loopback by default.
-    dashboard_host: str = "127.0.0.1"
-    dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901
-    # A client silent this long is dropped; a request (line and headers) must
-    # arrive within the deadline; more connections than this at once are closed.
+    dashboard_host: str = "127.0.0.1"  # where `entity-sync dashboard` listens
+    dashboard_port: Annotated[int, Field(ge=1, le=65_535)] = 8901  # and on which port
+    # A client silent this long is dropped.
     dashboard_socket_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10.0
+    # A request (line and headers) must arrive whole within this.
     dashboard_request_deadline_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # More connections than this at once are closed unanswered.
     dashboard_max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
 
     # Operations.
-    log_level: str = "INFO"
-    sentry_dsn: SecretStr | None = None
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR or CRITICAL; JSON lines on stderr
+    sentry_dsn: SecretStr | None = None  # workers and beat report to Sentry; unset: nothing sent
 
     @property
     def effective_broker_url(self) -> str:

@@ -148,11 +148,11 @@ def test_redis_keeps_an_append_only_file_on_a_volume() -> None:
 def test_worker_uses_the_recommended_pool() -> None:
     command = load_compose({})["services"]["worker"]["command"]
     assert "--pool=threads" in command  # BENCHMARKS.md: prefork can't reach I/O concurrency
-    assert "--concurrency=16" in command  # the README's recommendation
+    assert "--concurrency=16" in command  # docs/operating.md's recommendation
 
 
 def test_worker_scales_by_replicas_and_gets_time_for_a_warm_shutdown() -> None:
-    """One worker process per core: one replica each (README, "One worker process per core")."""
+    """One worker process per core: one replica each (docs/operating.md, "Queues, workers")."""
     assert load_compose({})["services"]["worker"]["deploy"]["replicas"] == "1"
     four = load_compose({"ENTITY_SYNC_WORKER_REPLICAS": "4"})["services"]["worker"]
     assert int(four["deploy"]["replicas"]) == 4

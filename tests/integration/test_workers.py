@@ -1,4 +1,4 @@
-"""`entity-sync workers --processes 2`, started the way the README says, with real
+"""`entity-sync workers --processes 2`, started the way docs/operating.md says, with real
 Celery workers and the test run's own Redis: both processes take work, a dead
 one is started again, and one SIGTERM to the supervisor ends them all."""
 
@@ -81,7 +81,7 @@ def test_two_worker_processes_share_the_work_and_sigterm_ends_them_all(
                 },
             )
             env.add_connection(f"c{i}", token, ENTITY_TYPES)
-        # The README's command, with two slots each so that both must take work.
+        # docs/operating.md's command, with two slots each so that both must take work.
         command = [
             sys.executable, "-m", "worker.ops.cli", "workers", "--processes", "2",
             "--name-prefix", prefix, "--", "--concurrency=2",

@@ -7,7 +7,7 @@ Flower and ``celery inspect`` tell them apart), restarts a child that dies,
 and on SIGTERM or SIGINT asks every child for Celery's warm shutdown (SIGTERM:
 finish the running tasks, take no new ones) and exits when they have ended.
 A second signal asks for a cold shutdown (SIGQUIT: running tasks are
-abandoned; acks late puts them back in the queue, README "Crash safety").
+abandoned; acks late puts them back in the queue, docs/operating.md "Crash safety").
 
 Why a supervisor of our own rather than ``celery multi``: ``multi`` starts
 daemons and returns, so nothing restarts a dead child and a service manager
@@ -33,7 +33,7 @@ from worker.jobs import ALL_QUEUES
 
 log = logging.getLogger("entity_sync.workers")
 
-# What `make worker` and the README recommend for one process (BENCHMARKS.md,
+# What `make worker` and docs/operating.md recommend for one process (BENCHMARKS.md,
 # latency-bound pools): the work is I/O bound, so threads, 16 slots.
 DEFAULT_WORKER_ARGS = (
     "--pool=threads",

@@ -11,7 +11,7 @@ its breaker state, freshness lag and record counts. Everything else is per
 connection (runs, failures, pages, breaker window and transitions, parked
 jobs) or global (pairs by state, events), and a per-pair count that is zero
 (deleted, quarantined) is left out. At 1,000 connections of 8 entity types
-that is about 38,000 samples instead of 97,000 (README, "Metrics").
+that is about 38,000 samples instead of 97,000 (docs/operating.md, "Metrics").
 
 There is no per-request counter anywhere in entity-sync; "requests by outcome"
 comes from two honest sources instead: the pages every run fetched and
@@ -140,7 +140,7 @@ def _label_value(value: str) -> str:
 
 
 def families(grid: Grid, totals: Totals) -> list[Family]:
-    """Every metric the dashboard exports (the table in the README's "Metrics")."""
+    """Every metric the dashboard exports (the table in docs/operating.md, "Metrics")."""
     return [*_grid_families(grid), *_store_families(totals)]
 
 
