@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import running_sandbox
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.store import RunStatus
-from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def _env(tmp_path: Path, upstream_url: str) -> Env:
 def test_a_worker_without_beat_finishes_a_rate_limited_sync(
     tmp_path: Path, test_redis: Any, worker_factory: list[WorkerProcess]
 ) -> None:
-    # Under 300 records: no bulk-import tie group (worker/sandbox/records.py).
+    # Under 300 records: no bulk-import tie group (harness/sandbox/records.py).
     sizes = {"assets": 280, "work-orders": 260}
     with running_sandbox(preset="empty") as sandbox:
         sandbox.put_connection(

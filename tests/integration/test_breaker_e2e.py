@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.integration.test_scenarios import (
     RETRY_AFTER_S,
     assert_only_requests_in_flight_landed_inside,
@@ -33,7 +34,6 @@ from worker.resilience.connection_limits import apply_limits
 from worker.runtime import Runtime
 from worker.secrets import SecretBox
 from worker.store import Connection, RunStatus, TransitionRecord
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import parse_instant
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Model-based test: random sequences of breaker operations against real Redis
 (DB 15) agree, step by step, with a small Python model of the state machine
-(``worker.testing.memory_breaker.Model``, which the fast guard tests run on
+(``harness.testing.memory_breaker.Model``, which the fast guard tests run on
 as ``MemoryBreaker``: this test is what keeps them honest).
 
 Time: Redis TIME cannot be faked, so every script takes an optional clock
@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from harness.testing.memory_breaker import Model
 from tests.support import SCRIPTS_REDIS_URL
 from worker.errors import Kind, Scope
 from worker.resilience.breaker import (
@@ -41,7 +42,6 @@ from worker.resilience.breaker import (
     Outcome,
 )
 from worker.resilience.limits import RatePolicy
-from worker.testing.memory_breaker import Model
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import running_sandbox
 from tests.support import Env, WorkerProcess
-from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 

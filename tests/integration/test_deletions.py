@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from harness.testing.receiver import STANDARD, WebhookReceiver
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.outbox.webhooks import new_secret
 from worker.store import Connection, PageCommit, RecordRow, Run, RunStatus, SqlStore, open_store
 from worker.store.models import FullReadVerdict, QuarantinedRecord
-from worker.testing.receiver import STANDARD, WebhookReceiver
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration

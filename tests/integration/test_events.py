@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.jobs import SYNC_ENTITY
 from worker.outbox.events import EventReason, EventType, build_event
 from worker.store import RunStatus
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

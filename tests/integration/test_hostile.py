@@ -1,6 +1,6 @@
 """A hostile upstream: odd records mixed into good data, synced by a real worker, both stores.
 
-The sandbox serves the classes of worker/sandbox/hostile.py (what old ERP
+The sandbox serves the classes of harness/sandbox/hostile.py (what old ERP
 systems really hold) over real HTTP. Whatever the mix, every run ends
 succeeded, every good record lands as received, every odd one is stored as
 docs/records.md says or quarantined with a reason, and a clean connection
@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from harness.sandbox.config import parse_config
+from harness.sandbox.hostile import CLASSES
+from harness.sandbox.presets import preset
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.odd_records import HostileAudit, audit_hostile
 from tests.support import Env, WorkerProcess, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.sandbox.config import parse_config
-from worker.sandbox.hostile import CLASSES
-from worker.sandbox.presets import preset
 from worker.store import RunStatus
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -23,13 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WorkerProcess, wait_for
 from worker.client import EntitySyncClient
 from worker.coordination.lease import Leases
 from worker.jobs import SYNC_ENTITY
 from worker.secrets import SecretBox
 from worker.store import Connection, RunStatus
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

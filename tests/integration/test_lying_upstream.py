@@ -3,7 +3,7 @@
 Issue 19's table, on both stores, with a real worker and the sandbox over
 real HTTP: after an honest first sync, the sandbox starts to lie (an empty
 answer, a first page cut short, a lagging replica, the same while the status
-says ``inprogress``, records without ``key``; worker/sandbox/lies.py) and
+says ``inprogress``, records without ``key``; harness/sandbox/lies.py) and
 ``entity-sync sync ID --entity T --full --wait`` runs as an operator would.
 The run still ends ``succeeded`` (exit 0): it stores what it read and marks
 no record deleted by reconciliation. An honest hard delete of 7 keys in 465,
@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WorkerProcess
 from worker.store import SqlStore
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

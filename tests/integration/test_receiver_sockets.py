@@ -27,8 +27,8 @@ from typing import IO
 
 import pytest
 
+from harness.testing.slow_clients import Crowd
 from tests.support import ROOT, Env, wait_for
-from worker.testing.slow_clients import Crowd
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WorkerProcess, wait_for
 from worker.store import Connection, Run, RunStatus, open_store
 from worker.sync.reconciliation import reconciliation_due
 from worker.sync.schedule import offset_s
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import parse_instant, utc_now
 
 pytestmark = pytest.mark.integration

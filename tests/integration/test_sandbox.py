@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.testing.sandbox import SandboxHandle, running_sandbox
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The sandbox's lies over real HTTP: answers that look complete while records are missing.
 
-Each lie (worker/sandbox/lies.py) is switched on at run time through the
+Each lie (harness/sandbox/lies.py) is switched on at run time through the
 control API, on page 1 and later pages, under ``filter[updatedAt:gteq]``,
 ``filter[updatedAt:lt]`` and both, as a keyset client asks. The truth under
 the lie stays intact; an honest hard delete is shown as the real thing.
@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from worker.sandbox.lies import in_replica
-from worker.sandbox.presets import preset
-from worker.testing.sandbox import SandboxError, SandboxHandle, running_sandbox
+from harness.sandbox.lies import in_replica
+from harness.sandbox.presets import preset
+from harness.testing.sandbox import SandboxError, SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

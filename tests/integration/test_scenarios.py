@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import REDIS_URL, Env, WorkerProcess, postgres_schema
 from worker.client import EntitySyncClient
 from worker.resilience.breaker import BreakerView, State
@@ -33,7 +34,6 @@ from worker.runtime import Runtime
 from worker.secrets import SecretBox
 from worker.store import Connection, Run, RunStatus, SqlStore, TransitionRecord
 from worker.store.models import TERMINAL_STATUSES
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
 pytestmark = pytest.mark.integration

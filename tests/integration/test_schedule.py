@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import running_sandbox
 from tests.support import ROOT, Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.jobs import SYNC_QUEUE
 from worker.store import Connection, RunStatus
-from worker.testing.sandbox import running_sandbox
 from worker.timeutil import parse_instant
 
 pytestmark = pytest.mark.integration

@@ -26,6 +26,7 @@ from celery.schedules import crontab
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WorkerProcess, wait_for
 from worker.celeryapp.app import BEAT_SCHEDULE
 from worker.client import EntitySyncClient
@@ -49,7 +50,6 @@ from worker.resilience.guard import StateChange
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
 from worker.store import open_store
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import REDIS_URL
 from worker.coordination import redis_keys
 from worker.jobs import SYNC_ENTITY, SyncEntityJob
@@ -22,7 +23,6 @@ from worker.settings import Settings
 from worker.store import Connection, RunStatus
 from worker.sync.runner import StepOutcome, run_step
 from worker.sync.slot_wait import SLOT_WAIT_REASON
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

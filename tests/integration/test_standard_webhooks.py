@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
+from harness.testing.receiver import WebhookReceiver
+from harness.testing.receiver import standard_ok as verifies
 from tests.support import Env
 from worker.outbox.events import EventReason, EventType, build_event
 from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
 from worker.outbox.webhooks import new_secret
 from worker.secrets import SecretBox
-from worker.testing.receiver import WebhookReceiver
-from worker.testing.receiver import standard_ok as verifies
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import Env, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.jobs import SYNC_ENTITY
 from worker.store import Run, RunStatus, SqlStore
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
 pytestmark = pytest.mark.integration

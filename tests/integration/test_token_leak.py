@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.testing.sandbox import running_sandbox
 from tests.support import ROOT, Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 

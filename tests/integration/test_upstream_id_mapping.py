@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from harness.testing.sandbox import running_sandbox
 from tests.integration.test_upstream_webhooks import ReceiverProcess
 from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
@@ -34,7 +35,6 @@ from worker.store.inbound import UpstreamEvent
 from worker.store.schema import BOOTSTRAP, MIGRATIONS
 from worker.store.upstream_ids import Learned
 from worker.sync.recovery import probe
-from worker.testing.sandbox import running_sandbox
 from worker.timeutil import utc_now
 
 pytestmark = pytest.mark.integration

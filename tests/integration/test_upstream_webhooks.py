@@ -16,12 +16,12 @@ from typing import IO, Any
 
 import pytest
 
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.support import ROOT, Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.resilience.breaker import State
 from worker.runtime import Runtime
 from worker.store import RunStatus
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Webhook delivery over real HTTP to a local receiver that checks signatures itself.
 
 Its paths choose how it answers (status codes, redirects, slowness, huge or
-trickling answers), which the shared ``worker.testing.receiver`` does not
+trickling answers), which the shared ``harness.testing.receiver`` does not
 model; the signature check is that module's, written from docs/webhooks.md.
 """
 
@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from harness.testing.receiver import legacy_ok
 from worker.outbox.destinations import validate_webhook_url
 from worker.outbox.webhooks import DeliveryResult, WebhookClient, deliver
-from worker.testing.receiver import legacy_ok
 
 pytestmark = pytest.mark.integration
 

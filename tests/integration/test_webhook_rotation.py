@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import redis
 
+from harness.testing.receiver import WebhookReceiver
+from harness.testing.receiver import legacy_ok as accepts
 from tests.support import Env
 from worker.outbox.events import EventReason, EventType, build_event
 from worker.outbox.notifier import deliver_pending, webhook_client, webhook_sender
 from worker.secrets import SecretBox
-from worker.testing.receiver import WebhookReceiver
-from worker.testing.receiver import legacy_ok as accepts
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from harness.testing.processes import kill_group, spawn
+from harness.testing.sandbox import running_sandbox
 from tests.support import REDIS_URL, Env, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
-from worker.testing.processes import kill_group, spawn
-from worker.testing.sandbox import running_sandbox
 
 pytestmark = pytest.mark.integration
 

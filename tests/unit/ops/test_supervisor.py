@@ -16,7 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from worker.testing.processes import ROOT
+from harness.testing.processes import ROOT
 
 CHILD = textwrap.dedent(
     """

@@ -1,7 +1,7 @@
 """The sandbox: a simulated unified API (docs/upstream-api.md) with named fault scenarios.
 
-Run it with ``python -m worker.sandbox --port 8900 --preset demo``; tests use
-``worker.testing.sandbox.running_sandbox``. See ``README.md`` for the config
+Run it with ``python -m harness.sandbox --port 8900 --preset demo``; tests use
+``harness.testing.sandbox.running_sandbox``. See ``README.md`` for the config
 format, the scenarios and the control API.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.sandbox.config import SandboxConfig, parse_config, read_config_file
-from worker.sandbox.presets import PRESETS, preset
-from worker.sandbox.server import SandboxServer, serve, start_server
+from harness.sandbox.config import SandboxConfig, parse_config, read_config_file
+from harness.sandbox.presets import PRESETS, preset
+from harness.sandbox.server import SandboxServer, serve, start_server
 
 
 def load_config(path_or_preset: str | Path | None) -> SandboxConfig:

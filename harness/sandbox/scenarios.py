@@ -19,10 +19,10 @@ import random
 import time
 from dataclasses import dataclass
 
+from harness.sandbox.clock import ceil_seconds, http_date
+from harness.sandbox.config import ScenarioSpec
+from harness.sandbox.lies import LIES
 from worker.entities import EntityType
-from worker.sandbox.clock import ceil_seconds, http_date
-from worker.sandbox.config import ScenarioSpec
-from worker.sandbox.lies import LIES
 
 # Faults that only make sense on a list of records (the lies of lies.py among them).
 _LIST_ONLY = frozenset({"forbidden", "not_supported", "bad_record", *LIES})

@@ -18,13 +18,13 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker.sandbox.api import ApiRequest, handle_api
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.control import PREFIX as CONTROL_PREFIX
-from worker.sandbox.control import handle_control
-from worker.sandbox.responses import Response
-from worker.sandbox.state import Sandbox
-from worker.sandbox.webhooks import WebhookTarget
+from harness.sandbox.api import ApiRequest, handle_api
+from harness.sandbox.config import SandboxConfig
+from harness.sandbox.control import PREFIX as CONTROL_PREFIX
+from harness.sandbox.control import handle_control
+from harness.sandbox.responses import Response
+from harness.sandbox.state import Sandbox
+from harness.sandbox.webhooks import WebhookTarget
 
 _MAX_BODY = 64 * 1024 * 1024
 _TICK_S = 0.1

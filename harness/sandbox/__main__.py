@@ -1,4 +1,4 @@
-"""``python -m worker.sandbox --host 127.0.0.1 --port 8900 [--config FILE] [--preset NAME]``."""
+"""``python -m harness.sandbox --host 127.0.0.1 --port 8900 [--config FILE] [--preset NAME]``."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from worker.sandbox import load_config, serve
-from worker.sandbox.presets import PRESETS
-from worker.sandbox.webhooks import WebhookTarget
+from harness.sandbox import load_config, serve
+from harness.sandbox.presets import PRESETS
+from harness.sandbox.webhooks import WebhookTarget
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m worker.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", help="JSON config file (see worker/sandbox/README.md)")
+    source.add_argument("--config", help="JSON config file (see harness/sandbox/README.md)")
     source.add_argument("--preset", choices=sorted(PRESETS), help="named config (default demo)")
     parser.add_argument("--webhook-url", help="where to send the unified API's webhooks")
     parser.add_argument("--webhook-secret-file", help="the secret to sign them with")

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from harness.sandbox import hostile, lies
+from harness.sandbox.clock import parse_instant
+from harness.sandbox.config import ScenarioSpec
+from harness.sandbox.connection import Connection, ListQuery
+from harness.sandbox.responses import HTML, Response, error_response, json_response
+from harness.sandbox.scenarios import Verdict
+from harness.sandbox.state import Sandbox
 from worker.entities import EntityType
-from worker.sandbox import hostile, lies
-from worker.sandbox.clock import parse_instant
-from worker.sandbox.config import ScenarioSpec
-from worker.sandbox.connection import Connection, ListQuery
-from worker.sandbox.responses import HTML, Response, error_response, json_response
-from worker.sandbox.scenarios import Verdict
-from worker.sandbox.state import Sandbox
 
 STATUS_PATH = "/api/integrations/current"
 LIST_PREFIX = "/api/eam/"

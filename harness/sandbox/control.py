@@ -12,17 +12,17 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from worker.entities import EntityType
-from worker.sandbox.config import (
+from harness.sandbox.config import (
     ConnectionSpec,
     MutationBatch,
     ScenarioSpec,
     parse_config,
     validate_token,
 )
-from worker.sandbox.responses import Response, error_response, json_response
-from worker.sandbox.state import Sandbox, UnknownToken
-from worker.sandbox.webhooks import WebhookTarget
+from harness.sandbox.responses import Response, error_response, json_response
+from harness.sandbox.state import Sandbox, UnknownToken
+from harness.sandbox.webhooks import WebhookTarget
+from worker.entities import EntityType
 
 PREFIX = "/_sandbox/"
 _SCENARIOS = TypeAdapter(list[ScenarioSpec])

@@ -1,6 +1,6 @@
 """The sandbox's configuration: connections keyed by bearer token.
 
-The JSON form is documented, with an example, in ``worker/sandbox/README.md``.
+The JSON form is documented, with an example, in ``harness/sandbox/README.md``.
 Every model forbids unknown fields so that a typo in a scenario fails loudly
 instead of silently testing nothing.
 """
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.sandbox.clock import format_instant, parse_instant, to_us
+from harness.sandbox.hostile import CLASSES
 from worker.entities import EntityType
-from worker.sandbox.clock import format_instant, parse_instant, to_us
-from worker.sandbox.hostile import CLASSES
 
 ScenarioName = Literal[
     "offline",

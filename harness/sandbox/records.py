@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from harness.sandbox.clock import US_PER_S, format_instant
 from worker.entities import EntityType
-from worker.sandbox.clock import US_PER_S, format_instant
 
 Record = dict[str, Any]
 

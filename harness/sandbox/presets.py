@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from worker.sandbox.config import SandboxConfig, parse_config
+from harness.sandbox.config import SandboxConfig, parse_config
 
 PresetFactory = Callable[[], dict[str, Any]]
 

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.sandbox.clock import format_instant, now_us
+from harness.sandbox.config import ConnectionSpec, MutationBatch
+from harness.sandbox.records import Record, RecordFactory, generate
+from harness.sandbox.scenarios import FaultState, offline_now
+from harness.sandbox.table import EntityTable
 from worker.entities import ALL_ENTITY_TYPES, EntityType
-from worker.sandbox.clock import format_instant, now_us
-from worker.sandbox.config import ConnectionSpec, MutationBatch
-from worker.sandbox.records import Record, RecordFactory, generate
-from worker.sandbox.scenarios import FaultState, offline_now
-from worker.sandbox.table import EntityTable
 
 
 @dataclass(frozen=True)

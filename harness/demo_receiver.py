@@ -13,8 +13,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from harness.testing.sandbox import SandboxHandle
 from worker.outbox.webhooks import SIGNATURE_HEADER, verify
-from worker.testing.sandbox import SandboxHandle
 
 
 class DemoReceiver:

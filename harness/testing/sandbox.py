@@ -1,6 +1,6 @@
 """A sandbox in a subprocess, for tests: ``with running_sandbox(...) as sb: ...``.
 
-The sandbox runs as ``python -m worker.sandbox --port 0`` so tests talk to it
+The sandbox runs as ``python -m harness.sandbox --port 0`` so tests talk to it
 over real HTTP exactly as the worker will, and a hung handler cannot hang the
 test process. The handle wraps the control API.
 """
@@ -148,7 +148,7 @@ def running_sandbox(
     neither, the ``demo`` preset is served.
     """
     with tempfile.TemporaryDirectory(prefix="sandbox-") as tmp:
-        args = [sys.executable, "-m", "worker.sandbox", "--host", "127.0.0.1", "--port", "0"]
+        args = [sys.executable, "-m", "harness.sandbox", "--host", "127.0.0.1", "--port", "0"]
         if config is not None:
             path = Path(tmp) / "config.json"
             path.write_text(json.dumps(config), encoding="utf-8")

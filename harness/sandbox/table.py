@@ -13,9 +13,9 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness.sandbox.clock import format_instant
+from harness.sandbox.records import Record, RecordFactory, key_index
 from worker.entities import EntityType
-from worker.sandbox.clock import format_instant
-from worker.sandbox.records import Record, RecordFactory, key_index
 
 Entry = tuple[int, str]  # (updatedAt in microseconds, key)
 

@@ -21,16 +21,16 @@ from typing import Any
 
 import redis
 
+from harness.demo_receiver import DemoReceiver
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from worker.client import EntitySyncClient
 from worker.coordination.client import redis_client
-from worker.ops.demo_receiver import DemoReceiver
 from worker.ops.status import render_table, status_rows, wait_for_request
 from worker.outbox.webhooks import new_secret
 from worker.runtime import Runtime
 from worker.secrets import SecretBox, generate_key
 from worker.settings import Settings
 from worker.store import Connection, RunStatus, SqlStore, open_store
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 DEMO_DIR = Path("var/demo")
 # Its credentials change after the syncs, and the unified API says so by webhook.

@@ -7,10 +7,10 @@ import threading
 import time
 from typing import Any
 
-from worker.sandbox.config import ConnectionSpec, SandboxConfig, ScenarioSpec
-from worker.sandbox.connection import Connection
-from worker.sandbox.stats import Stats
-from worker.sandbox.webhooks import WebhookSender, WebhookTarget, build_event
+from harness.sandbox.config import ConnectionSpec, SandboxConfig, ScenarioSpec
+from harness.sandbox.connection import Connection
+from harness.sandbox.stats import Stats
+from harness.sandbox.webhooks import WebhookSender, WebhookTarget, build_event
 
 
 class UnknownToken(LookupError):
