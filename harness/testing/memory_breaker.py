@@ -2,7 +2,7 @@
 
 ``Model`` restates the state machine of ``worker.resilience.breaker`` (one
 level per connection and per entity type, probe tokens, the failure-rate
-window, generations, the pause). ``tests/integration/test_breaker_model.py``
+window, generations, the pause). ``tests/integration/breakers/test_breaker_model.py``
 runs random operation sequences against the real scripts on Redis and this
 model and asserts they agree step by step, which keeps ``MemoryBreaker``, the
 same model behind the ``Breaker`` methods the guard calls, honest: the

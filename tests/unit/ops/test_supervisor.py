@@ -2,7 +2,7 @@
 
 The supervisor runs in a subprocess of its own (signal handlers belong to a
 main thread); each stand-in child writes what happens to it to a shared file.
-tests/integration/test_workers.py runs it with real Celery workers.
+tests/integration/ops/test_workers.py runs it with real Celery workers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The guard, table-driven, on the in-memory breaker (no Redis, no HTTP).
 
-``MemoryBreaker`` is the model ``tests/integration/test_breaker_model.py``
+``MemoryBreaker`` is the model ``tests/integration/breakers/test_breaker_model.py``
 checks against the Lua scripts, so what these rows assert of the guard holds
 on the real breaker too. Each row: what one upstream call raised, where, and
 what the guard must answer (the exception the task sees) and record (the

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.testing.sandbox import running_sandbox
-from tests.integration.test_upstream_webhooks import ReceiverProcess
+from tests.integration.inbound.test_upstream_webhooks import ReceiverProcess
 from tests.support import Env, WebhookReceiver, WorkerProcess, wait_for, wait_for_runs
 from worker.client import EntitySyncClient
 from worker.inbound.actions import process_event

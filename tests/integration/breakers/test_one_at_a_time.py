@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.integration.test_breaker import OK, make
+from tests.integration.breakers.test_breaker import OK, make
 from tests.support import FakeClock
 from worker.errors import Deferred, Kind, RateLimited
 from worker.resilience.breaker import Breaker, Outcome, Reason

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.testing.sandbox import SandboxHandle, running_sandbox
-from tests.integration.test_scenarios import (
+from tests.integration.hostile.test_scenarios import (
     RETRY_AFTER_S,
     assert_only_requests_in_flight_landed_inside,
     own_redis_db,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.integration.test_breaker import FAIL, FAST, OK, make
+from tests.integration.breakers.test_breaker import FAIL, FAST, OK, make
 from tests.support import SCRIPTS_REDIS_URL, FakeClock
 from worker.coordination.scripts import in_one_round_trip
 from worker.errors import Kind, Scope

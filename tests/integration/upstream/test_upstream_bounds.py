@@ -15,7 +15,7 @@ from functools import cache
 
 import pytest
 
-from tests.integration.test_upstream_edge import Serve, _client, _peak_rss_mb, raw_server
+from tests.integration.upstream.test_upstream_edge import Serve, _client, _peak_rss_mb, raw_server
 from worker.errors import AuthFailed, BadRequest, BadResponse, RateLimited, Unavailable
 from worker.upstream.client import Page, PageQuery
 

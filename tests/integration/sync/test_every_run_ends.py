@@ -21,7 +21,7 @@ import pytest
 
 from harness.testing.sandbox import SandboxHandle, running_sandbox
 from tests.fault_worker import STEPS
-from tests.integration.test_sentry import IngestStandIn
+from tests.integration.observability.test_sentry import IngestStandIn
 from tests.support import Env, WorkerProcess, wait_for
 from worker.coordination.lease import Leases
 from worker.store import RunStatus
