@@ -1,6 +1,8 @@
-# One image for the worker, beat, flower, the dashboard and the sandbox
-# (docker-compose.yml runs each with its own command).
-FROM python:3.11-slim
+# One image for the worker, beat, flower, the dashboard and the receiver
+# (docker-compose.yml runs each with its own command); the sandbox's image
+# (target `sandbox`) is that one plus the test and demo harness (harness/),
+# which the worker's image never holds.
+FROM python:3.11-slim AS worker
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -36,3 +38,15 @@ ENV ENTITY_SYNC_STORE_URL=sqlite:////var/lib/entity-sync/entity-sync.db
 
 CMD ["celery", "-A", "worker", "worker", "--loglevel=INFO", "--pool=threads", \
      "--concurrency=16", "-Q", "sync_manual,sync,backfill,notify,housekeeping"]
+
+# The simulated unified API for `docker compose up`: the worker's image plus
+# the harness, installed from its own pyproject (harness/pyproject.toml).
+FROM worker AS sandbox
+USER root
+COPY harness ./harness
+RUN pip install --no-deps ./harness && rm -rf harness/build harness/*.egg-info
+USER entity-sync
+CMD ["python", "-m", "harness", "sandbox", "--host", "0.0.0.0", "--port", "8900"]
+
+# The default target (a plain `docker build .`): the worker's image.
+FROM worker

@@ -8,15 +8,17 @@ PYTHON ?= python3
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The worker, and beside it the test and demo harness (harness/: the sandbox,
+# test helpers, the demo), a distribution of its own that the wheel never holds.
+$(VENV)/.installed: pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,flower]'
+	$(PY) -m pip install --quiet -e '.[dev,flower]' -e ./harness
 	touch $@
 
 demo: install
 	$(PY) scripts/ensure_redis.py
-	$(BIN)/entity-sync demo
+	$(PY) -m harness demo
 
 test: install
 	$(PY) scripts/ensure_test_services.py
@@ -25,7 +27,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q tests/unit
 
-LINTED := $(wildcard worker tasks tests bench chaos scripts)
+LINTED := $(wildcard worker tasks harness tests bench chaos scripts)
 
 lint: install
 	$(BIN)/ruff check $(LINTED)
@@ -37,7 +39,7 @@ chaos: install
 	$(PY) -m chaos $(ARGS)
 
 bench: install
-	$(PY) -m pip install --quiet -e '.[dev,flower,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,flower,bench]' -e ./harness
 	$(PY) scripts/ensure_redis.py
 	$(PY) -m bench
 
@@ -58,7 +60,7 @@ beat: install
 	$(BIN)/celery -A worker beat --loglevel=INFO --schedule=var/celerybeat-schedule
 
 sandbox: install
-	$(BIN)/entity-sync sandbox --port 8900
+	$(PY) -m harness sandbox --port 8900
 
 flower: install
 	$(BIN)/celery -A worker flower --port=5555

@@ -34,7 +34,7 @@ from bench.common import (
 )
 from bench.report import Section, Table
 from bench.throughput import warm
-from worker.testing.sandbox import SandboxHandle, running_sandbox
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 
 ENTITY_TYPES = ("assets", "work-orders", "sites")
 FORBIDDEN_ENTITY = "work-orders"

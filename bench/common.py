@@ -26,16 +26,16 @@ import psutil
 import psycopg
 import redis
 
-from worker.client import EntitySyncClient
-from worker.secrets import SecretBox, generate_key
-from worker.store import Connection, SqlStore, open_store
-from worker.testing.processes import (
+from harness.testing.processes import (
     QUEUES,
     celery_beat_command,
     celery_worker_command,
     spawn,
     stop_group,
 )
+from worker.client import EntitySyncClient
+from worker.secrets import SecretBox, generate_key
+from worker.store import Connection, SqlStore, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "var" / "bench"

@@ -27,7 +27,7 @@ import redis
 from bench.common import OUT_DIR, BenchEnv, Proc, fresh_store, median, say, start_worker
 from bench.report import Section, Table
 from chaos.infra import RedisServer
-from worker.testing.sandbox import SandboxHandle, running_sandbox
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 
 LAYOUTS = {"before (5 entries)": "bench.legacy_beat", "after (1 tick)": "worker"}
 CONNECTIONS = 20

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bench.common import SyncOutcome, median, say
 from bench.report import Section, Table
 from bench.throughput import Shape, entity_sync_run, warm
-from worker.testing.sandbox import running_sandbox
+from harness.testing.sandbox import running_sandbox
 
 LATENCY_MS = 100.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.common import median, say
 from bench.report import Section, Table
 from bench.throughput import Shape, entity_sync_run, warm
-from worker.testing.sandbox import running_sandbox
+from harness.testing.sandbox import running_sandbox
 
 
 def run(*, quick: bool, runs: int) -> tuple[Section, list[str]]:

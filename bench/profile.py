@@ -25,7 +25,7 @@ from bench.common import (
 )
 from bench.report import Section, Table
 from bench.throughput import traced_shape, warm
-from worker.testing.sandbox import running_sandbox
+from harness.testing.sandbox import running_sandbox
 
 # (category, substring of the file path or function) in order: first match wins.
 CATEGORIES = (

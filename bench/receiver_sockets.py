@@ -2,7 +2,7 @@
 
 Starts ``entity-sync receiver`` as it is run (its own process, a SQLite store,
 no broker: the publish fails fast and the sweep would send it), opens a crowd
-of idle, trickling and fat-header sockets (worker/testing/slow_clients.py),
+of idle, trickling and fat-header sockets (harness/testing/slow_clients.py),
 then sends signed events one after another (``--spacing`` apart), each with the unified API's 10 s
 patience, and reports: signed events answered 2xx, the crowd's sockets held
 open, the receiver's resident memory before and at its peak, and the log lines
@@ -29,7 +29,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from worker.testing.slow_clients import Crowd
+from harness.testing.slow_clients import Crowd
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-upstream-secret-0123456789"

@@ -32,7 +32,7 @@ from bench.common import (
 from bench.report import Section, Table
 from bench.throughput import traced_shape, warm
 from chaos.infra import RedisServer
-from worker.testing.sandbox import running_sandbox
+from harness.testing.sandbox import running_sandbox
 
 
 def _commandstats(client: redis.Redis) -> Counter[str]:

@@ -58,7 +58,7 @@ from bench.service_load import (
 )
 from bench.svgplot import Series, write_chart
 from bench.throughput import ENTITY_TYPES, Shape, warm
-from worker.testing.sandbox import running_sandbox
+from harness.testing.sandbox import running_sandbox
 
 PROCESSES = (1, 2, 4)
 DEFAULT_STACK = (1, 2)  # the default stack, Redis broker and SQLite, for comparison

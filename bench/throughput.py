@@ -21,8 +21,8 @@ from bench.limit_fetch import fetch_pages
 from bench.record_floor import REPEATS, Floor
 from bench.record_floor import measure as measure_floor
 from bench.report import Section, Table
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from worker.store import SqlStore
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 
 ENTITY_TYPES = ("assets", "work-orders", "materials", "users")
 

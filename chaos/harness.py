@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from chaos.infra import PostgresCluster, RedisServer
+from harness.testing.processes import Env, WorkerProcess
+from harness.testing.sandbox import SandboxHandle, running_sandbox
 from worker.client import EntitySyncClient
 from worker.ops.status import wait_for_request
 from worker.store import Run, RunStatus, SqlStore
-from worker.testing.processes import Env, WorkerProcess
-from worker.testing.sandbox import SandboxHandle, running_sandbox
 from worker.timeutil import canonical_instant
 
 
@@ -96,7 +96,7 @@ def audit(
 
 
 class ChaosWorker(WorkerProcess):
-    """``worker.testing.processes.WorkerProcess`` started through ``chaos.worker`` (fault hooks)."""
+    """``harness.testing.processes.WorkerProcess`` started by ``chaos.worker`` (fault hooks)."""
 
     def __init__(self, env: Env, log_path: Path, *, arm_dir: Path, **kwargs: Any) -> None:
         super().__init__(env, log_path, launcher="chaos.worker", name_prefix="chaos", **kwargs)

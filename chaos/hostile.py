@@ -1,6 +1,6 @@
 """Hostile data: many connections whose records hold what old ERP systems really hold.
 
-Each connection serves a random mix of the classes of worker/sandbox/hostile.py
+Each connection serves a random mix of the classes of harness/sandbox/hostile.py
 (NUL, NaN, 5,000-digit integers, lone surrogates, invalid UTF-8, deep nesting,
 megabyte records, sentinel and offset timestamps...) among good records, next
 to clean connections, on SQLite and then on PostgreSQL. The source changes
@@ -15,9 +15,9 @@ import random
 
 from chaos.common import describe
 from chaos.harness import CaseResult, default_settings, log, stack, succeeded
+from harness.sandbox.hostile import CLASSES
+from harness.testing.sandbox import running_sandbox
 from tests.odd_records import HostileAudit, audit_hostile
-from worker.sandbox.hostile import CLASSES
-from worker.testing.sandbox import running_sandbox
 
 ENTITIES = ("assets", "work-orders", "materials", "users")
 

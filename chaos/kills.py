@@ -18,9 +18,9 @@ import time
 from collections import Counter
 
 from chaos.harness import CaseResult, Stack, default_settings, log, stack, succeeded
+from harness.testing.processes import wait_for
 from worker.ops.status import wait_for_request
 from worker.store import Run, RunStatus
-from worker.testing.processes import wait_for
 
 RECEIVED = re.compile(r"sync_entity\[([0-9a-f-]{36})\] received")
 POINTS = ("before_commit", "during_commit", "after_commit", "before_ack")

@@ -2,7 +2,7 @@
 
 On SQLite and then PostgreSQL, many connections sync honestly, change
 honestly (updates, soft deletes, a few keys deleted for real), then the
-sandbox lies to most of them (worker/sandbox/lies.py: an empty answer, a
+sandbox lies to most of them (harness/sandbox/lies.py: an empty answer, a
 first page cut short, a lagging replica, the same while the status says
 ``inprogress``, records without ``key``), from a random list request of the
 full read on and sometimes for one entity type only, while every connection
@@ -20,8 +20,8 @@ from collections import Counter
 from typing import Any
 
 from chaos.harness import CaseResult, default_settings, log, stack
+from harness.testing.sandbox import running_sandbox
 from worker.store import RunStatus, SqlStore
-from worker.testing.sandbox import running_sandbox
 
 ENTITIES = ("assets", "work-orders", "sites")
 RECONCILIATION = "reconciliation"  # records.deleted_by of a key a full read did not see

@@ -14,7 +14,7 @@ chaos --only NAME` runs one case (`kills-sqlite`, `kills-postgres`,
 `poison`, `load`, `hostile-data`, `lying-upstream`); `CHAOS_KEEP=1` keeps each
 case's worker logs and store in `/tmp/chaos-*`. The exit status is 0 only when
 every fault was survived with nothing lost. `make test` runs the fast cases
-(`tests/integration/test_faults.py`: a kill at each of the four points, two
+(`tests/integration/hostile/test_faults.py`: a kill at each of the four points, two
 Redis restarts, a 15 s frozen Redis, the unreachable broker, a poison job; about
 a minute and a half).
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 
 from chaos.harness import CaseResult, default_settings, stack, succeeded
+from harness.testing.processes import wait_for
 from worker.jobs import SYNC_ENTITY
-from worker.testing.processes import wait_for
 
 
 def run(*, max_deliveries: int = 3, timeout: float = 120) -> CaseResult:

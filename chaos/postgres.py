@@ -11,7 +11,7 @@ import time
 
 from chaos.common import apply_audit, describe, finished, pages_of
 from chaos.harness import CaseResult, default_settings, log, stack, succeeded
-from worker.testing.processes import wait_for
+from harness.testing.processes import wait_for
 
 ENTITIES = ("assets", "work-orders")
 

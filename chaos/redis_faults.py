@@ -12,7 +12,7 @@ from datetime import datetime
 
 from chaos.common import apply_audit, describe, pages_of
 from chaos.harness import CaseResult, default_settings, log, stack, succeeded
-from worker.testing.processes import wait_for
+from harness.testing.processes import wait_for
 
 ENTITIES = ("assets", "work-orders")
 SPEC = {"seed": 31, "sizes": {"assets": 4000, "work-orders": 2000}, "latency_ms": 10}

@@ -13,9 +13,9 @@ import time
 from collections import Counter
 
 from chaos.harness import CaseResult, log, stack
+from harness.testing.processes import wait_for
+from harness.testing.receiver import WebhookReceiver
 from worker.events import EventReason, EventType, build_event
-from worker.testing.processes import wait_for
-from worker.testing.receiver import WebhookReceiver
 
 SECRET = "whsec_chaos_0123456789abcdef"  # noqa: S105 - a throwaway test secret
 

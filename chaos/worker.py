@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.testing.hooked_worker import run_celery
+from harness.testing.hooked_worker import run_celery
 
 _IN_COMMIT = threading.local()
 

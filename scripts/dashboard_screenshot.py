@@ -10,7 +10,7 @@ page as an operator of 1,000 connections sees it: problems first.
 Needs Redis and Debian's chromium (``apt-get install chromium``). The store is
 a throwaway SQLite file; the demo connections' breaker keys in Redis are reset
 before and after, and nothing else there is touched. The Chromium helpers are
-shared with ``tests/integration/test_dashboard.py``.
+shared with ``tests/integration/ops/test_dashboard.py``.
 """
 
 from __future__ import annotations

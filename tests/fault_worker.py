@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from worker.testing.hooked_worker import run_celery
+from harness.testing.hooked_worker import run_celery
 
 STEPS = (
     "start",

@@ -1,7 +1,7 @@
 """What the store must hold after syncing the sandbox's hostile data (shared by tests and chaos).
 
 ``audit_hostile`` compares one (connection, entity type) with the sandbox's
-truth and the expectations of ``worker.sandbox.hostile``: good records as
+truth and the expectations of ``harness.sandbox.hostile``: good records as
 received, odd ones stored as docs/records.md says or quarantined with a reason.
 Quarantine keeps one row per distinct bad text (its fingerprint), so a bad
 record that changed upstream is there once per version seen.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from worker.sandbox.hostile import KEYLESS, OUTCOME, odd_class
+from harness.sandbox.hostile import KEYLESS, OUTCOME, odd_class
+from harness.testing.sandbox import SandboxHandle
 from worker.store import SqlStore
-from worker.testing.sandbox import SandboxHandle
 from worker.timeutil import NULL_DATE, canonical_instant
 
 # Classes whose ``data`` is an escaped form, with the exact text in ``raw``.

@@ -1,5 +1,5 @@
 """Helpers shared by the tests: real services, waiting; worker processes and the
-webhook receiver come from ``worker.testing`` (bench and chaos use them too)."""
+webhook receiver come from ``harness.testing`` (bench and chaos use them too)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from contextlib import contextmanager
 import psycopg
 import redis
 
+from harness.testing import processes
+from harness.testing.processes import ROOT, WorkerProcess, wait_for
+from harness.testing.receiver import WebhookReceiver
 from worker.ops.status import wait_for_request
 from worker.store import Run, SqlStore
-from worker.testing import processes
-from worker.testing.processes import ROOT, WorkerProcess, wait_for
-from worker.testing.receiver import WebhookReceiver
 
 
 def _private_redis_url() -> str:

@@ -2,6 +2,6 @@
 
 Pipeline: ``cli.main`` parses a command -> builds a ``Runtime`` and unpacks
 it -> ``status``, ``waiting`` (``sync --wait``), ``breaker_commands``,
-``removal``, ``demo`` do the work; ``dashboard/`` serves the same status
-over HTTP.
+``removal`` do the work; ``dashboard/`` serves the same status over HTTP.
+``sandbox`` and ``demo`` forward to the test and demo harness (``harness/``).
 """

@@ -23,7 +23,7 @@ _CONNECTION_COLUMNS = (
 MAX_MERGED_SLOTS = 100  # how many passed slots one claim logs as merged
 
 # Every table with rows of one connection: `remove` deletes from each
-# (tests/integration/test_operator_input.py checks that none is missing).
+# (tests/integration/ops/test_operator_input.py checks that none is missing).
 CONNECTION_TABLES = (
     "records",
     "cursors",

@@ -2,7 +2,7 @@
 
 The supervisor runs in a subprocess of its own (signal handlers belong to a
 main thread); each stand-in child writes what happens to it to a shared file.
-tests/integration/test_workers.py runs it with real Celery workers.
+tests/integration/ops/test_workers.py runs it with real Celery workers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from worker.testing.processes import ROOT
+from harness.testing.processes import ROOT
 
 CHILD = textwrap.dedent(
     """

@@ -1,6 +1,6 @@
 """Unit tests (no network) for the breaker's and limiter's pure helpers.
 
-The Lua scripts mirror these functions; ``tests/integration/test_breaker_model.py``
+The Lua scripts mirror these functions; ``tests/integration/breakers/test_breaker_model.py``
 checks that the scripts and a Python model built on them agree.
 """
 

@@ -1,6 +1,6 @@
 """The guard, table-driven, on the in-memory breaker (no Redis, no HTTP).
 
-``MemoryBreaker`` is the model ``tests/integration/test_breaker_model.py``
+``MemoryBreaker`` is the model ``tests/integration/breakers/test_breaker_model.py``
 checks against the Lua scripts, so what these rows assert of the guard holds
 on the real breaker too. Each row: what one upstream call raised, where, and
 what the guard must answer (the exception the task sees) and record (the
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.testing.memory_breaker import MemoryBreaker
 from worker.errors import (
     AuthFailed,
     BadRequest,
@@ -32,7 +33,6 @@ from worker.resilience.breaker import BreakerPolicy
 from worker.resilience.breaker_types import Actor, State
 from worker.resilience.classify import Where
 from worker.resilience.guard import Guard, StateChange
-from worker.testing.memory_breaker import MemoryBreaker
 
 POLICY = BreakerPolicy(consecutive_failures=3, min_calls=10, base_open_s=5.0)
 NOW = 1_000_000.0

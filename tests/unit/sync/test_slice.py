@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from harness.testing.memory_breaker import MemoryBreaker
 from worker.errors import AuthFailed, Halted, RetryLater, Unavailable
 from worker.resilience.guard import Guard
 from worker.settings import Settings
 from worker.store import Connection, SqlStore, open_store
 from worker.sync.slice import SliceTarget, sync_slice
-from worker.testing.memory_breaker import MemoryBreaker
 from worker.timeutil import canonical
 from worker.upstream.client import Meta, Page, PageQuery
 

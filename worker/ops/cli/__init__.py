@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8900)
     source = sandbox.add_mutually_exclusive_group()
-    source.add_argument("--config", help="a sandbox config file (worker/sandbox/README.md)")
+    source.add_argument("--config", help="a sandbox config file (harness/sandbox/README.md)")
     source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
     sandbox.add_argument("--webhook-url", help="where the sandbox sends the unified API's webhooks")
     add_webhook_url_sources(sandbox)

@@ -1,22 +1,21 @@
 """`entity-sync keygen`, `rotate-key`, `sandbox`, `sandbox-webhook`, `receiver`,
-`upstream-events`, `dashboard` and `demo`: keys and the services beside the worker."""
+`upstream-events`, `dashboard` and `demo`: keys and the services beside the worker.
+
+`sandbox` and `demo` belong to the test and demo harness (``harness/``) and
+forward to it when they run."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-from pathlib import Path
 
 from worker.errors import ConfigError, EntitySyncError
-from worker.operator_input import (
-    decode_secret_bytes,
-)
 from worker.ops.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    UsageError,
+    Handler,
     read_secret,
-    read_webhook_url,
     store_for,
 )
 from worker.runtime import Runtime
@@ -85,21 +84,27 @@ def cmd_rotate_key(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.sandbox import load_config, serve
-    from worker.sandbox.webhooks import WebhookTarget
+def _harness_command(name: str) -> Handler:
+    """A command of the test and demo harness (``harness.cli``), imported only when run.
 
-    target = None
-    url = read_webhook_url(args)
-    if url:
-        if not args.webhook_secret_file:
-            raise UsageError("a webhook URL needs --webhook-secret-file")
-        secret = decode_secret_bytes(
-            Path(args.webhook_secret_file).read_bytes(), what="webhook secret"
-        )
-        target = WebhookTarget(url=url, secret=secret)
-    serve(args.host, args.port, load_config(args.config or args.preset), webhooks=target)
-    return EXIT_OK
+    The harness is not part of the product (nothing in worker/ imports it, and
+    the wheel does not hold it): in a development checkout ``make install``
+    installs it; elsewhere these commands say so.
+    """
+    try:
+        module = importlib.import_module("harness.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "harness" and not (exc.name or "").startswith("harness."):
+            raise
+        raise EntitySyncError(
+            f"`entity-sync {name}` runs the test and demo harness, which is not installed "
+            "(a development checkout: `make install`)"
+        ) from None
+    return getattr(module, f"cmd_{name}")  # type: ignore[no-any-return]
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    return _harness_command("sandbox")(args, settings)
 
 
 def cmd_sandbox_webhook(args: argparse.Namespace, settings: Settings) -> int:
@@ -191,6 +196,4 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.ops.demo import run_demo
-
-    return run_demo(settings)
+    return _harness_command("demo")(args, settings)

@@ -1,0 +1,1 @@
+"""Breakers, pauses, rate and concurrency limits and retry budgets on a real Redis."""

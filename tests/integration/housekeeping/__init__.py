@@ -1,0 +1,1 @@
+"""Beat and the housekeeping tick: schedules, parked jobs, reconciliation, beat optional."""

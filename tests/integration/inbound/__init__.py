@@ -1,0 +1,1 @@
+"""The unified API's webhooks: the receiver, its sockets, and acting on what it keeps."""

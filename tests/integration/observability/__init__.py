@@ -1,0 +1,1 @@
+"""What leaves the process: Sentry events, and no token anywhere."""

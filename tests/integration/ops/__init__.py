@@ -1,0 +1,1 @@
+"""What operators run: the CLI, the dashboard, `entity-sync workers`, operator input."""

@@ -1,0 +1,1 @@
+"""The harness's sandbox over real HTTP: its contract, faults, lies and control API."""

@@ -1,0 +1,1 @@
+"""The SQL store's contract on SQLite and PostgreSQL: pages, counters, files, retention."""

@@ -1,0 +1,1 @@
+"""One run of a sync end to end: real worker, Redis, the sandbox over HTTP, both stores."""

@@ -1,0 +1,1 @@
+"""Events and their signed webhook deliveries to customers (the outbox)."""
