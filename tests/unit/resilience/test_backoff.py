@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.resilience.backoff import RetryBudget, full_jitter, parse_retry_after, retry_delay
+from worker.resilience.backoff import full_jitter, parse_retry_after, retry_delay
+from worker.resilience.retry_budget import RetryBudget
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 
