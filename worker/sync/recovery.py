@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 
@@ -20,12 +21,12 @@ from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
 from worker.inbound.mapping import learn_upstream_id
 from worker.jobs import (
-    BACKFILL_QUEUE,
     SYNC_CONNECTION,
     SYNC_ENTITY,
     SYNC_QUEUE,
     Publish,
     SyncEntityJob,
+    sync_queue,
 )
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
@@ -43,6 +44,17 @@ from worker.timeutil import canonical, parse_instant
 
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
 
+
+def _queue_of(payload: dict[str, Any]) -> str:
+    """The queue a parked job goes back to: the fan-out's own rule (``jobs.sync_queue``).
+
+    The payload does not say whether the run was a first sync, so a resumed
+    scheduled job goes to the sync queue, never to backfill unless it is full.
+    """
+    trigger = str(payload.get("trigger", "manual"))
+    return sync_queue(trigger=trigger, full=bool(payload.get("full")), first_sync=False)
+
+
 CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
 HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
 MAX_RECOVERIES = 5  # a run whose task keeps vanishing is failed, not re-sent for ever
@@ -56,8 +68,7 @@ def resume_parked(store: SqlStore, send: Publish, *, limit: int = 500) -> int:
     )
     for job in jobs:
         payload = json.loads(job.payload_json)
-        queue = BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE
-        send(SYNC_ENTITY, payload, queue)
+        send(SYNC_ENTITY, payload, _queue_of(payload))
     return len(jobs)
 
 
@@ -142,7 +153,7 @@ def resume_parked_job(
     )
     if job is not None:
         payload = json.loads(job.payload_json)
-        send(SYNC_ENTITY, payload, BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE)
+        send(SYNC_ENTITY, payload, _queue_of(payload))
     with contextlib.suppress(redis.RedisError):  # the entry expires by itself anyway
         client.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
     return job is not None
@@ -174,7 +185,7 @@ def resend_stalled_runs(
     for run in store.stalled_runs(quiet_since=quiet_since, limit=limit):
         if not run.connection_id or not run.entity_type:
             continue
-        queue = run.queue or (BACKFILL_QUEUE if run.full else SYNC_QUEUE)
+        queue = run.queue or sync_queue(trigger=run.trigger, full=run.full, first_sync=False)
         if run.status == RunStatus.QUEUED:
             if queue not in waiting:
                 waiting[queue] = backlog(queue)
