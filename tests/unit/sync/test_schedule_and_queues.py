@@ -26,3 +26,11 @@ def test_queues_keep_manual_work_ahead_of_backfills() -> None:
     assert sync_queue(trigger="manual", full=True, first_sync=False) == BACKFILL_QUEUE
     assert sync_queue(trigger="scheduled", full=False, first_sync=True) == BACKFILL_QUEUE
     assert sync_queue(trigger="scheduled", full=False, first_sync=False) == SYNC_QUEUE
+
+
+def test_a_resumed_job_goes_back_by_the_same_queue_rule() -> None:
+    from worker.sync.recovery import _queue_of
+
+    assert _queue_of({"trigger": "manual"}) == MANUAL_QUEUE
+    assert _queue_of({"trigger": "schedule"}) == SYNC_QUEUE
+    assert _queue_of({"trigger": "schedule", "full": True}) == BACKFILL_QUEUE
