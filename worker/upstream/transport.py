@@ -360,9 +360,9 @@ class DeadlineTransport(httpx.BaseTransport):
             max_connections if max_keepalive_connections is None else max_keepalive_connections
         )
         context = ssl_context or httpx.create_ssl_context()
-        self._pool: httpcore.ConnectionPool
+        self._connections: httpcore.ConnectionPool
         if proxy is None:
-            self._pool = httpcore.ConnectionPool(
+            self._connections = httpcore.ConnectionPool(
                 ssl_context=context,
                 max_connections=max_connections,
                 max_keepalive_connections=keepalive,
@@ -371,7 +371,7 @@ class DeadlineTransport(httpx.BaseTransport):
                 network_backend=backend,
             )
             return
-        self._pool = httpcore.HTTPProxy(
+        self._connections = httpcore.HTTPProxy(
             proxy_url=httpcore.URL(
                 scheme=proxy.url.raw_scheme,
                 host=proxy.url.raw_host,
@@ -408,7 +408,7 @@ class DeadlineTransport(httpx.BaseTransport):
         watchdog = Watchdog(self._deadline_s).__enter__()
         try:
             with _mapped(watchdog, request):
-                answer = self._pool.handle_request(core_request)
+                answer = self._connections.handle_request(core_request)
         except BaseException:
             watchdog.__exit__()
             raise
@@ -422,7 +422,7 @@ class DeadlineTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._pool.close()
+        self._connections.close()
 
 
 def environment_proxies() -> dict[str, str | None]:
