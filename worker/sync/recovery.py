@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import redis
 
@@ -45,14 +44,14 @@ from worker.timeutil import canonical, parse_instant
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
 
 
-def _queue_of(payload: dict[str, Any]) -> str:
-    """The queue a parked job goes back to: the fan-out's own rule (``jobs.sync_queue``).
+def _queue_of(*, full: bool) -> str:
+    """The queue recovery sends a job back to, by the fan-out's rule (``jobs.sync_queue``).
 
-    The payload does not say whether the run was a first sync, so a resumed
-    scheduled job goes to the sync queue, never to backfill unless it is full.
+    Sending again is recovery work, whatever started the run: it waits in the
+    ordinary queue (a full read in backfill), not ahead of what a person asked
+    for just now. A run that recorded its queue goes back to that one.
     """
-    trigger = str(payload.get("trigger", "manual"))
-    return sync_queue(trigger=trigger, full=bool(payload.get("full")), first_sync=False)
+    return sync_queue(trigger="recovery", full=full, first_sync=False)
 
 
 CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
@@ -68,7 +67,7 @@ def resume_parked(store: SqlStore, send: Publish, *, limit: int = 500) -> int:
     )
     for job in jobs:
         payload = json.loads(job.payload_json)
-        send(SYNC_ENTITY, payload, _queue_of(payload))
+        send(SYNC_ENTITY, payload, _queue_of(full=bool(payload.get("full"))))
     return len(jobs)
 
 
@@ -153,7 +152,7 @@ def resume_parked_job(
     )
     if job is not None:
         payload = json.loads(job.payload_json)
-        send(SYNC_ENTITY, payload, _queue_of(payload))
+        send(SYNC_ENTITY, payload, _queue_of(full=bool(payload.get("full"))))
     with contextlib.suppress(redis.RedisError):  # the entry expires by itself anyway
         client.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
     return job is not None
@@ -185,7 +184,7 @@ def resend_stalled_runs(
     for run in store.stalled_runs(quiet_since=quiet_since, limit=limit):
         if not run.connection_id or not run.entity_type:
             continue
-        queue = run.queue or sync_queue(trigger=run.trigger, full=run.full, first_sync=False)
+        queue = run.queue or _queue_of(full=run.full)
         if run.status == RunStatus.QUEUED:
             if queue not in waiting:
                 waiting[queue] = backlog(queue)

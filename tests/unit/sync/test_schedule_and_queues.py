@@ -31,6 +31,7 @@ def test_queues_keep_manual_work_ahead_of_backfills() -> None:
 def test_a_resumed_job_goes_back_by_the_same_queue_rule() -> None:
     from worker.sync.recovery import _queue_of
 
-    assert _queue_of({"trigger": "manual"}) == MANUAL_QUEUE
-    assert _queue_of({"trigger": "schedule"}) == SYNC_QUEUE
-    assert _queue_of({"trigger": "schedule", "full": True}) == BACKFILL_QUEUE
+    # Recovery work: the ordinary queue, or backfill for a full read; never manual.
+    assert _queue_of(full=False) == sync_queue(trigger="recovery", full=False, first_sync=False)
+    assert _queue_of(full=False) == SYNC_QUEUE
+    assert _queue_of(full=True) == BACKFILL_QUEUE
