@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.celeryapp.app import app, publish
-from worker.errors import CoordinationError, StoreError
+from worker.celeryapp.task_base import outage_retry
 from worker.inbound.actions import process_event, sweep
 from worker.jobs import HOUSEKEEPING_QUEUE, SWEEP_UPSTREAM_EVENTS, UPSTREAM_EVENT
 from worker.runtime import runtime
@@ -19,10 +19,7 @@ from worker.runtime import runtime
 @app.task(
     name=UPSTREAM_EVENT,
     queue=HOUSEKEEPING_QUEUE,
-    autoretry_for=(StoreError, CoordinationError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=20,
+    **outage_retry(),
 )
 def upstream_event(event_id: str) -> dict[str, Any]:
     """Act on one kept webhook of the unified API."""

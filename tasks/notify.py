@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from worker.celeryapp.app import app, publish
-from worker.errors import CoordinationError, StoreError, UnknownConnection
+from worker.celeryapp.task_base import outage_retry
+from worker.errors import UnknownConnection
 from worker.jobs import NOTIFY, NOTIFY_QUEUE, SWEEP_OUTBOX
 from worker.logs import bound
 from worker.outbox.notifier import deliver_pending, webhook_sender
@@ -16,10 +17,7 @@ from worker.timeutil import utc_now
 @app.task(
     name=NOTIFY,
     queue=NOTIFY_QUEUE,
-    autoretry_for=(StoreError, CoordinationError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=20,
+    **outage_retry(),
 )
 def deliver(connection_id: str) -> dict[str, Any]:
     """Deliver one connection's due events, in order."""

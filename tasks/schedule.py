@@ -20,9 +20,9 @@ from typing import Any
 from tasks.inbound import sweep_upstream_events
 from tasks.notify import sweep_outbox
 from worker.celeryapp.app import app, publish
+from worker.celeryapp.task_base import outage_retry
 from worker.coordination import redis_keys
 from worker.coordination.lease import Lock
-from worker.errors import CoordinationError, StoreError
 from worker.jobs import (
     HOUSEKEEPING_QUEUE,
     HOUSEKEEPING_TICK,
@@ -130,10 +130,7 @@ def prune_old_history() -> int:
 @app.task(
     name=RESUME_PARKED_JOB,
     ignore_result=True,
-    autoretry_for=(StoreError, CoordinationError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=20,
+    **outage_retry(),
 )
 def resume_parked_job_task(connection_id: str, entity_type: str, run_id: str, due_at: str) -> bool:
     """Resume one job this worker parked for a short while (no beat needed)."""

@@ -14,14 +14,12 @@ from celery import Task
 from celery.exceptions import Retry
 
 from worker.celeryapp.app import app, publish
-from worker.celeryapp.task_base import SyncTask
+from worker.celeryapp.task_base import SyncTask, outage_retry
 from worker.coordination.lease import holder_of
 from worker.errors import (
-    CoordinationError,
     Kind,
     PayloadError,
     RetryLater,
-    StoreError,
     UnknownConnection,
 )
 from worker.jobs import (
@@ -46,14 +44,7 @@ from worker.timeutil import utc_now
 
 # Outages of our own infrastructure are worth retrying; the retry reuses the
 # task id, so the task takes its own lease back.
-_RETRY = {
-    "base": SyncTask,
-    "autoretry_for": (StoreError, CoordinationError),
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 20,
-}
+_RETRY = outage_retry(base=SyncTask)
 
 
 @app.task(name=SYNC_CONNECTION, bind=True, **_RETRY)

@@ -23,10 +23,9 @@ from worker.jobs import Publish
 from worker.outbox.notifier import relay, webhook_client
 from worker.outbox.transitions import TransitionRecorder
 from worker.outbox.webhooks import WebhookClient
-from worker.resilience.backoff import RetryBudget
 from worker.resilience.breaker import Breaker, BreakerPolicy
 from worker.resilience.limits import Limits, RatePolicy
-from worker.resilience.retry_budget import RetryBudgets
+from worker.resilience.retry_budget import RetryBudget, RetryBudgets
 from worker.secrets import SecretBox
 from worker.settings import Settings, get_settings
 from worker.store import SqlStore, open_store

@@ -27,6 +27,22 @@ from worker.sync.task_failures import end_crashed_task, is_outage
 _WHAT_IS_DOWN = {CoordinationError: "Redis unreachable", StoreError: "store unreachable"}
 
 
+def outage_retry(**options: Any) -> dict[str, Any]:
+    """The retry policy of every task, as ``@app.task`` options (``options`` add to it).
+
+    Outages of our own infrastructure (the store, Redis) are worth retrying,
+    with capped, jittered backoff; anything else is the task's own outcome.
+    """
+    return {
+        "autoretry_for": (StoreError, CoordinationError),
+        "retry_backoff": 2,
+        "retry_backoff_max": 60,
+        "retry_jitter": True,
+        "max_retries": 20,
+        **options,
+    }
+
+
 class SyncTask(Task):  # type: ignore[misc]
     """A Celery task that names the outage it retries for."""
 

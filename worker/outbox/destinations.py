@@ -8,10 +8,11 @@ requests we make on the customer's behalf. Three layers, each cheap:
 - ``validate_webhook_url``  at registration: scheme, no userinfo, a plain host,
                             and every address the host resolves to is public
 - ``check_destination``     before each send: the same rules, no DNS
-- ``guarded_transport``     at connect time: an httpx transport that resolves
-                            the host once (``allowed_addresses``), refuses if any
-                            address is not public, and connects to exactly those
-                            addresses; it also enforces ``request_deadline``
+- ``guarded_transport``     at connect time: the one deadline transport
+                            (``worker.upstream.transport``) with this module's
+                            resolver policy: resolve the host once
+                            (``allowed_addresses``), refuse if any address is
+                            not public, connect to exactly those addresses
 
 Checking the resolved address at the moment of connecting, and connecting to
 that very address, is what defeats DNS rebinding (a name that resolves to a
@@ -26,16 +27,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from functools import partial
 from ssl import SSLContext
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
+
+from worker.upstream.transport import DeadlineTransport
 
 __all__ = [
     "InvalidWebhookUrl",
@@ -44,7 +43,6 @@ __all__ = [
     "allowed_addresses",
     "check_destination",
     "guarded_transport",
-    "request_deadline",
     "system_resolve",
     "validate_webhook_url",
 ]
@@ -236,137 +234,27 @@ def _is_localhost(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
-# --- the connector: the connect-time check, and the request deadline ------------
-
-# The deadline of the request this thread is sending; the guarded streams read
-# it on every socket operation, so a server that trickles bytes just under the
-# read timeout still cannot hold a worker past the deadline.
-_deadline: ContextVar[float | None] = ContextVar("entity_sync_webhook_deadline", default=None)
-
-
-def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
-    """``timeout`` shortened to what is left of the deadline; raise once it is gone."""
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise expired("the whole-request deadline has passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every read and write respects the request deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _bounded(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        # server_hostname stays the URL's host, so certificates are checked
-        # against the name even though we connected to a pinned address.
-        tls = self._inner.start_tls(
-            ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout)
-        )
-        return _DeadlineStream(tls)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _GuardedBackend(httpcore.NetworkBackend):
-    """Resolve with our resolver, refuse non-public answers, connect to those exact IPs."""
-
-    def __init__(self, *, allow_private: bool, resolve: Resolver) -> None:
-        self._allow_private = allow_private
-        self._resolve = resolve
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        try:
-            addresses = allowed_addresses(
-                host, allow_private=self._allow_private, resolve=self._resolve
-            )
-        except InvalidWebhookUrl as exc:
-            # httpx maps this to its ConnectError; the cause chain keeps ours.
-            raise httpcore.ConnectError(str(exc)) from exc
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        failure: Exception = httpcore.ConnectError(f"no address for {host}")
-        for address in addresses:
-            try:
-                stream = self._inner.connect_tcp(
-                    address,
-                    port,
-                    _bounded(timeout, httpcore.ConnectTimeout),
-                    local_address,
-                    socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-                continue
-            return _DeadlineStream(stream)
-        raise failure
-
-
-@contextmanager
-def request_deadline(until: float) -> Iterator[None]:
-    """Make every socket operation of this thread's request end by ``until`` (monotonic)."""
-    token = _deadline.set(until)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
+# --- the connector: the connect-time check -------------------------------------
 
 
 def guarded_transport(
     *,
     allow_private: bool,
+    deadline_s: float,
     resolve: Resolver = system_resolve,
     max_connections: int = 20,
     ssl_context: SSLContext | None = None,
-) -> httpx.HTTPTransport:
+) -> httpx.BaseTransport:
     """An httpx transport that connects only to addresses ``allowed_addresses`` returns.
 
-    Connections made through it also honour ``request_deadline``. A refused
-    address surfaces as an httpx.ConnectError whose cause/context chain holds
-    the InvalidWebhookUrl. ``ssl_context`` defaults to httpx's (system CAs).
+    Each request ends by ``deadline_s``, TLS handshake included
+    (``worker.upstream.transport``). A refused address surfaces as an
+    httpx.ConnectError whose cause/context chain holds the InvalidWebhookUrl.
+    ``ssl_context`` defaults to httpx's (system CAs).
     """
-    backend = _GuardedBackend(allow_private=allow_private, resolve=resolve)
-    # httpx takes no network backend, so the pool is swapped for one that does.
-    # Should a future httpx move that attribute, fail loudly: sending webhooks
-    # without the guard must never happen silently.
-    transport = httpx.HTTPTransport(retries=0)
-    if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):
-        raise RuntimeError("cannot install the webhook SSRF guard in this httpx version")
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=ssl_context or httpx.create_ssl_context(),
+    return DeadlineTransport(
+        deadline_s=deadline_s,
         max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=5.0,
-        http1=True,
-        http2=False,
-        retries=0,
-        network_backend=backend,
+        ssl_context=ssl_context,
+        connect_to=partial(allowed_addresses, allow_private=allow_private, resolve=resolve),
     )
-    return transport

@@ -12,8 +12,9 @@
   ``signing_key``,          secret set before that form maps to a Standard Webhooks key
   ``standard_form``
 - ``WebhookClient``         an httpx client for customer endpoints: no redirects,
-                            explicit timeouts, a whole-request deadline, a capped
-                            response read, connecting through the SSRF guard of
+                            explicit timeouts, a capped response read, on the one
+                            deadline transport (``worker.upstream.transport``)
+                            with the SSRF guard of
                             ``worker.outbox.destinations.guarded_transport``
 - ``deliver``               one attempt; every outcome is a DeliveryResult, nothing
                             raises for network problems
@@ -48,10 +49,10 @@ from worker.outbox.destinations import (
     Resolver,
     check_destination,
     guarded_transport,
-    request_deadline,
     system_resolve,
 )
 from worker.resilience.backoff import full_jitter
+from worker.upstream.transport import DeadlineExceeded
 
 # Standard Webhooks headers (lower case, as the spec writes them).
 WEBHOOK_ID_HEADER = "webhook-id"
@@ -213,6 +214,7 @@ class WebhookClient:
         self._http = httpx.Client(
             transport=guarded_transport(
                 allow_private=allow_private,
+                deadline_s=deadline_s,
                 resolve=resolve,
                 max_connections=max_connections,
                 ssl_context=ssl_context,
@@ -247,10 +249,7 @@ class WebhookClient:
         started = time.monotonic()
         deadline = started + self.deadline_s
         try:
-            with (
-                request_deadline(deadline),
-                self._http.stream("POST", url, content=body, headers=headers) as response,
-            ):
+            with self._http.stream("POST", url, content=body, headers=headers) as response:
                 status = response.status_code
                 self._drain(response)
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
@@ -293,7 +292,7 @@ class WebhookClient:
         if cause is not None:
             return f"destination refused: {cause}"
         if isinstance(exc, httpx.TimeoutException):
-            if time.monotonic() >= deadline:
+            if isinstance(exc, DeadlineExceeded) or time.monotonic() >= deadline:
                 return f"no complete answer within the {self.deadline_s:g}s deadline"
             return f"timed out ({type(exc).__name__})"
         if isinstance(exc, httpx.ConnectError):

@@ -20,12 +20,12 @@ from worker.coordination.lease import Leases, Lock
 from worker.errors import EntitySyncError
 from worker.events import PROBLEM_EVENTS, EventReason, EventType, build_event
 from worker.jobs import (
-    BACKFILL_QUEUE,
     SYNC_CONNECTION,
     SYNC_ENTITY,
     SYNC_QUEUE,
     Publish,
     SyncEntityJob,
+    sync_queue,
 )
 from worker.logs import connection_log, log
 from worker.operator_input import clean_secret
@@ -42,6 +42,17 @@ from worker.timeutil import canonical, parse_instant
 
 Backlog = Callable[[str], int]  # messages waiting in a broker queue
 
+
+def _queue_of(*, full: bool) -> str:
+    """The queue recovery sends a job back to, by the fan-out's rule (``jobs.sync_queue``).
+
+    Sending again is recovery work, whatever started the run: it waits in the
+    ordinary queue (a full read in backfill), not ahead of what a person asked
+    for just now. A run that recorded its queue goes back to that one.
+    """
+    return sync_queue(trigger="recovery", full=full, first_sync=False)
+
+
 CLAIM_S = 60.0  # a claimed parked job comes due again if its task never starts
 HALT_PROBE_EVERY_S = 300.0  # "a slow status probe" of a halted connection
 MAX_RECOVERIES = 5  # a run whose task keeps vanishing is failed, not re-sent for ever
@@ -55,8 +66,7 @@ def resume_parked(store: SqlStore, send: Publish, *, limit: int = 500) -> int:
     )
     for job in jobs:
         payload = json.loads(job.payload_json)
-        queue = BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE
-        send(SYNC_ENTITY, payload, queue)
+        send(SYNC_ENTITY, payload, _queue_of(full=bool(payload.get("full"))))
     return len(jobs)
 
 
@@ -141,7 +151,7 @@ def resume_parked_job(
     )
     if job is not None:
         payload = json.loads(job.payload_json)
-        send(SYNC_ENTITY, payload, BACKFILL_QUEUE if payload.get("full") else SYNC_QUEUE)
+        send(SYNC_ENTITY, payload, _queue_of(full=bool(payload.get("full"))))
     with contextlib.suppress(redis.RedisError):  # the entry expires by itself anyway
         client.zrem(redis_keys.SELF_RESUMES, _member(connection_id, entity_type, due_at))
     return job is not None
@@ -173,7 +183,7 @@ def resend_stalled_runs(
     for run in store.stalled_runs(quiet_since=quiet_since, limit=limit):
         if not run.connection_id or not run.entity_type:
             continue
-        queue = run.queue or (BACKFILL_QUEUE if run.full else SYNC_QUEUE)
+        queue = run.queue or _queue_of(full=run.full)
         if run.status == RunStatus.QUEUED:
             if queue not in waiting:
                 waiting[queue] = backlog(queue)

@@ -3,7 +3,7 @@
 Every response and every transport exception is mapped here, at the edge, to
 the project's own UpstreamError tree: the rest of the worker never sees httpx.
 Bodies are read with a cap on their decoded size and a deadline over the whole
-request (connect, TLS, headers and body; see ``http_edge``), so neither a 1 GB
+request (connect, TLS, headers and body; see ``transport``), so neither a 1 GB
 answer, a gzip bomb, nor a server that trickles one byte a second can hold a
 worker. Error and status bodies are read to a small cap and parsed with
 bounded depth.
@@ -12,13 +12,13 @@ bounded depth.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import httpcore
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -34,14 +34,13 @@ from worker.settings import Settings
 from worker.upstream.http_edge import (
     ACCEPT_ENCODING,
     BodyTooLarge,
-    DeadlineBackend,
     Decoder,
     UndecodableBody,
-    Watchdog,
     loads_bounded,
 )
 from worker.upstream.pagebody import BodyError, parse_list_body
 from worker.upstream.retry_after import parse_retry_after
+from worker.upstream.transport import DeadlineExceeded, DeadlineTransport, environment_proxies
 
 MAX_RETRY_AFTER_S = 3600.0  # clamp: a wild Retry-After must not park a connection for days
 STATUS_PATH = "/api/integrations/current"
@@ -123,12 +122,17 @@ class UpstreamClient:
     def __init__(self, *, settings: Settings) -> None:
         self._max_bytes = settings.max_response_bytes
         self._deadline_s = settings.request_deadline
-        limits = httpx.Limits(
-            max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
-        )
+
+        def transport(proxy: httpx.Proxy | None = None) -> DeadlineTransport:
+            return DeadlineTransport(
+                deadline_s=self._deadline_s,
+                max_connections=settings.pool_size,
+                proxy=proxy,
+            )
+
         self._http = httpx.Client(
-            transport=_DeadlineTransport(limits),
-            mounts=_environment_proxies(limits),
+            transport=transport(),
+            mounts=_environment_proxies(transport),
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout,
                 read=settings.read_timeout,
@@ -177,44 +181,32 @@ class UpstreamClient:
 
     def _get(self, url: str, token: str, *, limit: int) -> tuple[bytes, httpx.Headers]:
         authorization = _authorization(token)
-        watchdog = Watchdog(self._deadline_s)
         try:
-            with (
-                watchdog,
-                self._http.stream("GET", url, headers={"Authorization": authorization}) as response,
-            ):
+            with self._http.stream(
+                "GET", url, headers={"Authorization": authorization}
+            ) as response:
                 if response.status_code != 200:
                     # Only the message matters: read a little, never refuse for size.
-                    body = self._read_capped(response, watchdog, SMALL_BODY_BYTES, cut=True)
+                    body = self._read_capped(response, SMALL_BODY_BYTES, cut=True)
                     raise _error_from_response(response, body)
-                return self._read_capped(response, watchdog, limit), response.headers
+                return self._read_capped(response, limit), response.headers
+        except DeadlineExceeded as exc:
+            raise Unavailable(
+                f"answer not complete within the {self._deadline_s:g}s deadline"
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise self._deadline_or(watchdog, f"timed out: {type(exc).__name__}") from exc
+            raise Unavailable(f"timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             # Refused, reset, DNS, TLS and protocol errors: the far side is not
             # answering properly right now.
-            detail = f"transport error: {type(exc).__name__}: {exc}"
-            raise self._deadline_or(watchdog, detail) from exc
+            raise Unavailable(f"transport error: {type(exc).__name__}: {exc}") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"HTTP client error: {type(exc).__name__}: {exc}") from exc
         except httpx.InvalidURL as exc:
             # The connection's upstream URL cannot be requested at all: its set-up.
             raise BadRequest(f"the upstream URL is not usable: {exc}") from None
-        except UpstreamError:
-            raise
-        except Exception as exc:
-            if watchdog.expired:  # whatever a socket shut under a reader raised
-                raise self._deadline_or(watchdog, "") from exc
-            raise
 
-    def _deadline_or(self, watchdog: Watchdog, detail: str) -> Unavailable:
-        if watchdog.expired:
-            return Unavailable(f"answer not complete within the {self._deadline_s:g}s deadline")
-        return Unavailable(detail)
-
-    def _read_capped(
-        self, response: httpx.Response, watchdog: Watchdog, limit: int, *, cut: bool = False
-    ) -> bytes:
+    def _read_capped(self, response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
         """The decoded body, at most ``limit`` bytes on the wire and decoded; ``cut``
         keeps the first ``limit`` bytes of a longer one instead of refusing it."""
         declared = response.headers.get("content-length")
@@ -231,11 +223,6 @@ class UpstreamClient:
         size = 0
         try:
             for chunk in response.iter_raw():  # wire bytes: decoded here, under the cap
-                if watchdog.expired:
-                    raise Unavailable(
-                        f"answer not complete within the {self._deadline_s:g}s deadline",
-                        status=response.status_code,
-                    )
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLarge(f"{size} bytes on the wire")
@@ -254,63 +241,21 @@ class UpstreamClient:
         return b"".join(chunks)
 
 
-class _DeadlineTransport(httpx.HTTPTransport):
-    """httpx's transport on httpcore's pool, with every socket step under the deadline."""
-
-    def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
-        super().__init__(limits=limits, proxy=proxy)
-        # httpx takes no network backend, so the pool is swapped for one that
-        # does (as worker/outbox/destinations.py does for webhooks). Should httpx move the
-        # attribute, fail loudly rather than send requests without a deadline.
-        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
-            raise RuntimeError("cannot install the request deadline in this httpx version")
-        backend = DeadlineBackend()
-        ssl_context = httpx.create_ssl_context()
-        if proxy is None:
-            self._pool = httpcore.ConnectionPool(
-                ssl_context=ssl_context,
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                network_backend=backend,
-            )
-            return
-        self._pool = httpcore.HTTPProxy(
-            proxy_url=httpcore.URL(
-                scheme=proxy.url.raw_scheme,
-                host=proxy.url.raw_host,
-                port=proxy.url.port,
-                target=proxy.url.raw_path,
-            ),
-            proxy_auth=proxy.raw_auth,
-            proxy_headers=proxy.headers.raw,
-            proxy_ssl_context=proxy.ssl_context,
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=backend,
-        )
-
-
-def _environment_proxies(limits: httpx.Limits) -> dict[str, httpx.BaseTransport | None]:
+def _environment_proxies(
+    transport: Callable[[httpx.Proxy], httpx.BaseTransport],
+) -> dict[str, httpx.BaseTransport | None]:
     """Transports for the proxies the environment names (HTTP_PROXY, NO_PROXY, ...).
 
     httpx reads these itself only when it builds its own transport; ours keeps
     that behaviour, every proxied request under the same deadline. A SOCKS
     proxy is not supported here and is ignored with a warning.
     """
-    try:
-        from httpx._utils import get_environment_proxies
-    except ImportError:  # pragma: no cover - a future httpx
-        _log.warning("cannot read proxy settings with this httpx: connecting directly")
-        return {}
     mounts: dict[str, httpx.BaseTransport | None] = {}
-    for pattern, url in get_environment_proxies().items():
+    for pattern, url in environment_proxies().items():
         if url is None:
             mounts[pattern] = None  # NO_PROXY: the direct transport
         elif url.startswith(("http://", "https://")):
-            mounts[pattern] = _DeadlineTransport(limits, httpx.Proxy(url))
+            mounts[pattern] = transport(httpx.Proxy(url))
         else:
             _log.warning("ignoring the %s proxy for %s: not supported", url.split(":")[0], pattern)
     return mounts

@@ -1,15 +1,8 @@
-"""What bounds one upstream request: a whole deadline, decoded-size caps, safe parsing.
+"""What bounds one upstream answer: decoded-size caps and safe parsing.
 
-``upstream.py`` maps answers to our errors; this module keeps every answer
-finite in time and size before it gets there:
+``client.py`` maps answers to our errors; the time an answer may take is
+bounded by ``transport.DeadlineTransport``, its size here:
 
-* **A deadline over the whole request.** httpx's timeouts apply to each socket
-  operation, so a server that accepts and never answers, or sends its headers
-  a byte at a time, is never timed out as a whole. ``DeadlineBackend`` sits
-  under httpcore and gives every connect, TLS handshake, read and write of a
-  request at most the time left until that request's deadline; a ``Watchdog``
-  shuts the request's sockets down when the deadline passes, which also ends
-  an operation that was already waiting (a trickling TLS handshake).
 * **Caps on decoded bytes.** ``Decoder`` inflates gzip/deflate, chained
   encodings included, a chunk at a time and never produces more than the cap:
   an 870-byte answer that inflates to 400 MB is refused after the cap.
@@ -19,21 +12,9 @@ finite in time and size before it gets there:
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import json
-import os
-import socket
-import ssl
-import threading
-import time
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
-
-import httpcore
 
 MAX_JSON_DEPTH = 64  # error and status bodies are shallow; deeper is not the contract
 MAX_NUMBER_CHARS = 64  # a longer number in an error body is not a code or a count
@@ -45,212 +26,6 @@ class BodyTooLarge(Exception):
 
 class UndecodableBody(Exception):
     """A Content-Encoding we do not speak, or a compressed body that is broken."""
-
-
-# -- the deadline ---------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Request:
-    deadline: float  # time.monotonic()
-    sockets: list[socket.socket] = field(default_factory=list)
-    expired: bool = False
-    finished: bool = False  # the request is over: its sockets may serve another one now
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def adopt(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self.lock:
-            if self.expired:
-                _shut(sock)
-            elif all(s is not sock for s in self.sockets):
-                self.sockets.append(sock)
-
-    def expire(self) -> None:
-        with self.lock:
-            if self.finished:
-                return
-            self.expired = True
-            for sock in self.sockets:
-                _shut(sock)
-
-    def finish(self) -> None:
-        with self.lock:
-            self.finished = True
-            self.sockets.clear()
-
-
-_FORGET_FINISHED_AT = 1024
-
-
-class _Deadlines:
-    """One thread per process that expires requests whose deadline passed.
-
-    A timer thread per request cost more CPU than reading the page it guarded
-    (a thread started and woken again for every request, under the GIL).
-    """
-
-    def __init__(self) -> None:
-        self._wake = threading.Condition()
-        self._waiting: list[tuple[float, int, _Request]] = []  # a heap by deadline
-        self._order = itertools.count()  # ties never compare two requests
-        self._pid: int | None = None  # the process whose thread is running
-
-    def watch(self, request: _Request) -> None:
-        with self._wake:
-            if self._pid != os.getpid():  # the first request, or a forked child's
-                self._pid = os.getpid()
-                self._waiting.clear()
-                threading.Thread(target=self._run, name="request-deadlines", daemon=True).start()
-            if len(self._waiting) >= _FORGET_FINISHED_AT:
-                # Finished requests wait in the heap until their deadline: drop them.
-                self._waiting = [entry for entry in self._waiting if not entry[2].finished]
-                heapq.heapify(self._waiting)
-            heapq.heappush(self._waiting, (request.deadline, next(self._order), request))
-            if self._waiting[0][2] is request:
-                self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while self._waiting and self._waiting[0][2].finished:
-                    heapq.heappop(self._waiting)
-                if not self._waiting:
-                    self._wake.wait()
-                    continue
-                left = self._waiting[0][0] - time.monotonic()
-                if left > 0:
-                    self._wake.wait(left)
-                    continue
-                request = heapq.heappop(self._waiting)[2]
-            request.expire()
-
-
-_deadlines = _Deadlines()
-
-
-def _shut(sock: socket.socket) -> None:
-    # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop
-    # the TLS object under a thread still reading through it.
-    with contextlib.suppress(OSError):  # closed already: nothing left to wake
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-_current = threading.local()  # the request this thread is sending, if any
-
-
-class Watchdog:
-    """``with Watchdog(seconds):`` around one request: its deadline, enforced."""
-
-    def __init__(self, seconds: float) -> None:
-        self._request = _Request(deadline=time.monotonic() + seconds)
-
-    @property
-    def expired(self) -> bool:
-        """Whether the deadline passed (the request's sockets were shut down)."""
-        return self._request.expired or self._request.remaining() <= 0
-
-    def __enter__(self) -> Watchdog:
-        _current.request = self._request
-        _deadlines.watch(self._request)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._request.finish()
-        _current.request = None
-
-
-def _clamp(timeout: float | None, timeout_error: type[Exception]) -> float | None:
-    request: _Request | None = getattr(_current, "request", None)
-    if request is None:
-        return timeout
-    left = request.remaining()
-    if left <= 0 or request.expired:
-        raise timeout_error("the request's deadline passed")
-    return left if timeout is None else min(timeout, left)
-
-
-def _adopt(stream: httpcore.NetworkStream) -> None:
-    request: _Request | None = getattr(_current, "request", None)
-    if request is not None:
-        request.adopt(stream.get_extra_info("socket"))
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        _adopt(self._inner)  # a pooled connection serves a new request: watch it too
-        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        _adopt(self._inner)
-        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        _adopt(self._inner)
-        clamped = _clamp(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, clamped))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's own socket backend, each operation bounded by the request's deadline.
-
-    Name resolution inside connect is the one step it cannot interrupt (the
-    resolver's own timeouts bound it).
-    """
-
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(
-            host,
-            port,
-            _clamp(timeout, httpcore.ConnectTimeout),
-            local_address=local_address,
-            socket_options=socket_options,
-        )
-        _adopt(stream)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_unix_socket(
-            path, _clamp(timeout, httpcore.ConnectTimeout), socket_options=socket_options
-        )
-        _adopt(stream)
-        return _DeadlineStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
 
 
 # -- decoding with a cap --------------------------------------------------------------

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from worker.resilience.backoff import RetryBudget
 from worker.resilience.breaker import Breaker, Outcome
-from worker.resilience.retry_budget import RetryBudgets
+from worker.resilience.retry_budget import RetryBudget, RetryBudgets
 
 pytestmark = pytest.mark.integration
 

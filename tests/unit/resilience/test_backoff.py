@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.resilience.backoff import RetryBudget, full_jitter, retry_delay
+from worker.resilience.backoff import full_jitter, retry_delay
+from worker.resilience.retry_budget import RetryBudget
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

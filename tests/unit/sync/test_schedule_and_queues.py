@@ -26,3 +26,12 @@ def test_queues_keep_manual_work_ahead_of_backfills() -> None:
     assert sync_queue(trigger="manual", full=True, first_sync=False) == BACKFILL_QUEUE
     assert sync_queue(trigger="scheduled", full=False, first_sync=True) == BACKFILL_QUEUE
     assert sync_queue(trigger="scheduled", full=False, first_sync=False) == SYNC_QUEUE
+
+
+def test_a_resumed_job_goes_back_by_the_same_queue_rule() -> None:
+    from worker.sync.recovery import _queue_of
+
+    # Recovery work: the ordinary queue, or backfill for a full read; never manual.
+    assert _queue_of(full=False) == sync_queue(trigger="recovery", full=False, first_sync=False)
+    assert _queue_of(full=False) == SYNC_QUEUE
+    assert _queue_of(full=True) == BACKFILL_QUEUE

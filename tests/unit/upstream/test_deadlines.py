@@ -1,11 +1,11 @@
-"""The one deadline thread (http_edge._Deadlines) expires late requests and only those."""
+"""The one deadline thread (transport._Deadlines) expires late requests and only those."""
 
 from __future__ import annotations
 
 import socket
 import time
 
-from worker.upstream.http_edge import Watchdog, _current
+from worker.upstream.transport import Watchdog, _current
 
 
 def _watched(seconds: float) -> tuple[Watchdog, socket.socket, socket.socket]:
@@ -46,6 +46,6 @@ def test_many_finished_requests_are_forgotten() -> None:
     for _ in range(3000):
         with Watchdog(60):
             pass
-    from worker.upstream.http_edge import _deadlines
+    from worker.upstream.transport import _deadlines
 
     assert len(_deadlines._waiting) <= 1024

@@ -17,9 +17,8 @@ from typing import Any
 
 from worker.celeryapp.beat import beat_state
 from worker.entities import ALL_ENTITY_TYPES
-from worker.errors import EntitySyncError
-from worker.ops.status import UNKNOWN, Health, health_of, upstream_reports
-from worker.resilience.breaker import Breaker, BreakerView
+from worker.ops.status import BreakerViews, Health, upstream_reports
+from worker.resilience.breaker import Breaker
 from worker.settings import get_settings
 from worker.store import ParkedJob, SqlStore
 from worker.store.pair_status import PairRow
@@ -283,23 +282,23 @@ def build_grid(
     # The breakers are read on a thread of their own while the store answers:
     # both mostly wait (Redis runs the scripts, the database the query).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="breakers") as pool:
-        reading = pool.submit(_breaker_views, breaker, [c.id for c in connections])
+        reading = pool.submit(BreakerViews.read, breaker, [c.id for c in connections])
         parked_jobs = store.parked_jobs()
         pair_rows = store.pair_rows(connections)
-        views, redis_ok = reading.result()
+        breakers = reading.result()
+    views, redis_ok = breakers.views, breakers.reachable
     parked = {(job.connection_id, job.entity_type): job for job in parked_jobs}
     by_id = {c.id: c for c in connections}
     intervals = {c.id: c.sync_interval(default_interval_s) for c in connections}
-    health = {cid: health_of(view) for cid, view in views.items()}
+    health = breakers.health()
     by_connection: dict[str, list[Cell]] = {c.id: [] for c in connections}
     reports = upstream_reports(store)
     for row in pair_rows:
         cid = row[0]
-        pair_health = health[cid](row[1]) if cid in health else UNKNOWN
         by_connection[cid].append(
             _cell(
                 row,
-                pair_health,
+                health(cid, row[1]),
                 by_id[cid].created_at,
                 unix_now,
                 intervals[cid],
@@ -335,18 +334,6 @@ def _beat_notice(breaker: Breaker | None, parked: Sequence[ParkedJob]) -> str | 
     if breaker is None or not parked:
         return None
     return beat_state(breaker.redis, get_settings(), parked).notice()
-
-
-def _breaker_views(
-    breaker: Breaker | None, connection_ids: Sequence[str]
-) -> tuple[dict[str, BreakerView], bool]:
-    if breaker is None:
-        return {}, False
-    try:
-        # Every connection's breakers in pipelined reads: a few round trips in all.
-        return breaker.show_many(connection_ids), True
-    except EntitySyncError:
-        return {}, False
 
 
 def _cell(
