@@ -61,5 +61,3 @@ def retry_delay(
     if retry_after is None or not math.isfinite(retry_after):
         return delay
     return max(delay, retry_after)
-
-
