@@ -1,7 +1,8 @@
 """The harness's commands: ``sandbox`` (serve the simulated unified API) and ``demo``.
 
 ``python -m harness sandbox|demo`` runs them; ``entity-sync sandbox`` and
-``entity-sync demo`` parse the same options and hand the parsed arguments to
+``entity-sync demo`` parse the same options (``add_sandbox_arguments``, declared
+once beside the product's CLI) and hand the parsed arguments to
 ``cmd_sandbox`` and ``cmd_demo`` here, importing this module only when they
 run (the worker never imports the harness).
 """
@@ -20,22 +21,10 @@ from worker.ops.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
-    add_webhook_url_sources,
+    add_sandbox_arguments,
     read_webhook_url,
 )
 from worker.settings import Settings, get_settings
-
-
-def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
-    """The ``sandbox`` command's options (``entity-sync sandbox`` has the same)."""
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8900)
-    source = sandbox.add_mutually_exclusive_group()
-    source.add_argument("--config", help="a sandbox config file (harness/sandbox/README.md)")
-    source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
-    sandbox.add_argument("--webhook-url", help="where the sandbox sends the unified API's webhooks")
-    add_webhook_url_sources(sandbox)
-    sandbox.add_argument("--webhook-secret-file", help="the secret it signs them with")
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:

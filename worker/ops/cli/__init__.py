@@ -22,6 +22,7 @@ from worker.ops.cli.common import (
     EXIT_FAILED,
     Handler,
     UsageError,
+    add_sandbox_arguments,
     add_webhook_url_sources,
 )
 from worker.ops.cli.connections import (
@@ -186,15 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.set_defaults(token_file=None)
     command("rotate-key", cmd_rotate_key, "re-encrypt stored secrets with the newest key")
 
-    sandbox = command("sandbox", cmd_sandbox, "serve the simulated unified API")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8900)
-    source = sandbox.add_mutually_exclusive_group()
-    source.add_argument("--config", help="a sandbox config file (harness/sandbox/README.md)")
-    source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
-    sandbox.add_argument("--webhook-url", help="where the sandbox sends the unified API's webhooks")
-    add_webhook_url_sources(sandbox)
-    sandbox.add_argument("--webhook-secret-file", help="the secret it signs them with")
+    add_sandbox_arguments(command("sandbox", cmd_sandbox, "serve the simulated unified API"))
 
     emit = command(
         "sandbox-webhook", cmd_sandbox_webhook, "make a running sandbox send one webhook now"

@@ -50,6 +50,18 @@ def read_secret(args: argparse.Namespace, what: str = "token") -> str:
     return clean_secret(decode_secret_bytes(raw, what=what), what=what)
 
 
+def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
+    """The ``sandbox`` command's options, for ``entity-sync sandbox`` and ``python -m harness``."""
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8900)
+    source = sandbox.add_mutually_exclusive_group()
+    source.add_argument("--config", help="a sandbox config file (harness/sandbox/README.md)")
+    source.add_argument("--preset", default="demo", help="a named preset (default: demo)")
+    sandbox.add_argument("--webhook-url", help="where the sandbox sends the unified API's webhooks")
+    add_webhook_url_sources(sandbox)
+    sandbox.add_argument("--webhook-secret-file", help="the secret it signs them with")
+
+
 def add_webhook_url_sources(parser: argparse.ArgumentParser) -> None:
     """``--webhook-url-stdin`` and ``--webhook-url-file``, next to a command's argv form.
 
