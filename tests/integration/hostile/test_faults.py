@@ -35,7 +35,10 @@ def test_a_redis_restart_mid_sync_keeps_the_worker_up_and_the_run_completes() ->
 def test_a_frozen_redis_is_logged_within_seconds_and_the_run_resumes() -> None:
     result = redis_faults.outage(seconds=15)
     assert "worker stayed up, said Redis was unreachable" in result.outcome, result
-    assert "Redis unreachable" in result.notes[-1], result
+    # The first line may come from the coordination side ("Redis unreachable") or
+    # from the broker on the same Redis ("broker redis://... unreachable"): both say it.
+    first = result.notes[-1].lower()
+    assert "unreachable" in first and "redis" in first, result
     assert (result.records_lost, result.stale, result.duplicates) == (0, 0, 0), result
     assert result.survived, result
 
