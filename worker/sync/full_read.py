@@ -120,18 +120,23 @@ def verdict_for(
     return FullReadVerdict(incomplete=judge(evidence, census, guard), guard=guard)
 
 
-def report_full_read(store: SqlStore, run_id: str) -> int:
+def report_full_read(store: SqlStore, run_id: str, verdict: FullReadVerdict) -> int:
     """Log what a finished full run did about deletions; returns the keys it newly held.
 
-    A new hold is one ERROR line, and so one Sentry event: a person must look.
-    A read that proved nothing is a WARNING (the next full read tries again).
+    A read that proved nothing is a WARNING (the next full read tries again),
+    told from the verdict itself: it marked and held nothing, so the store is
+    not asked. A new hold is one ERROR line, and so one Sentry event: a person
+    must look.
     """
+    if verdict.incomplete is not None:
+        connection_log.warning(
+            "full read not reconciled: %s", verdict.incomplete, extra={"run_id": run_id}
+        )
+        return 0
     marked, held_now, note = store.run_reconciliation(run_id)
     extra = {"run_id": run_id, "reconciled": marked, "held": held_now}
     if held_now:
         connection_log.error("deletions held: %s", note, extra=extra)
-    elif note is not None and note.startswith("not reconciled"):
-        connection_log.warning("full read %s", note, extra=extra)
     elif marked:
         connection_log.info("full read marked %d keys deleted", marked, extra=extra)
     return held_now

@@ -339,7 +339,7 @@ def _conclude(
             evidence = rt.store.full_read_evidence(run_id)
             verdict = verdict_for(evidence, result.census, rt.settings)
         event = rt.store.finish_run(run_id, RunStatus.SUCCEEDED, verdict=verdict)
-        held = report_full_read(rt.store, run_id) if job.full else 0
+        held = report_full_read(rt.store, run_id, verdict) if verdict is not None else 0
         if event is not None or held:
             relay(rt.publish, job.connection_id)  # its events; the sweep is the fallback
         lease = rt.leases.release_call(job.connection_id, entity, me)
